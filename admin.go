@@ -1,0 +1,201 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(adminCache{})
+}
+
+// maxPurgeBody bounds the body of a purge request.
+const maxPurgeBody = 1 << 20
+
+// adminCache serves the /cache/ routes of Caddy's admin endpoint: list,
+// inspect, flush and purge the named caches.
+type adminCache struct {
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (adminCache) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.cache",
+		New: func() caddy.Module { return new(adminCache) },
+	}
+}
+
+// Provision sets up the logger.
+func (a *adminCache) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger(a)
+	return nil
+}
+
+// Routes returns the admin routes.
+func (a *adminCache) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/cache/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+// cacheInfo is the admin view of one named cache.
+type cacheInfo struct {
+	Name      string `json:"name"`
+	Entries   int    `json:"entries"`
+	SizeBytes int64  `json:"size_bytes"`
+	MaxSize   int64  `json:"max_size"`
+	Hits      uint64 `json:"hits"`
+	Misses    uint64 `json:"misses"`
+	Stored    uint64 `json:"stored"`
+	Evicted   uint64 `json:"evicted"`
+	Rejected  uint64 `json:"rejected"`
+}
+
+func infoOf(c *namedCache) cacheInfo {
+	return cacheInfo{
+		Name:      c.name,
+		Entries:   c.index.entries(),
+		SizeBytes: c.usedBytes(),
+		MaxSize:   c.maxSize.Load(),
+		Hits:      c.stats.requests[0].Load(),
+		Misses:    c.stats.requests[1].Load() + c.stats.requests[2].Load(),
+		Stored:    c.stats.stored(),
+		Evicted:   c.stats.evicted.Load(),
+		Rejected:  c.stats.rejected.Load(),
+	}
+}
+
+// purgeRequest is the body of POST /cache/<name>/purge.
+type purgeRequest struct {
+	URLs     []string `json:"urls"`
+	Prefixes []string `json:"prefixes"`
+	Tags     []string `json:"tags"`
+}
+
+func (a *adminCache) serve(w http.ResponseWriter, r *http.Request) error {
+	rest := strings.TrimPrefix(r.URL.Path, "/cache/")
+	name, action, _ := strings.Cut(rest, "/")
+	switch {
+	case name == "" && action == "":
+		return a.serveAll(w, r)
+	case action == "":
+		return a.serveOne(w, r, name)
+	case action == "purge":
+		return a.servePurge(w, r, name)
+	}
+	return apiError(http.StatusNotFound, "no such route: %s", r.URL.Path)
+}
+
+func (a *adminCache) serveAll(w http.ResponseWriter, r *http.Request) error {
+	switch r.Method {
+	case http.MethodGet:
+		list := []cacheInfo{}
+		rangeCaches(func(c *namedCache) { list = append(list, infoOf(c)) })
+		return writeJSON(w, map[string]any{"caches": list})
+	case http.MethodDelete:
+		flushed := []string{}
+		rangeCaches(func(c *namedCache) {
+			c.flush()
+			flushed = append(flushed, c.name)
+		})
+		a.logger.Info("caches flushed", zap.Strings("caches", flushed))
+		return writeJSON(w, map[string]any{"flushed": flushed})
+	}
+	return methodNotAllowed(w, r, "GET, DELETE")
+}
+
+func (a *adminCache) serveOne(w http.ResponseWriter, r *http.Request, name string) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodDelete {
+		return methodNotAllowed(w, r, "GET, DELETE")
+	}
+	c := lookupCache(name)
+	if c == nil {
+		return apiError(http.StatusNotFound, "unknown cache %q", name)
+	}
+	if r.Method == http.MethodGet {
+		return writeJSON(w, infoOf(c))
+	}
+	c.flush()
+	a.logger.Info("cache flushed", zap.String("cache", name))
+	return writeJSON(w, map[string]any{"flushed": []string{name}})
+}
+
+func (a *adminCache) servePurge(w http.ResponseWriter, r *http.Request, name string) error {
+	if r.Method != http.MethodPost {
+		return methodNotAllowed(w, r, "POST")
+	}
+	c := lookupCache(name)
+	if c == nil {
+		return apiError(http.StatusNotFound, "unknown cache %q", name)
+	}
+	t, err := decodePurge(io.LimitReader(r.Body, maxPurgeBody+1))
+	if err != nil {
+		return apiError(http.StatusBadRequest, "%v", err)
+	}
+	removed := c.purge(t)
+	a.logger.Info("cache purged", zap.String("cache", name), zap.Int("urls", len(t.urls)),
+		zap.Int("prefixes", len(t.prefixes)), zap.Int("tags", len(t.tags)), zap.Int("removed", removed))
+	return writeJSON(w, map[string]any{"removed": removed})
+}
+
+// decodePurge reads and checks a purge body.
+func decodePurge(body io.Reader) (purgeTarget, error) {
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return purgeTarget{}, fmt.Errorf("reading body: %v", err)
+	}
+	if len(data) > maxPurgeBody {
+		return purgeTarget{}, fmt.Errorf("body larger than %d bytes", maxPurgeBody)
+	}
+	var req purgeRequest
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return purgeTarget{}, fmt.Errorf("decoding body: %v", err)
+	}
+	if dec.More() {
+		return purgeTarget{}, fmt.Errorf("decoding body: trailing data after the JSON object")
+	}
+	t := purgeTarget{prefixes: req.Prefixes, tags: req.Tags}
+	for _, s := range req.URLs {
+		u, err := parsePurgeURL(s)
+		if err != nil {
+			return purgeTarget{}, fmt.Errorf("url %q: %v", s, err)
+		}
+		t.urls = append(t.urls, u)
+	}
+	for _, p := range t.prefixes {
+		if !strings.HasPrefix(p, "/") {
+			return purgeTarget{}, fmt.Errorf("prefix %q must start with /", p)
+		}
+	}
+	if t.empty() {
+		return purgeTarget{}, fmt.Errorf("nothing to purge: give urls, prefixes or tags (DELETE flushes the whole cache)")
+	}
+	return t, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(v)
+}
+
+func apiError(status int, format string, args ...any) error {
+	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
+}
+
+func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) error {
+	w.Header().Set("Allow", allow)
+	return apiError(http.StatusMethodNotAllowed, "method %s not allowed", r.Method)
+}
+
+// Interface guards
+var (
+	_ caddy.AdminRouter = (*adminCache)(nil)
+	_ caddy.Provisioner = (*adminCache)(nil)
+)

@@ -1,0 +1,340 @@
+package gateway
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("cache_pool", parseCachePool)
+	httpcaddyfile.RegisterHandlerDirective("cache_write", parseHandler[CacheWrite])
+	httpcaddyfile.RegisterHandlerDirective("cache_read", parseHandler[CacheRead])
+	httpcaddyfile.RegisterHandlerDirective("cache_invalidate", parseHandler[CacheInvalidate])
+
+	// Caching runs after authentication and encoding: encode, then
+	// cache_invalidate, cache_read, cache_write. Each registration after
+	// encode lands right behind it, so they are made in reverse.
+	httpcaddyfile.RegisterDirectiveOrder("cache_write", httpcaddyfile.After, "encode")
+	httpcaddyfile.RegisterDirectiveOrder("cache_read", httpcaddyfile.After, "encode")
+	httpcaddyfile.RegisterDirectiveOrder("cache_invalidate", httpcaddyfile.After, "encode")
+}
+
+// unmarshalerHandler is a handler that reads its own Caddyfile tokens.
+type unmarshalerHandler[T any] interface {
+	*T
+	caddyfile.Unmarshaler
+	caddyhttp.MiddlewareHandler
+}
+
+func parseHandler[T any, PT unmarshalerHandler[T]](h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := PT(new(T))
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
+}
+
+// parseCachePool sets up the cache_pool app from its global option:
+//
+//	cache_pool {
+//		max_size       <size>
+//		max_entry_size <size>
+//		cache <name> {
+//			max_size       <size>
+//			max_entry_size <size>
+//		}
+//	}
+func parseCachePool(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("cache_pool: the global option is given twice")
+	}
+	pool := new(Pool)
+	d.Next() // consume the option name
+	if d.NextArg() {
+		return nil, d.Errf("cache_pool: unexpected argument '%s'; settings go in a block", d.Val())
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if opt != "cache" {
+			if seen[opt] {
+				return nil, d.Errf("cache_pool: duplicate option '%s'", opt)
+			}
+			seen[opt] = true
+		}
+		switch opt {
+		case "max_size":
+			if err := parseSizeArg(d, "cache_pool", &pool.MaxSize); err != nil {
+				return nil, err
+			}
+		case "max_entry_size":
+			if err := parseSizeArg(d, "cache_pool", &pool.MaxEntrySize); err != nil {
+				return nil, err
+			}
+		case "cache":
+			if !d.NextArg() {
+				return nil, d.Err("cache_pool: cache needs a name")
+			}
+			name := d.Val()
+			if d.NextArg() {
+				return nil, d.Errf("cache_pool: cache %s: unexpected argument '%s'", name, d.Val())
+			}
+			if pool.Caches[name] != nil {
+				return nil, d.Errf("cache_pool: cache %s is declared twice", name)
+			}
+			settings, err := parseCacheSettings(d, name)
+			if err != nil {
+				return nil, err
+			}
+			if pool.Caches == nil {
+				pool.Caches = make(map[string]*CacheSettings)
+			}
+			pool.Caches[name] = settings
+		default:
+			return nil, d.Errf("cache_pool: unknown subdirective '%s'", opt)
+		}
+	}
+	return httpcaddyfile.App{Name: "cache_pool", Value: caddyconfig.JSON(pool, nil)}, nil
+}
+
+func parseCacheSettings(d *caddyfile.Dispenser, name string) (*CacheSettings, error) {
+	s := new(CacheSettings)
+	dir := "cache_pool: cache " + name
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return nil, d.Errf("%s: duplicate option '%s'", dir, opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "max_size":
+			if err := parseSizeArg(d, dir, &s.MaxSize); err != nil {
+				return nil, err
+			}
+		case "max_entry_size":
+			if err := parseSizeArg(d, dir, &s.MaxEntrySize); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, d.Errf("%s: unknown subdirective '%s'", dir, opt)
+		}
+	}
+	return s, nil
+}
+
+// parseSizeArg reads one size argument: plain bytes or a number with a
+// unit such as KiB, MiB, GiB, KB, MB or GB.
+func parseSizeArg(d *caddyfile.Dispenser, dir string, dst *int64) error {
+	opt := d.Val()
+	var arg string
+	if !oneArg(d, &arg) {
+		return d.Errf("%s: %s takes exactly one size", dir, opt)
+	}
+	n, err := humanize.ParseBytes(arg)
+	if err != nil || n == 0 || n > 1<<50 {
+		return d.Errf("%s: %s: invalid size '%s'", dir, opt, arg)
+	}
+	*dst = int64(n)
+	return nil
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) bool {
+	if !d.NextArg() {
+		return false
+	}
+	*dst = d.Val()
+	return !d.NextArg()
+}
+
+// parseDurationArg reads one duration argument.
+func parseDurationArg(d *caddyfile.Dispenser, dir string, dst *caddy.Duration) error {
+	opt := d.Val()
+	var arg string
+	if !oneArg(d, &arg) {
+		return d.Errf("%s: %s takes exactly one duration", dir, opt)
+	}
+	dur, err := caddy.ParseDuration(arg)
+	if err != nil || dur <= 0 {
+		return d.Errf("%s: %s: invalid duration '%s'", dir, opt, arg)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// parseListArg reads one or more arguments.
+func parseListArg(d *caddyfile.Dispenser, dir string) ([]string, error) {
+	opt := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return nil, d.Errf("%s: %s needs at least one value", dir, opt)
+	}
+	return args, nil
+}
+
+// cacheNameArg reads the cache name that follows a directive.
+func cacheNameArg(d *caddyfile.Dispenser, dir string) (string, error) {
+	if !d.NextArg() {
+		return "", d.Errf("%s: missing cache name", dir)
+	}
+	name := d.Val()
+	if d.NextArg() {
+		return "", d.Errf("%s: unexpected argument '%s' after the cache name", dir, d.Val())
+	}
+	return name, nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	cache_write [<matcher>] <name> {
+//		ttl              <duration>
+//		key_query        <param...>
+//		key_headers      <header...>
+//		key_placeholders <placeholder...>
+//		status           <code...>
+//		max_entry_size   <size>
+//		max_ttl          <duration>
+//		tags_from        <header...>
+//		etag
+//	}
+func (h *CacheWrite) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const dir = "cache_write"
+	d.Next() // consume the directive name
+	name, err := cacheNameArg(d, dir)
+	if err != nil {
+		return err
+	}
+	h.Cache = name
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("%s: duplicate option '%s'", dir, opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "ttl":
+			err = parseDurationArg(d, dir, &h.TTL)
+		case "max_ttl":
+			err = parseDurationArg(d, dir, &h.MaxTTL)
+		case "max_entry_size":
+			err = parseSizeArg(d, dir, &h.MaxEntrySize)
+		case "key_query":
+			h.KeyQuery, err = parseListArg(d, dir)
+		case "key_headers":
+			h.KeyHeaders, err = parseListArg(d, dir)
+		case "key_placeholders":
+			h.KeyPlaceholders, err = parseListArg(d, dir)
+		case "tags_from":
+			h.TagsFrom, err = parseListArg(d, dir)
+		case "status":
+			h.Status, err = parseStatuses(d, dir)
+		case "etag":
+			if d.NextArg() {
+				return d.Errf("%s: etag takes no argument", dir)
+			}
+			h.ETag = true
+		default:
+			return d.Errf("%s: unknown subdirective '%s'", dir, opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseStatuses(d *caddyfile.Dispenser, dir string) ([]int, error) {
+	args, err := parseListArg(d, dir)
+	if err != nil {
+		return nil, err
+	}
+	codes := make([]int, 0, len(args))
+	for _, a := range args {
+		code, err := strconv.Atoi(a)
+		if err != nil || code < 200 || code > 599 {
+			return nil, d.Errf("%s: status: invalid final status code '%s'", dir, a)
+		}
+		codes = append(codes, code)
+	}
+	return codes, nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	cache_read [<matcher>] <name>
+func (h *CacheRead) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const dir = "cache_read"
+	d.Next() // consume the directive name
+	name, err := cacheNameArg(d, dir)
+	if err != nil {
+		return err
+	}
+	h.Cache = name
+	if d.NextBlock(0) {
+		return d.Errf("%s: unknown subdirective '%s'; cache_read takes no options", dir, d.Val())
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	cache_invalidate [<matcher>] <name> {
+//		urls     <url...>
+//		prefixes <path...>
+//		tags     <tag...>
+//		methods  <method...>
+//	}
+func (h *CacheInvalidate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const dir = "cache_invalidate"
+	d.Next() // consume the directive name
+	name, err := cacheNameArg(d, dir)
+	if err != nil {
+		return err
+	}
+	h.Cache = name
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("%s: duplicate option '%s'", dir, opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "urls":
+			h.URLs, err = parseListArg(d, dir)
+		case "prefixes":
+			h.Prefixes, err = parseListArg(d, dir)
+			for _, p := range h.Prefixes {
+				if !strings.HasPrefix(p, "/") {
+					return d.Errf("%s: prefixes: '%s' must start with /", dir, p)
+				}
+			}
+		case "tags":
+			h.Tags, err = parseListArg(d, dir)
+		case "methods":
+			h.Methods, err = parseListArg(d, dir)
+			for i, m := range h.Methods {
+				h.Methods[i] = strings.ToUpper(m)
+			}
+		default:
+			return d.Errf("%s: unknown subdirective '%s'", dir, opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*CacheWrite)(nil)
+	_ caddyfile.Unmarshaler = (*CacheRead)(nil)
+	_ caddyfile.Unmarshaler = (*CacheInvalidate)(nil)
+)

@@ -1,0 +1,10 @@
+package main
+
+import (
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	_ "github.com/caddy-gateway/gateway"
+)
+
+func main() { caddycmd.Main() }

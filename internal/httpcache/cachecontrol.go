@@ -1,0 +1,137 @@
+// Package httpcache holds the HTTP caching rules the gateway applies, free of
+// any Caddy type: Cache-Control parsing, freshness and age (RFC 9111),
+// conditional requests (RFC 9110 section 13), the storage rules and the
+// encoding of cache keys. Every function takes the current time as a value.
+package httpcache
+
+import (
+	"net/http"
+	"strings"
+)
+
+// maxDeltaSeconds is the largest delta-seconds value a cache must handle
+// (RFC 9111 section 1.2.2); larger values are clamped to it.
+const maxDeltaSeconds = 2147483648
+
+// CacheControl holds the Cache-Control directives this cache acts on, from a
+// request or a response. A delta-seconds directive that is absent is -1.
+type CacheControl struct {
+	NoStore         bool
+	NoCache         bool
+	Private         bool
+	Public          bool
+	MustRevalidate  bool
+	ProxyRevalidate bool
+	OnlyIfCached    bool
+	MaxAge          int64
+	SMaxAge         int64
+	MaxStale        int64
+	MinFresh        int64
+}
+
+// ParseCacheControl reads every Cache-Control field line of h. Unknown
+// directives are ignored. A delta-seconds value that does not parse makes
+// the directive 0, which treats the response as stale rather than fresh
+// (RFC 9111 section 4.2.1); a repeated directive keeps its first value.
+func ParseCacheControl(h http.Header) CacheControl {
+	cc := CacheControl{MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1}
+	for _, line := range h["Cache-Control"] {
+		cc.parseLine(line)
+	}
+	return cc
+}
+
+func (cc *CacheControl) parseLine(s string) {
+	for s != "" {
+		var item string
+		item, s = nextListItem(s)
+		name, value, hasValue := strings.Cut(item, "=")
+		name = strings.TrimSpace(name)
+		value = unquote(strings.TrimSpace(value))
+		switch {
+		case strings.EqualFold(name, "no-store"):
+			cc.NoStore = true
+		case strings.EqualFold(name, "no-cache"):
+			cc.NoCache = true
+		case strings.EqualFold(name, "private"):
+			cc.Private = true
+		case strings.EqualFold(name, "public"):
+			cc.Public = true
+		case strings.EqualFold(name, "must-revalidate"):
+			cc.MustRevalidate = true
+		case strings.EqualFold(name, "proxy-revalidate"):
+			cc.ProxyRevalidate = true
+		case strings.EqualFold(name, "only-if-cached"):
+			cc.OnlyIfCached = true
+		case strings.EqualFold(name, "max-age"):
+			setDelta(&cc.MaxAge, value)
+		case strings.EqualFold(name, "s-maxage"):
+			setDelta(&cc.SMaxAge, value)
+		case strings.EqualFold(name, "min-fresh"):
+			setDelta(&cc.MinFresh, value)
+		case strings.EqualFold(name, "max-stale"):
+			if !hasValue {
+				// A bare max-stale accepts any staleness.
+				value = "2147483648"
+			}
+			setDelta(&cc.MaxStale, value)
+		}
+	}
+}
+
+// nextListItem splits off the first member of a comma-separated list,
+// keeping commas inside quoted strings.
+func nextListItem(s string) (item, rest string) {
+	inQuote := false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			if inQuote {
+				i++
+			}
+		case '"':
+			inQuote = !inQuote
+		case ',':
+			if !inQuote {
+				return s[:i], s[i+1:]
+			}
+		}
+	}
+	return s, ""
+}
+
+func unquote(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return s[1 : len(s)-1]
+	}
+	return s
+}
+
+// setDelta stores the delta-seconds value v in *dst unless a value is
+// already there.
+func setDelta(dst *int64, v string) {
+	if *dst >= 0 {
+		return
+	}
+	*dst = ParseDeltaSeconds(v)
+}
+
+// ParseDeltaSeconds parses a non-negative decimal number of seconds, clamped
+// at 2^31. Anything else yields 0.
+func ParseDeltaSeconds(v string) int64 {
+	if v == "" {
+		return 0
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+		if n > maxDeltaSeconds {
+			return maxDeltaSeconds
+		}
+	}
+	return n
+}

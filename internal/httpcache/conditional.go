@@ -1,0 +1,60 @@
+package httpcache
+
+import (
+	"net/http"
+	"strings"
+	"time"
+)
+
+// NotModified reports whether a GET or HEAD request carrying the
+// preconditions in reqHeader is answered with 304 Not Modified from a stored
+// response with the headers stored (RFC 9110 sections 13.1.2, 13.1.3 and
+// 13.2.2). If-None-Match, when present, decides alone with the weak
+// comparison; otherwise If-Modified-Since is compared with Last-Modified, or
+// with Date when the response has no Last-Modified.
+func NotModified(reqHeader, stored http.Header) bool {
+	if inm := reqHeader.Values("If-None-Match"); len(inm) > 0 {
+		return etagListMatchesWeak(inm, stored.Get("Etag"))
+	}
+	ims := reqHeader.Get("If-Modified-Since")
+	if ims == "" {
+		return false
+	}
+	since, err := http.ParseTime(ims)
+	if err != nil {
+		return false
+	}
+	var modified time.Time
+	if lm := stored.Get("Last-Modified"); lm != "" {
+		modified, err = http.ParseTime(lm)
+	} else if d := stored.Get("Date"); d != "" {
+		modified, err = http.ParseTime(d)
+	} else {
+		return false
+	}
+	return err == nil && !modified.After(since)
+}
+
+// etagListMatchesWeak reports whether any entity-tag in the If-None-Match
+// field lines matches etag under the weak comparison, or the list is "*".
+func etagListMatchesWeak(lines []string, etag string) bool {
+	for _, line := range lines {
+		for line != "" {
+			var tag string
+			tag, line = nextListItem(line)
+			tag = strings.TrimSpace(tag)
+			if tag == "*" {
+				return true
+			}
+			if etag != "" && weakEqual(tag, etag) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// weakEqual compares two entity-tags ignoring their weakness indicators.
+func weakEqual(a, b string) bool {
+	return strings.TrimPrefix(a, "W/") == strings.TrimPrefix(b, "W/")
+}

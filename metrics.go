@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"errors"
+	"strings"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caddy-gateway/gateway/internal/httpcache"
+)
+
+// Results of a cache lookup, as counted and as {http.cache.status}.
+const (
+	resultHit    = "hit"
+	resultMiss   = "miss"
+	resultStale  = "stale"
+	resultBypass = "bypass"
+)
+
+var results = []string{resultHit, resultMiss, resultStale, resultBypass}
+
+// outcomes are the labels of caddy_cache_stores_total: stored, or the
+// reason a response was not stored. The set is fixed, so labels stay bounded.
+var outcomes = []string{
+	"stored",
+	httpcache.ReasonStatus, httpcache.ReasonNoStore, httpcache.ReasonPrivate,
+	httpcache.ReasonSetCookie, httpcache.ReasonAuthorization, httpcache.ReasonVaryStar,
+	httpcache.ReasonNoFreshness, httpcache.ReasonTooLarge, httpcache.ReasonIncomplete,
+	httpcache.ReasonInvalidated, httpcache.ReasonRefused,
+}
+
+func outcomeIndex(reason string) int {
+	for i, o := range outcomes {
+		if o == reason {
+			return i
+		}
+	}
+	return 0
+}
+
+// cacheStats counts what happens to one named cache. The admin API and the
+// metrics collector both read these counters.
+type cacheStats struct {
+	requests [4]atomic.Uint64 // by index in results
+	outcomes [12]atomic.Uint64
+	evicted  atomic.Uint64
+	rejected atomic.Uint64
+}
+
+func (s *cacheStats) count(result string) {
+	for i, r := range results {
+		if r == result {
+			s.requests[i].Add(1)
+			return
+		}
+	}
+}
+
+func (s *cacheStats) stored() uint64 { return s.outcomes[0].Load() }
+
+// collector exports every live named cache's counters and sizes at scrape
+// time, so no metric outlives its cache and none is counted twice.
+type collector struct{}
+
+var (
+	descRequests = prometheus.NewDesc("caddy_cache_requests_total",
+		"Requests seen by cache_read or cache_write, by result.", []string{"cache", "result"}, nil)
+	descStores = prometheus.NewDesc("caddy_cache_stores_total",
+		"Responses offered to a cache, by outcome: stored or the reason not stored.", []string{"cache", "outcome"}, nil)
+	descEvictions = prometheus.NewDesc("caddy_cache_evictions_total",
+		"Entries evicted to make room.", []string{"cache"}, nil)
+	descEntries = prometheus.NewDesc("caddy_cache_entries",
+		"Entries held, Vary markers included.", []string{"cache"}, nil)
+	descSize = prometheus.NewDesc("caddy_cache_size_bytes",
+		"Bytes held, bookkeeping included.", []string{"cache"}, nil)
+)
+
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRequests
+	ch <- descStores
+	ch <- descEvictions
+	ch <- descEntries
+	ch <- descSize
+}
+
+func (collector) Collect(ch chan<- prometheus.Metric) {
+	rangeCaches(func(c *namedCache) {
+		for i, r := range results {
+			ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(c.stats.requests[i].Load()), c.name, r)
+		}
+		for i, o := range outcomes {
+			ch <- prometheus.MustNewConstMetric(descStores, prometheus.CounterValue, float64(c.stats.outcomes[i].Load()), c.name, strings.ToLower(o))
+		}
+		ch <- prometheus.MustNewConstMetric(descEvictions, prometheus.CounterValue, float64(c.stats.evicted.Load()), c.name)
+		ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(c.index.entries()), c.name)
+		ch <- prometheus.MustNewConstMetric(descSize, prometheus.GaugeValue, float64(c.usedBytes()), c.name)
+	})
+}
+
+// registerMetrics adds the collector to a config's registry; every config
+// load has a registry of its own.
+func registerMetrics(reg *prometheus.Registry) error {
+	if reg == nil {
+		return nil
+	}
+	err := reg.Register(collector{})
+	var already prometheus.AlreadyRegisteredError
+	if errors.As(err, &already) {
+		return nil
+	}
+	return err
+}
