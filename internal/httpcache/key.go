@@ -160,7 +160,7 @@ func (b *KeyBuilder) Build(spec *KeySpec, r *http.Request, placeholders []string
 // CanonicalHost returns host lower-cased and without the default port of
 // its scheme, as keys and purges compare hosts.
 func CanonicalHost(host string, https bool) string {
-	return strings.ToLower(trimDefaultPort(host, https))
+	return string(appendLower(nil, trimDefaultPort(host, https)))
 }
 
 func trimDefaultPort(host string, https bool) string {
@@ -173,6 +173,12 @@ func trimDefaultPort(host string, https bool) string {
 // appendHost writes host lower-cased, without allocating.
 func appendHost(buf []byte, host string) []byte {
 	buf = binary.AppendUvarint(buf, uint64(len(host)))
+	return appendLower(buf, host)
+}
+
+// appendLower lower-cases ASCII letters only: other bytes, valid UTF-8 or
+// not, are kept, so different hosts never fold into one.
+func appendLower(buf []byte, host string) []byte {
 	for i := 0; i < len(host); i++ {
 		c := host[i]
 		if 'A' <= c && c <= 'Z' {

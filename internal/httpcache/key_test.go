@@ -1,0 +1,220 @@
+package httpcache
+
+import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// req builds a request; header lines are "Name: value".
+func req(target string, headers ...string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, target, nil)
+	for _, h := range headers {
+		name, value, _ := strings.Cut(h, ":")
+		r.Header.Add(name, strings.TrimSpace(value))
+	}
+	return r
+}
+
+func key(spec *KeySpec, r *http.Request, placeholders []string, vary []string) string {
+	var b KeyBuilder
+	return string(b.Build(spec, r, placeholders, vary))
+}
+
+func TestKeyDistinguishes(t *testing.T) {
+	all := NewKeySpec(nil, nil, nil)
+	withHeader := NewKeySpec(nil, []string{"client_id", "X-Sep"}, nil)
+	listed := NewKeySpec([]string{"orderBy", "page"}, nil, nil)
+	tlsReq := req("https://example.com/a")
+	tlsReq.TLS = &tls.ConnectionState{}
+
+	tests := []struct {
+		name string
+		spec *KeySpec
+		a, b *http.Request
+	}{
+		{"resource and sub-resource", all, req("/products"), req("/products/123")},
+		{"two sub-resources", all, req("/products/123"), req("/products/456")},
+		{"escaped query mark in path", all, req("/a%3Fb=c"), req("/a?b=c")},
+		{"escaped slash in path", all, req("/a%2Fb"), req("/a/b")},
+		{"query value differs", all, req("/p?orderBy=date"), req("/p?orderBy=price")},
+		{"separator inside a value", all, req("/p?a=1%262&b=3"), req("/p?a=1&2&b=3")},
+		{"equals inside a value", all, req("/p?a=b%3Dc"), req("/p?a%3Db=c")},
+		{"repeated values keep order", all, req("/p?a=1&a=2"), req("/p?a=2&a=1")},
+		{"undecodable versus decoded", all, req("/p?a=%zz"), req("/p?a=%25zz")},
+		{"host differs", all, req("http://a.example/x"), req("http://b.example/x")},
+		{"scheme differs", all, req("http://example.com/a"), tlsReq},
+		{"listed parameter differs", listed, req("/p?orderBy=date"), req("/p?orderBy=price")},
+		{"listed absent versus empty", listed, req("/p"), req("/p?page=")},
+		{"header absent versus empty", withHeader, req("/x"), req("/x", "Client_id:")},
+		{"header values differ", withHeader, req("/x", "Client_id: a"), req("/x", "Client_id: b")},
+		{"separator in header value", withHeader, req("/x", "Client_id: a", "X-Sep: b"), req("/x", "Client_id: a\x01b")},
+		{"header moved between names", withHeader, req("/x", "Client_id: ab"), req("/x", "X-Sep: ab")},
+		{"two lines versus one", withHeader, req("/x", "Client_id: a", "Client_id: b"), req("/x", "Client_id: a, b")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if ka, kb := key(tt.spec, tt.a, nil, nil), key(tt.spec, tt.b, nil, nil); ka == kb {
+				t.Errorf("%s and %s share the key %q", tt.a.URL, tt.b.URL, ka)
+			}
+		})
+	}
+}
+
+func TestKeyEquates(t *testing.T) {
+	all := NewKeySpec(nil, nil, nil)
+	listed := NewKeySpec([]string{"page", "orderBy"}, nil, nil)
+	tests := []struct {
+		name string
+		spec *KeySpec
+		a, b *http.Request
+	}{
+		{"parameter order", all, req("/p?a=1&b=2"), req("/p?b=2&a=1")},
+		{"percent-encoded value", all, req("/p?a=%41"), req("/p?a=A")},
+		{"host case and default port", all, req("http://Example.COM:80/x"), req("http://example.com/x")},
+		{"unlisted parameter ignored", listed, req("/p?page=2&utm_source=x"), req("/p?page=2")},
+		{"listed parameters in any order", listed, req("/p?page=2&orderBy=date"), req("/p?orderBy=date&page=2")},
+		{"empty pairs ignored", all, req("/p?a=1&&b=2"), req("/p?a=1&b=2")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if ka, kb := key(tt.spec, tt.a, nil, nil), key(tt.spec, tt.b, nil, nil); ka != kb {
+				t.Errorf("%s and %s have different keys", tt.a.URL, tt.b.URL)
+			}
+		})
+	}
+}
+
+func TestKeyPlaceholdersAndVary(t *testing.T) {
+	spec := NewKeySpec(nil, nil, []string{"{http.auth.user.id}", "{x}"})
+	r := req("/x", "Accept: json")
+	if key(spec, r, []string{"ab", ""}, nil) == key(spec, r, []string{"a", "b"}, nil) {
+		t.Error("placeholder values ab,'' and a,b share a key")
+	}
+	if key(spec, r, []string{"u1", ""}, nil) == key(spec, r, []string{"u2", ""}, nil) {
+		t.Error("two users share a key")
+	}
+	primary := key(spec, r, []string{"u", ""}, nil)
+	variant := key(spec, r, []string{"u", ""}, []string{"Accept"})
+	if primary == variant {
+		t.Error("a variant key equals the primary key")
+	}
+	other := key(spec, req("/x", "Accept: xml"), []string{"u", ""}, []string{"Accept"})
+	if other == variant {
+		t.Error("variants with different Accept share a key")
+	}
+	absent := key(spec, req("/x"), []string{"u", ""}, []string{"Accept"})
+	if absent == variant || absent == other {
+		t.Error("a variant without Accept shares a key with one that has it")
+	}
+}
+
+func TestKeySpecsDoNotShareKeys(t *testing.T) {
+	a := NewKeySpec([]string{"page"}, nil, nil)
+	b := NewKeySpec(nil, nil, nil)
+	c := NewKeySpec(nil, []string{"X-A"}, nil)
+	r := req("/p")
+	if key(a, r, nil, nil) == key(b, r, nil, nil) || key(b, r, nil, nil) == key(c, r, nil, nil) {
+		t.Error("two key specs produce the same key for one request")
+	}
+	if NewKeySpec([]string{"b", "a"}, nil, nil).ID() != NewKeySpec([]string{"a", "b"}, nil, nil).ID() {
+		t.Error("the order of key_query names changes the spec")
+	}
+}
+
+func TestKeyIsBounded(t *testing.T) {
+	spec := NewKeySpec(nil, []string{"X-Big"}, nil)
+	long := strings.Repeat("a", 100_000)
+	k1 := key(spec, req("/x?"+long), nil, nil)
+	k2 := key(spec, req("/x", "X-Big: "+long), nil, nil)
+	k3 := key(spec, req("/x?"+long+"b"), nil, nil)
+	for _, k := range []string{k1, k2, k3} {
+		if len(k) > MaxRawKeyLen {
+			t.Fatalf("key of %d bytes exceeds %d", len(k), MaxRawKeyLen)
+		}
+	}
+	if k1 == k2 || k1 == k3 {
+		t.Error("long requests that differ share a key")
+	}
+	short := key(spec, req("/x"), nil, nil)
+	if strings.Contains(k1, long[:100]) || !strings.Contains(short, "/x") {
+		t.Error("a long key is not hashed, or a short one is")
+	}
+}
+
+func TestKeyBuilderResetDropsLargeBuffers(t *testing.T) {
+	var b KeyBuilder
+	var sb strings.Builder
+	for i := range 2000 {
+		sb.WriteString("p")
+		sb.WriteString(strings.Repeat("x", i%7))
+		sb.WriteString("=1&")
+	}
+	b.Build(NewKeySpec(nil, nil, nil), req("/x?"+sb.String()), nil, nil)
+	b.Reset()
+	if cap(b.params) > 256 || cap(b.buf) > 4*MaxRawKeyLen {
+		t.Errorf("after Reset the builder keeps %d params and %d bytes", cap(b.params), cap(b.buf))
+	}
+}
+
+func FuzzKey(f *testing.F) {
+	f.Add("/a?b=c", "/a%3Fb=c", "x", "y")
+	f.Add("/p?a=1&a=2", "/p?a=2&a=1", "", "\x00")
+	f.Add("/p?page=&x", "/p", "a,b", "a")
+	spec := NewKeySpec(nil, []string{"X-K"}, nil)
+	f.Fuzz(func(t *testing.T, target1, target2, h1, h2 string) {
+		r1, err1 := http.NewRequest(http.MethodGet, "http://h"+target1, nil)
+		r2, err2 := http.NewRequest(http.MethodGet, "http://h"+target2, nil)
+		if err1 != nil || err2 != nil {
+			return
+		}
+		r1.Header["X-K"] = []string{h1}
+		r2.Header["X-K"] = []string{h2}
+		k1, k2 := key(spec, r1, nil, nil), key(spec, r2, nil, nil)
+		if len(k1) > MaxRawKeyLen+1 {
+			t.Fatalf("key of %d bytes", len(k1))
+		}
+		same := h1 == h2 && CanonicalHost(r1.Host, false) == CanonicalHost(r2.Host, false) &&
+			r1.URL.EscapedPath() == r2.URL.EscapedPath() &&
+			sameQuery(r1.URL.RawQuery, r2.URL.RawQuery)
+		if same != (k1 == k2) {
+			t.Fatalf("requests %q/%q and %q/%q: equivalent=%v but equal keys=%v", target1, h1, target2, h2, same, k1 == k2)
+		}
+	})
+}
+
+// sameQuery is the reference model of query equivalence: the decoded
+// pairs, ordered by name with repeated names in their original order, are
+// equal, and a pair that does not decode only equals itself.
+func sameQuery(a, b string) bool {
+	return slices.Equal(modelQuery(a), modelQuery(b))
+}
+
+func modelQuery(raw string) []queryParam {
+	var ps []queryParam
+	for _, pair := range strings.Split(raw, "&") {
+		if pair == "" {
+			continue
+		}
+		n, v, _ := strings.Cut(pair, "=")
+		var p queryParam
+		p.name, p.rawName = unescapeQuery(n)
+		p.value, p.rawValue = unescapeQuery(v)
+		ps = append(ps, p)
+	}
+	slices.SortStableFunc(ps, func(x, y queryParam) int { return strings.Compare(x.name, y.name) })
+	return ps
+}
+
+func BenchmarkKeyBuild(b *testing.B) {
+	spec := NewKeySpec([]string{"orderBy", "page"}, []string{"Client_id"}, nil)
+	r := req("http://api.example.com/products/123?page=2&orderBy=date&utm_source=x", "Client_id: abc")
+	var kb KeyBuilder
+	b.ReportAllocs()
+	for b.Loop() {
+		kb.Build(spec, r, nil, nil)
+	}
+}

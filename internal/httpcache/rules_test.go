@@ -1,0 +1,184 @@
+package httpcache
+
+import (
+	"net/http"
+	"testing"
+	"time"
+)
+
+func header(kv ...string) http.Header {
+	h := http.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Add(kv[i], kv[i+1])
+	}
+	return h
+}
+
+func TestParseCacheControl(t *testing.T) {
+	tests := []struct {
+		lines []string
+		want  CacheControl
+	}{
+		{nil, CacheControl{MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1}},
+		{[]string{"max-age=60, s-maxage=30"}, CacheControl{MaxAge: 60, SMaxAge: 30, MaxStale: -1, MinFresh: -1}},
+		{[]string{`Private="Set-Cookie, X", NO-STORE`}, CacheControl{Private: true, NoStore: true, MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1}},
+		{[]string{"public", "max-age=\"10\""}, CacheControl{Public: true, MaxAge: 10, SMaxAge: -1, MaxStale: -1, MinFresh: -1}},
+		{[]string{"max-age=abc"}, CacheControl{MaxAge: 0, SMaxAge: -1, MaxStale: -1, MinFresh: -1}},
+		{[]string{"max-age=5, max-age=100"}, CacheControl{MaxAge: 5, SMaxAge: -1, MaxStale: -1, MinFresh: -1}},
+		{[]string{"max-age=99999999999999999999"}, CacheControl{MaxAge: maxDeltaSeconds, SMaxAge: -1, MaxStale: -1, MinFresh: -1}},
+		{[]string{"only-if-cached, max-stale, no-cache, must-revalidate"}, CacheControl{OnlyIfCached: true, NoCache: true, MustRevalidate: true, MaxAge: -1, SMaxAge: -1, MaxStale: maxDeltaSeconds, MinFresh: -1}},
+		{[]string{" , ,max-age=-1"}, CacheControl{MaxAge: 0, SMaxAge: -1, MaxStale: -1, MinFresh: -1}},
+	}
+	for _, tt := range tests {
+		if got := ParseCacheControl(http.Header{"Cache-Control": tt.lines}); got != tt.want {
+			t.Errorf("%q: got %+v, want %+v", tt.lines, got, tt.want)
+		}
+	}
+}
+
+func FuzzCacheControl(f *testing.F) {
+	f.Add(`max-age=60, private="a,b", s-maxage=1`)
+	f.Add(`"unterminated, max-age=1`)
+	f.Add(`\`)
+	f.Fuzz(func(t *testing.T, line string) {
+		cc := ParseCacheControl(http.Header{"Cache-Control": {line}})
+		for _, v := range []int64{cc.MaxAge, cc.SMaxAge, cc.MaxStale, cc.MinFresh} {
+			if v < -1 || v > maxDeltaSeconds {
+				t.Fatalf("%q: delta %d out of range", line, v)
+			}
+		}
+	})
+}
+
+func TestFreshnessLifetime(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	date := now.Format(http.TimeFormat)
+	tests := []struct {
+		name string
+		h    http.Header
+		want time.Duration
+		ok   bool
+	}{
+		{"none", header(), 0, false},
+		{"s-maxage wins", header("Cache-Control", "max-age=10, s-maxage=20"), 20 * time.Second, true},
+		{"max-age over Expires", header("Cache-Control", "max-age=10", "Expires", now.Add(time.Hour).Format(http.TimeFormat)), 10 * time.Second, true},
+		{"Expires minus Date", header("Date", date, "Expires", now.Add(90*time.Second).Format(http.TimeFormat)), 90 * time.Second, true},
+		{"Expires in the past", header("Date", date, "Expires", now.Add(-time.Hour).Format(http.TimeFormat)), 0, true},
+		{"invalid Expires", header("Expires", "0"), 0, true},
+		{"two Expires", header("Expires", date, "Expires", date), 0, true},
+	}
+	for _, tt := range tests {
+		got, ok := FreshnessLifetime(tt.h, ParseCacheControl(tt.h), now)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("%s: got %v %v, want %v %v", tt.name, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestInitialAge(t *testing.T) {
+	sent := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	received := sent.Add(2 * time.Second)
+	tests := []struct {
+		name string
+		h    http.Header
+		want time.Duration
+	}{
+		{"fresh from origin", header("Date", received.Format(http.TimeFormat)), 2 * time.Second},
+		{"Age from upstream cache", header("Date", received.Format(http.TimeFormat), "Age", "30"), 32 * time.Second},
+		{"old Date", header("Date", sent.Add(-time.Minute).Format(http.TimeFormat)), 62 * time.Second},
+		{"Date in the future", header("Date", received.Add(time.Hour).Format(http.TimeFormat)), 2 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := InitialAge(tt.h, sent, received); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	ttl := Policy{TTL: time.Minute}
+	origin := Policy{}
+	capped := Policy{MaxTTL: 10 * time.Second}
+	identity := Policy{TTL: time.Minute, IdentityInKey: true}
+	auth := header("Authorization", "Bearer x")
+	tests := []struct {
+		name    string
+		p       Policy
+		reqH    http.Header
+		status  int
+		h       http.Header
+		wantTTL time.Duration
+		reason  string
+	}{
+		{"operator ttl beats max-age", ttl, header(), 200, header("Cache-Control", "max-age=5"), time.Minute, ""},
+		{"operator ttl without freshness", ttl, header(), 200, header(), time.Minute, ""},
+		{"status not listed", ttl, header(), 500, header(), 0, ReasonStatus},
+		{"206 never by default", ttl, header(), 206, header(), 0, ReasonStatus},
+		{"configured status", Policy{TTL: time.Minute, Statuses: []int{404}}, header(), 404, header(), time.Minute, ""},
+		{"no-store response", ttl, header(), 200, header("Cache-Control", "no-store"), 0, ReasonNoStore},
+		{"no-store request", ttl, header("Cache-Control", "no-store"), 200, header(), 0, ReasonNoStore},
+		{"private", ttl, header(), 200, header("Cache-Control", "private, max-age=60"), 0, ReasonPrivate},
+		{"set-cookie", ttl, header(), 200, header("Set-Cookie", "a=b"), 0, ReasonSetCookie},
+		{"vary star", ttl, header(), 200, header("Vary", "Accept, *"), 0, ReasonVaryStar},
+		{"authorization", ttl, auth, 200, header(), 0, ReasonAuthorization},
+		{"authorization public", ttl, auth, 200, header("Cache-Control", "public"), time.Minute, ""},
+		{"authorization s-maxage", ttl, auth, 200, header("Cache-Control", "s-maxage=5"), time.Minute, ""},
+		{"authorization must-revalidate", ttl, auth, 200, header("Cache-Control", "must-revalidate"), time.Minute, ""},
+		{"authorization identity in key", identity, auth, 200, header(), time.Minute, ""},
+		{"origin max-age", origin, header(), 200, header("Cache-Control", "max-age=60"), time.Minute, ""},
+		{"origin age subtracted", origin, header(), 200, header("Cache-Control", "max-age=60", "Age", "20"), 40 * time.Second, ""},
+		{"origin no freshness", origin, header(), 200, header(), 0, ReasonNoFreshness},
+		{"origin stale on arrival", origin, header(), 200, header("Cache-Control", "max-age=10", "Age", "10"), 0, ReasonNoFreshness},
+		{"origin no-cache", origin, header(), 200, header("Cache-Control", "no-cache, max-age=60"), 0, ReasonNoFreshness},
+		{"origin 404 with freshness", origin, header(), 404, header("Cache-Control", "max-age=60"), time.Minute, ""},
+		{"origin 500", origin, header(), 500, header("Cache-Control", "max-age=60"), 0, ReasonStatus},
+		{"origin capped", capped, header(), 200, header("Cache-Control", "max-age=600"), 10 * time.Second, ""},
+	}
+	for _, tt := range tests {
+		got, reason := tt.p.Decide(Exchange{RequestHeader: tt.reqH, Status: tt.status, Header: tt.h, RequestTime: now, ResponseTime: now})
+		if got != tt.wantTTL || reason != tt.reason {
+			t.Errorf("%s: got %v %q, want %v %q", tt.name, got, reason, tt.wantTTL, tt.reason)
+		}
+	}
+}
+
+func TestVaryNames(t *testing.T) {
+	got := VaryNames(header("Vary", "accept-encoding, Accept", "Vary", "ACCEPT"))
+	want := []string{"Accept", "Accept-Encoding"}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if VaryNames(header()) != nil {
+		t.Error("no Vary gives names")
+	}
+}
+
+func TestNotModified(t *testing.T) {
+	lm := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	stored := header("Etag", `"v1"`, "Last-Modified", lm.Format(http.TimeFormat))
+	tests := []struct {
+		name string
+		req  http.Header
+		want bool
+	}{
+		{"no precondition", header(), false},
+		{"matching etag", header("If-None-Match", `"v1"`), true},
+		{"weak match", header("If-None-Match", `W/"v1"`), true},
+		{"list with match", header("If-None-Match", `"a", "v1"`), true},
+		{"star", header("If-None-Match", "*"), true},
+		{"other etag", header("If-None-Match", `"v2"`), false},
+		{"etag decides over date", header("If-None-Match", `"v2"`, "If-Modified-Since", lm.Add(time.Hour).Format(http.TimeFormat)), false},
+		{"not modified since", header("If-Modified-Since", lm.Format(http.TimeFormat)), true},
+		{"modified since", header("If-Modified-Since", lm.Add(-time.Hour).Format(http.TimeFormat)), false},
+		{"invalid date", header("If-Modified-Since", "yesterday"), false},
+	}
+	for _, tt := range tests {
+		if got := NotModified(tt.req, stored); got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if NotModified(header("If-None-Match", `"v1"`), header()) {
+		t.Error("a response without ETag matched an entity-tag")
+	}
+}
