@@ -111,6 +111,12 @@ func (h *CacheWrite) Provision(ctx caddy.Context) error {
 		Statuses:      h.Status,
 		IdentityInKey: identityInKey(h.KeyHeaders, h.KeyPlaceholders),
 	}
+	for _, name := range h.KeyHeaders {
+		if strings.ContainsAny(name, "_.") {
+			h.logger.Warn("Caddy drops request headers whose names hold '_' or '.' unless the server option expected_underscore_headers or expected_dot_headers lists them; until then this key header is always absent",
+				zap.String("header", name))
+		}
+	}
 	h.cache.addRule(h.rule)
 	return nil
 }

@@ -1,0 +1,258 @@
+package gateway_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// caddyBin is the Caddy binary with our modules, built once by TestMain.
+var caddyBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "gateway-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	caddyBin = filepath.Join(dir, "caddy")
+	build := exec.Command("go", "build", "-o", caddyBin, "./cmd/caddy")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building caddy:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// gateway is a Caddy process started from a Caddyfile.
+type gateway struct {
+	t     testing.TB
+	admin string // host:port of the admin endpoint
+	addr  string // host:port of the site
+	dir   string
+	cmd   *exec.Cmd
+	logs  *bytes.Buffer
+}
+
+// startGateway runs Caddy with the global options block globals (without
+// braces) and one site whose body is site. In both, {upstream} stands for
+// the upstream's address.
+func startGateway(t testing.TB, globals, site, upstream string) *gateway {
+	t.Helper()
+	g := &gateway{t: t, admin: freePort(t), addr: freePort(t), dir: t.TempDir(), logs: new(bytes.Buffer)}
+	path := g.writeCaddyfile(globals, site, upstream)
+	g.cmd = exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
+	g.cmd.Env = append(os.Environ(), "HOME="+g.dir, "XDG_DATA_HOME="+g.dir, "XDG_CONFIG_HOME="+g.dir)
+	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { g.cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		g.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			g.cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("caddy output (tail):\n%s", tail(g.logs.String(), 30))
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-done:
+			t.Fatalf("caddy exited: %s", g.logs.String())
+		default:
+		}
+		// A dial, not a request: a request would reach the handlers.
+		if conn, err := net.Dial("tcp", g.addr); err == nil {
+			conn.Close()
+			return g
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy did not start: %s", g.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (g *gateway) caddyfile(globals, site, upstream string) string {
+	r := strings.NewReplacer("{upstream}", upstream)
+	return fmt.Sprintf("{\n\tadmin %s\n\tpersist_config off\n\tauto_https off\n%s\n}\n\nhttp://%s {\n%s\n}\n",
+		g.admin, r.Replace(globals), g.addr, r.Replace(site))
+}
+
+func (g *gateway) writeCaddyfile(globals, site, upstream string) string {
+	path := filepath.Join(g.dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(g.caddyfile(globals, site, upstream)), 0o600); err != nil {
+		g.t.Fatal(err)
+	}
+	return path
+}
+
+// reload loads a new Caddyfile through the admin endpoint.
+func (g *gateway) reload(globals, site, upstream string) {
+	g.t.Helper()
+	resp := g.adminDo("POST", "/load", "text/caddyfile", g.caddyfile(globals, site, upstream))
+	if resp.status != http.StatusOK {
+		g.t.Fatalf("reload: %d %s", resp.status, resp.body)
+	}
+}
+
+// response is a finished exchange.
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+
+func do(t testing.TB, method, url string, header http.Header, body string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{resp.StatusCode, resp.Header, string(b)}
+}
+
+// get requests path from the site; header lines are "Name: value".
+func (g *gateway) get(path string, headers ...string) response {
+	g.t.Helper()
+	return g.request("GET", path, headers...)
+}
+
+func (g *gateway) request(method, path string, headers ...string) response {
+	g.t.Helper()
+	h := http.Header{}
+	for _, line := range headers {
+		name, value, _ := strings.Cut(line, ":")
+		h.Add(name, strings.TrimSpace(value))
+	}
+	return do(g.t, method, "http://"+g.addr+path, h, "")
+}
+
+func (g *gateway) adminDo(method, path, contentType, body string) response {
+	g.t.Helper()
+	h := http.Header{}
+	if contentType != "" {
+		h.Set("Content-Type", contentType)
+	}
+	return do(g.t, method, "http://"+g.admin+path, h, body)
+}
+
+// adminJSON calls the admin endpoint and decodes its JSON answer.
+func (g *gateway) adminJSON(method, path, body string, wantStatus int) map[string]any {
+	g.t.Helper()
+	resp := g.adminDo(method, path, "application/json", body)
+	if resp.status != wantStatus {
+		g.t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.status, wantStatus, resp.body)
+	}
+	var out map[string]any
+	if err := json.Unmarshal([]byte(resp.body), &out); err != nil {
+		g.t.Fatalf("%s %s: answer is not JSON: %q", method, path, resp.body)
+	}
+	return out
+}
+
+// upstream is an origin on loopback that counts the requests it gets,
+// by path, and answers through a replaceable handler.
+type upstream struct {
+	*httptest.Server
+	mu      sync.Mutex
+	counts  map[string]int
+	total   atomic.Int64
+	handler atomic.Pointer[http.HandlerFunc]
+}
+
+func newUpstream(t testing.TB, h http.HandlerFunc) *upstream {
+	u := &upstream{counts: map[string]int{}}
+	u.handler.Store(&h)
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.counts[r.URL.Path]++
+		u.mu.Unlock()
+		u.total.Add(1)
+		(*u.handler.Load())(w, r)
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func (u *upstream) addr() string { return strings.TrimPrefix(u.URL, "http://") }
+
+func (u *upstream) count(path string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.counts[path]
+}
+
+// serial answers with a body that names the request's path and a number
+// that grows with each upstream request, so a hit repeats an old number.
+func serial(headers ...string) http.HandlerFunc {
+	var n atomic.Int64
+	return func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i+1 < len(headers); i += 2 {
+			w.Header().Add(headers[i], headers[i+1])
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"path":%q,"query":%q,"n":%d}`, r.URL.Path, r.URL.RawQuery, n.Add(1))
+	}
+}
+
+// cacheStatus returns the Cache-Status field of a response.
+func (r response) cacheStatus() string { return strings.Join(r.header.Values("Cache-Status"), ", ") }
+
+func (r response) isHit() bool { return strings.Contains(r.cacheStatus(), "; hit") }
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}
