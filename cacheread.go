@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -125,32 +126,24 @@ func (h *CacheRead) lookup(r *http.Request, now time.Time) (e *entry, result str
 	return nil, result
 }
 
-// notModifiedHeaders are the stored fields a 304 carries (RFC 9110
+// notModifiedFields are the stored fields a 304 carries (RFC 9110
 // section 15.4.5).
-var notModifiedHeaders = []string{"Cache-Control", "Content-Location", "Date", "Etag", "Expires", "Vary"}
+var notModifiedFields = []string{"Cache-Control", "Content-Location", "Date", "Etag", "Expires", "Vary"}
 
 // serve writes the stored response, or 304 Not Modified when the request's
 // preconditions allow, with Age and Cache-Status.
 func (h *CacheRead) serve(w http.ResponseWriter, r *http.Request, e *entry, now time.Time) {
 	hdr := w.Header()
-	notModified := httpcache.NotModified(r.Header, e.header)
-	if notModified {
-		for _, k := range notModifiedHeaders {
-			if v, ok := e.header[k]; ok {
-				hdr[k] = v
-			}
-		}
-	} else {
-		// The stored slices have no spare capacity, so a handler that
-		// appends to one copies it rather than writing into the entry.
-		for k, v := range e.header {
-			hdr[k] = v
+	notModified := httpcache.NotModified(r.Header, e.validators)
+	for _, f := range e.fields {
+		if !notModified || slices.Contains(notModifiedFields, f.name) {
+			hdr[f.name] = f.values
 		}
 	}
 	age := (e.initialAge + now.Sub(e.storedAt)) / time.Second
 	hdr["Age"] = []string{strconv.FormatInt(int64(max(age, 0)), 10)}
 	ttl := (e.expires.Sub(now) + time.Second - 1) / time.Second
-	hdr["Cache-Status"] = append(e.header["Cache-Status"], h.Cache+"; hit; ttl="+strconv.FormatInt(int64(ttl), 10))
+	hdr["Cache-Status"] = append(e.cacheStatus, h.Cache+"; hit; ttl="+strconv.FormatInt(int64(ttl), 10))
 	if notModified {
 		w.WriteHeader(http.StatusNotModified)
 		return

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -344,19 +343,19 @@ func (cw *cacheWriter) commit() {
 		sum := sha256.Sum256(cw.body)
 		hdr["Etag"] = []string{`"` + hex.EncodeToString(sum[:16]) + `"`}
 	}
-	for k, v := range hdr {
-		hdr[k] = slices.Clip(v) // a later append by another handler must copy
-	}
+	fields, cacheStatus := fieldsOf(hdr)
 	e := &entry{
-		host:       httpcache.CanonicalHost(r.Host, r.TLS != nil),
-		path:       r.URL.EscapedPath(),
-		tags:       tagsOf(hdr, h.TagsFrom),
-		status:     cw.status,
-		header:     hdr,
-		body:       cw.body,
-		storedAt:   cw.responseTime,
-		initialAge: httpcache.InitialAge(hdr, cw.requestTime, cw.responseTime),
-		expires:    cw.responseTime.Add(cw.ttl),
+		host:        httpcache.CanonicalHost(r.Host, r.TLS != nil),
+		path:        r.URL.EscapedPath(),
+		tags:        tagsOf(hdr, h.TagsFrom),
+		status:      cw.status,
+		fields:      fields,
+		cacheStatus: cacheStatus,
+		validators:  httpcache.ValidatorsOf(hdr),
+		body:        cw.body,
+		storedAt:    cw.responseTime,
+		initialAge:  httpcache.InitialAge(hdr, cw.requestTime, cw.responseTime),
+		expires:     cw.responseTime.Add(cw.ttl),
 	}
 	vary := httpcache.VaryNames(hdr)
 	kb := getKeyBuilder()

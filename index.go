@@ -12,7 +12,7 @@ import (
 // memory is part of each entry's cost.
 type index struct {
 	mu     sync.Mutex
-	byPath map[string]map[*entry]struct{}
+	byPath map[string]*entry // the head of each path's list
 	byTag  map[string]map[*entry]struct{}
 	count  int
 }
@@ -32,16 +32,23 @@ func (t purgeTarget) empty() bool {
 }
 
 func (ix *index) init() {
-	ix.byPath = make(map[string]map[*entry]struct{})
+	ix.byPath = make(map[string]*entry)
 	ix.byTag = make(map[string]map[*entry]struct{})
 }
 
 func (ix *index) add(e *entry) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if addTo(ix.byPath, e.path, e) {
-		ix.count++
+	if e.indexed {
+		return
 	}
+	e.indexed = true
+	ix.count++
+	if head := ix.byPath[e.path]; head != nil {
+		head.prevPath = e
+		e.nextPath = head
+	}
+	ix.byPath[e.path] = e
 	for _, t := range e.tags {
 		addTo(ix.byTag, t, e)
 	}
@@ -50,9 +57,23 @@ func (ix *index) add(e *entry) {
 func (ix *index) remove(e *entry) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	if removeFrom(ix.byPath, e.path, e) {
-		ix.count--
+	if !e.indexed {
+		return
 	}
+	e.indexed = false
+	ix.count--
+	switch {
+	case e.prevPath != nil:
+		e.prevPath.nextPath = e.nextPath
+	case e.nextPath != nil:
+		ix.byPath[e.path] = e.nextPath
+	default:
+		delete(ix.byPath, e.path)
+	}
+	if e.nextPath != nil {
+		e.nextPath.prevPath = e.prevPath
+	}
+	e.prevPath, e.nextPath = nil, nil
 	for _, t := range e.tags {
 		removeFrom(ix.byTag, t, e)
 	}
@@ -61,6 +82,13 @@ func (ix *index) remove(e *entry) {
 func (ix *index) clear() {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	for _, head := range ix.byPath {
+		for e := head; e != nil; {
+			next := e.nextPath
+			e.indexed, e.prevPath, e.nextPath = false, nil, nil
+			e = next
+		}
+	}
 	ix.init()
 	ix.count = 0
 }
@@ -79,18 +107,18 @@ func (ix *index) match(t purgeTarget) []*entry {
 	defer ix.mu.Unlock()
 	seen := make(map[*entry]struct{})
 	for _, u := range t.urls {
-		for e := range ix.byPath[u.path] {
+		for e := ix.byPath[u.path]; e != nil; e = e.nextPath {
 			if u.host == "" || u.host == e.host {
 				seen[e] = struct{}{}
 			}
 		}
 	}
 	if len(t.prefixes) > 0 {
-		for path, set := range ix.byPath {
+		for path, head := range ix.byPath {
 			if !hasAnyPrefix(path, t.prefixes) {
 				continue
 			}
-			for e := range set {
+			for e := head; e != nil; e = e.nextPath {
 				seen[e] = struct{}{}
 			}
 		}
@@ -116,27 +144,19 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 	return false
 }
 
-func addTo(m map[string]map[*entry]struct{}, k string, e *entry) bool {
+func addTo(m map[string]map[*entry]struct{}, k string, e *entry) {
 	set := m[k]
 	if set == nil {
 		set = make(map[*entry]struct{}, 1)
 		m[k] = set
 	}
-	if _, ok := set[e]; ok {
-		return false
-	}
 	set[e] = struct{}{}
-	return true
 }
 
-func removeFrom(m map[string]map[*entry]struct{}, k string, e *entry) bool {
+func removeFrom(m map[string]map[*entry]struct{}, k string, e *entry) {
 	set := m[k]
-	if _, ok := set[e]; !ok {
-		return false
-	}
 	delete(set, e)
 	if len(set) == 0 {
 		delete(m, k)
 	}
-	return true
 }

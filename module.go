@@ -222,42 +222,78 @@ type entry struct {
 
 	vary []string
 
-	status     int
-	header     http.Header
-	body       []byte
-	storedAt   time.Time
-	initialAge time.Duration
-	expires    time.Time
+	status      int
+	fields      []field
+	cacheStatus []string // the upstream's Cache-Status members
+	validators  httpcache.Validators
+	body        []byte
+	storedAt    time.Time
+	initialAge  time.Duration
+	expires     time.Time
+
+	// The entries of one path form a list that the index owns.
+	indexed            bool
+	prevPath, nextPath *entry
 }
 
-// Memory accounted per entry beyond its strings and body: the entry, its
-// header map and its places in the invalidation index.
+// field is one stored header field. A slice of them costs far less than
+// an http.Header map, and a hit copies them into the response as fast.
+type field struct {
+	name   string
+	values []string
+}
+
+// fieldsOf turns a header into stored fields, without the upstream's
+// Cache-Status, which is kept apart so a hit can add its own member. Each
+// values slice is clipped: a handler that appends to it copies it.
+func fieldsOf(h http.Header) (fields []field, cacheStatus []string) {
+	fields = make([]field, 0, len(h))
+	for name, values := range h {
+		if name == "Cache-Status" {
+			cacheStatus = slices.Clip(values)
+			continue
+		}
+		fields = append(fields, field{name, slices.Clip(values)})
+	}
+	return fields, cacheStatus
+}
+
+// Memory accounted per entry beyond its strings and body, measured with
+// TestFloodStaysBounded: the entry, its slot in the store's maps and
+// policy, and its place in the index.
 const (
-	entryOverhead       = 384
-	headerValueOverhead = 48
+	entryOverhead       = 640
+	headerValueOverhead = 40
 )
 
 // computeCost sets e.cost to the bytes the entry holds in memory.
 func (e *entry) computeCost() {
-	n := int64(entryOverhead + len(e.key) + len(e.host) + len(e.path) + len(e.body))
+	n := int64(entryOverhead + len(e.key) + len(e.host) + len(e.path) + cap(e.body))
 	for _, t := range e.tags {
-		n += int64(len(t) + headerValueOverhead)
+		n += int64(len(t) + 2*headerValueOverhead)
 	}
 	for _, v := range e.vary {
 		n += int64(len(v) + headerValueOverhead)
 	}
-	n += headerSize(e.header)
-	e.cost = n
+	for _, f := range e.fields {
+		n += int64(len(f.name)) + valuesSize(f.values)
+	}
+	e.cost = n + valuesSize(e.cacheStatus)
 }
 
-// headerSize estimates the bytes a header map holds.
+func valuesSize(values []string) int64 {
+	n := int64(headerValueOverhead)
+	for _, v := range values {
+		n += int64(len(v) + 16)
+	}
+	return n
+}
+
+// headerSize estimates the bytes a header holds once stored.
 func headerSize(h http.Header) int64 {
 	var n int64
 	for k, vs := range h {
-		n += int64(len(k) + headerValueOverhead)
-		for _, v := range vs {
-			n += int64(len(v) + 16)
-		}
+		n += int64(len(k)) + valuesSize(vs)
 	}
 	return n
 }

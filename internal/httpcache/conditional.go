@@ -6,15 +6,28 @@ import (
 	"time"
 )
 
+// Validators are the fields of a stored response that preconditions are
+// evaluated against.
+type Validators struct {
+	ETag         string
+	LastModified string
+	Date         string
+}
+
+// ValidatorsOf returns the validators of a response header.
+func ValidatorsOf(h http.Header) Validators {
+	return Validators{ETag: h.Get("Etag"), LastModified: h.Get("Last-Modified"), Date: h.Get("Date")}
+}
+
 // NotModified reports whether a GET or HEAD request carrying the
 // preconditions in reqHeader is answered with 304 Not Modified from a stored
-// response with the headers stored (RFC 9110 sections 13.1.2, 13.1.3 and
+// response with the validators v (RFC 9110 sections 13.1.2, 13.1.3 and
 // 13.2.2). If-None-Match, when present, decides alone with the weak
 // comparison; otherwise If-Modified-Since is compared with Last-Modified, or
 // with Date when the response has no Last-Modified.
-func NotModified(reqHeader, stored http.Header) bool {
+func NotModified(reqHeader http.Header, v Validators) bool {
 	if inm := reqHeader.Values("If-None-Match"); len(inm) > 0 {
-		return etagListMatchesWeak(inm, stored.Get("Etag"))
+		return etagListMatchesWeak(inm, v.ETag)
 	}
 	ims := reqHeader.Get("If-Modified-Since")
 	if ims == "" {
@@ -25,11 +38,12 @@ func NotModified(reqHeader, stored http.Header) bool {
 		return false
 	}
 	var modified time.Time
-	if lm := stored.Get("Last-Modified"); lm != "" {
-		modified, err = http.ParseTime(lm)
-	} else if d := stored.Get("Date"); d != "" {
-		modified, err = http.ParseTime(d)
-	} else {
+	switch {
+	case v.LastModified != "":
+		modified, err = http.ParseTime(v.LastModified)
+	case v.Date != "":
+		modified, err = http.ParseTime(v.Date)
+	default:
 		return false
 	}
 	return err == nil && !modified.After(since)

@@ -174,11 +174,11 @@ func TestNotModified(t *testing.T) {
 		{"invalid date", header("If-Modified-Since", "yesterday"), false},
 	}
 	for _, tt := range tests {
-		if got := NotModified(tt.req, stored); got != tt.want {
+		if got := NotModified(tt.req, ValidatorsOf(stored)); got != tt.want {
 			t.Errorf("%s: got %v, want %v", tt.name, got, tt.want)
 		}
 	}
-	if NotModified(header("If-None-Match", `"v1"`), header()) {
+	if NotModified(header("If-None-Match", `"v1"`), Validators{}) {
 		t.Error("a response without ETag matched an entity-tag")
 	}
 }
