@@ -140,10 +140,20 @@ func (h *CacheRead) serve(w http.ResponseWriter, r *http.Request, e *entry, now 
 			hdr[f.name] = f.values
 		}
 	}
-	age := (e.initialAge + now.Sub(e.storedAt)) / time.Second
-	hdr["Age"] = []string{strconv.FormatInt(int64(max(age, 0)), 10)}
+	// One allocation holds both new field values.
+	vals := new([2]string)
+	age := max((e.initialAge+now.Sub(e.storedAt))/time.Second, 0)
+	vals[0] = strconv.FormatInt(int64(age), 10)
 	ttl := (e.expires.Sub(now) + time.Second - 1) / time.Second
-	hdr["Cache-Status"] = append(e.cacheStatus, h.Cache+"; hit; ttl="+strconv.FormatInt(int64(ttl), 10))
+	var buf [128]byte
+	member := append(append(buf[:0], h.Cache...), "; hit; ttl="...)
+	vals[1] = string(strconv.AppendInt(member, int64(ttl), 10))
+	hdr["Age"] = vals[0:1:1]
+	if len(e.cacheStatus) == 0 {
+		hdr["Cache-Status"] = vals[1:2:2]
+	} else {
+		hdr["Cache-Status"] = append(e.cacheStatus, vals[1])
+	}
 	if notModified {
 		w.WriteHeader(http.StatusNotModified)
 		return

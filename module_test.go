@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,5 +237,54 @@ func BenchmarkHit(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// TestConcurrentUse runs hits, stores, purges and flushes at once; under
+// the race detector it checks the locking, and afterwards the index and the
+// store must still agree.
+func TestConcurrentUse(t *testing.T) {
+	chain, c := hitChain(t, []byte("body"))
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				r := newCaddyRequest(fmt.Sprintf("http://h/p/%d?g=%d", i%50, g))
+				chain.ServeHTTP(&discardWriter{h: http.Header{}}, r)
+			}
+		})
+	}
+	for i := range 200 {
+		switch i % 3 {
+		case 0:
+			c.purge(purgeTarget{urls: []purgeURL{{path: fmt.Sprintf("/p/%d", i%50)}}})
+		case 1:
+			c.purge(purgeTarget{prefixes: []string{"/p/1"}})
+		default:
+			c.flush()
+		}
+	}
+	close(done)
+	wg.Wait()
+	c.store.Wait()
+	c.index.mu.Lock()
+	defer c.index.mu.Unlock()
+	n := 0
+	for _, head := range c.index.byPath {
+		for e := head; e != nil; e = e.nextPath {
+			n++
+			if got, _ := c.store.Get([]byte(e.key)); got != e {
+				t.Fatalf("index holds %s, which the store does not", e.path)
+			}
+		}
+	}
+	if n != c.index.count {
+		t.Errorf("index lists %d entries but counts %d", n, c.index.count)
 	}
 }
