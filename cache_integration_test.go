@@ -633,3 +633,45 @@ func TestMetrics(t *testing.T) {
 		t.Error("metrics lack a positive caddy_cache_size_bytes")
 	}
 }
+
+func TestHostileRequests(t *testing.T) {
+	up := newUpstream(t, serial())
+	g := startGateway(t, "", `
+	cache_read products
+	cache_write products {
+		ttl 60s
+		key_headers X-Key
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	var q strings.Builder
+	for i := range 5000 {
+		fmt.Fprintf(&q, "p%d=%%zz%d&", i, i)
+	}
+	long := "/h?" + q.String()
+	odd := "/h/%00%ff%c3%28?a=%&b=%G1&=&&=x"
+	for _, target := range []string{long, odd} {
+		for i := range 2 {
+			req, err := http.NewRequest("GET", "http://"+g.addr+"/x", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.URL.Opaque = target // sent as is
+			req.Header.Set("X-Key", strings.Repeat("k", 32<<10))
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("%.40s: %v", target, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode >= 500 {
+				t.Errorf("%.40s request %d: %d", target, i+1, resp.StatusCode)
+			}
+		}
+	}
+	if r := g.get("/after"); r.status != 200 {
+		t.Fatalf("the gateway no longer serves: %d", r.status)
+	}
+	if r := g.get("/after"); !r.isHit() {
+		t.Errorf("the cache no longer works: %q", r.cacheStatus())
+	}
+}

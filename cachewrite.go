@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -234,7 +235,7 @@ func (cw *cacheWriter) WriteHeader(status int) {
 	cw.responseTime = cw.h.now()
 	member := cw.h.Cache + "; fwd=" + cw.fwd
 	if reason := cw.decide(); reason != "" {
-		cw.h.cache.stats.outcomes[outcomeIndex(reason)].Add(1)
+		cw.h.cache.stats.record(reason)
 		member += "; detail=" + reason
 	} else {
 		member += "; stored"
@@ -310,7 +311,7 @@ func (cw *cacheWriter) drop(reason string) {
 	cw.storing = false
 	cw.body = nil
 	cw.header = nil
-	cw.h.cache.stats.outcomes[outcomeIndex(reason)].Add(1)
+	cw.h.cache.stats.record(reason)
 }
 
 // finish stores a response whose end is only known now, when the next
@@ -343,6 +344,10 @@ func (cw *cacheWriter) commit() {
 		sum := sha256.Sum256(cw.body)
 		hdr["Etag"] = []string{`"` + hex.EncodeToString(sum[:16]) + `"`}
 	}
+	if cw.declared < 0 && cap(cw.body) > len(cw.body)+len(cw.body)/8 {
+		// A body of unknown length grew by doubling; keep only its bytes.
+		cw.body = slices.Clone(cw.body)
+	}
 	fields, cacheStatus := fieldsOf(hdr)
 	e := &entry{
 		host:        httpcache.CanonicalHost(r.Host, r.TLS != nil),
@@ -373,9 +378,9 @@ func (cw *cacheWriter) commit() {
 	e.computeCost()
 	reason := h.cache.put(cw.snap, cw.ttl, entries...)
 	if reason == "" {
-		reason = "stored"
+		reason = outcomeStored
 	}
-	h.cache.stats.outcomes[outcomeIndex(reason)].Add(1)
+	h.cache.stats.record(reason)
 	if ce := h.logger.Check(zap.DebugLevel, "cache store"); ce != nil {
 		ce.Write(zap.String("cache", h.Cache), zap.String("outcome", reason),
 			zap.Int("bytes", len(cw.body)), zap.Duration("ttl", cw.ttl))

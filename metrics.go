@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -20,23 +21,17 @@ const (
 
 var results = []string{resultHit, resultMiss, resultStale, resultBypass}
 
+// outcomeStored is the outcome of a response that was stored.
+const outcomeStored = "stored"
+
 // outcomes are the labels of caddy_cache_stores_total: stored, or the
 // reason a response was not stored. The set is fixed, so labels stay bounded.
 var outcomes = []string{
-	"stored",
+	outcomeStored,
 	httpcache.ReasonStatus, httpcache.ReasonNoStore, httpcache.ReasonPrivate,
 	httpcache.ReasonSetCookie, httpcache.ReasonAuthorization, httpcache.ReasonVaryStar,
 	httpcache.ReasonNoFreshness, httpcache.ReasonTooLarge, httpcache.ReasonIncomplete,
 	httpcache.ReasonInvalidated, httpcache.ReasonRefused,
-}
-
-func outcomeIndex(reason string) int {
-	for i, o := range outcomes {
-		if o == reason {
-			return i
-		}
-	}
-	return 0
 }
 
 // cacheStats counts what happens to one named cache. The admin API and the
@@ -48,15 +43,18 @@ type cacheStats struct {
 	rejected atomic.Uint64
 }
 
-func (s *cacheStats) count(result string) {
-	for i, r := range results {
-		if r == result {
-			s.requests[i].Add(1)
-			return
-		}
-	}
+// count records the result of a lookup.
+func (s *cacheStats) count(result string) { s.requests[slices.Index(results, result)].Add(1) }
+
+// requestsOf returns how many lookups had the result.
+func (s *cacheStats) requestsOf(result string) uint64 {
+	return s.requests[slices.Index(results, result)].Load()
 }
 
+// record counts the outcome of offering a response to the cache.
+func (s *cacheStats) record(outcome string) { s.outcomes[slices.Index(outcomes, outcome)].Add(1) }
+
+// stored returns how many responses were stored.
 func (s *cacheStats) stored() uint64 { return s.outcomes[0].Load() }
 
 // collector exports every live named cache's counters and sizes at scrape

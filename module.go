@@ -127,6 +127,9 @@ func (p *Pool) Cache(name string) (*namedCache, error) {
 	}
 	p.held.mu.Lock()
 	defer p.held.mu.Unlock()
+	if p.held.caches == nil {
+		return nil, fmt.Errorf("cache %q: the cache_pool app was cleaned up", name)
+	}
 	if c := p.held.caches[name]; c != nil {
 		return c, nil
 	}
@@ -388,7 +391,7 @@ func (c *namedCache) onEvict(item *ristretto.Item[*entry]) {
 
 func (c *namedCache) onReject(*ristretto.Item[*entry]) {
 	c.stats.rejected.Add(1)
-	c.stats.outcomes[outcomeIndex(httpcache.ReasonRefused)].Add(1)
+	c.stats.record(httpcache.ReasonRefused)
 }
 
 // onExit runs whenever a value leaves the store, for any reason.

@@ -216,7 +216,7 @@ func TestHitDoesNotCallNext(t *testing.T) {
 			t.Fatalf("request %d: body %q", i, rec.Body.String())
 		}
 	}
-	if hits, stored := c.stats.requests[0].Load(), c.stats.stored(); hits != 2 || stored != 1 {
+	if hits, stored := c.stats.requestsOf(resultHit), c.stats.stored(); hits != 2 || stored != 1 {
 		t.Errorf("hits %d stored %d, want 2 and 1", hits, stored)
 	}
 }

@@ -1,3 +1,7 @@
+// Command caddy is Caddy with its standard modules and the gateway's, for
+// those who build without xcaddy:
+//
+//	go build -o caddy ./cmd/caddy
 package main
 
 import (
