@@ -675,3 +675,56 @@ func TestHostileRequests(t *testing.T) {
 		t.Errorf("the cache no longer works: %q", r.cacheStatus())
 	}
 }
+
+func TestOriginFreshness(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/max-age":
+			w.Header().Set("Cache-Control", "max-age=30")
+			w.Header().Set("Age", "10")
+		case "/s-maxage":
+			w.Header().Set("Cache-Control", "max-age=1000, s-maxage=20")
+		case "/expires":
+			w.Header().Set("Date", time.Now().UTC().Format(http.TimeFormat))
+			w.Header().Set("Expires", time.Now().Add(40*time.Second).UTC().Format(http.TimeFormat))
+		case "/capped":
+			w.Header().Set("Cache-Control", "max-age=3600")
+		}
+		fmt.Fprint(w, r.URL.Path)
+	})
+	g := startGateway(t, "", `
+	cache_read products
+	cache_write products {
+		max_ttl 5m
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	tests := []struct {
+		path    string
+		ttl     *regexp.Regexp
+		minAge  int
+		noStore string
+	}{
+		{"/max-age", regexp.MustCompile(`ttl=(19|20)$`), 10, ""},
+		{"/s-maxage", regexp.MustCompile(`ttl=(19|20)$`), 0, ""},
+		{"/expires", regexp.MustCompile(`ttl=(3[89]|40)$`), 0, ""},
+		{"/capped", regexp.MustCompile(`ttl=(299|300)$`), 0, ""},
+		{"/none", nil, 0, "NO-FRESHNESS"},
+	}
+	for _, tt := range tests {
+		first := g.get(tt.path)
+		second := g.get(tt.path)
+		if tt.noStore != "" {
+			if second.isHit() || !strings.HasSuffix(first.cacheStatus(), "detail="+tt.noStore) {
+				t.Errorf("%s: %q then %q, want detail=%s and no hit", tt.path, first.cacheStatus(), second.cacheStatus(), tt.noStore)
+			}
+			continue
+		}
+		if !second.isHit() || !tt.ttl.MatchString(second.cacheStatus()) {
+			t.Errorf("%s: %q, want a hit matching %s", tt.path, second.cacheStatus(), tt.ttl)
+		}
+		if age, _ := strconv.Atoi(second.header.Get("Age")); age < tt.minAge || age > tt.minAge+1 {
+			t.Errorf("%s: Age %q, want %d", tt.path, second.header.Get("Age"), tt.minAge)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,6 +177,13 @@ func FuzzDecodePurge(f *testing.F) {
 // hitChain builds cache_read → cache_write → an origin, wired as Caddy
 // wires them, over one cache.
 func hitChain(tb testing.TB, body []byte) (caddyhttp.Handler, *namedCache) {
+	chain, c, _ := countingChain(tb, body)
+	return chain, c
+}
+
+// countingChain is hitChain with a count of the calls that reach the origin.
+func countingChain(tb testing.TB, body []byte) (caddyhttp.Handler, *namedCache, *atomic.Int64) {
+	var calls atomic.Int64
 	c := newTestCache(tb, 64<<20)
 	w := &CacheWrite{Cache: "test", TTL: caddy.Duration(time.Hour), TagsFrom: []string{"Surrogate-Key"}}
 	w.cache, w.rule, w.logger, w.now = c, newKeyRule(nil, nil, nil), zap.NewNop(), time.Now
@@ -183,13 +191,14 @@ func hitChain(tb testing.TB, body []byte) (caddyhttp.Handler, *namedCache) {
 	c.addRule(w.rule)
 	rd := &CacheRead{Cache: "test", cache: c, nameVal: "test", logger: zap.NewNop(), now: time.Now}
 	origin := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error {
+		calls.Add(1)
 		rw.Header().Set("Content-Type", "application/json")
 		rw.Header().Set("Content-Length", fmt.Sprint(len(body)))
 		_, err := rw.Write(body)
 		return err
 	})
 	write := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error { return w.ServeHTTP(rw, r, origin) })
-	return caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error { return rd.ServeHTTP(rw, r, write) }), c
+	return caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error { return rd.ServeHTTP(rw, r, write) }), c, &calls
 }
 
 func newCaddyRequest(target string) *http.Request {
@@ -206,7 +215,7 @@ func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardWriter) WriteHeader(int)             {}
 
 func TestHitDoesNotCallNext(t *testing.T) {
-	chain, c := hitChain(t, []byte(`{"ok":true}`))
+	chain, c, calls := countingChain(t, []byte(`{"ok":true}`))
 	for i := range 3 {
 		rec := httptest.NewRecorder()
 		if err := chain.ServeHTTP(rec, newCaddyRequest("http://api.example.com/x")); err != nil {
@@ -215,6 +224,9 @@ func TestHitDoesNotCallNext(t *testing.T) {
 		if rec.Body.String() != `{"ok":true}` {
 			t.Fatalf("request %d: body %q", i, rec.Body.String())
 		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the origin was called %d times for one miss and two hits", n)
 	}
 	if hits, stored := c.stats.requestsOf(resultHit), c.stats.stored(); hits != 2 || stored != 1 {
 		t.Errorf("hits %d stored %d, want 2 and 1", hits, stored)
