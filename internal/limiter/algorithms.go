@@ -1,0 +1,163 @@
+package limiter
+
+import "time"
+
+// Cell is the state of one key under the fixed window, token bucket or
+// leaky bucket: 16 bytes.
+//
+//   - fixed window: A is the window's index since the epoch, B the units
+//     counted in it;
+//   - token bucket and leaky bucket: A is the theoretical arrival time, in
+//     Unix nanoseconds, of the next unit (GCRA); B is unused.
+type Cell struct{ A, B int64 }
+
+// Window is the state of one key under the sliding window: per-sub-window
+// counts over the last Window plus one sub-window, and the index of the
+// newest sub-window. 76 bytes.
+type Window struct {
+	Head   int64
+	Counts [SlidingBuckets + 1]uint32
+}
+
+// DecideCell decides a request of cost units at now (Unix nanoseconds)
+// against a key in state c, returning the state to keep if the request is
+// admitted. c is not changed.
+func (l Limit) DecideCell(c Cell, now, cost int64) (Cell, Decision) {
+	if l.Algorithm == FixedWindow {
+		return l.fixedWindow(c, now, cost)
+	}
+	return l.gcra(c, now, cost)
+}
+
+func (l Limit) fixedWindow(c Cell, now, cost int64) (Cell, Decision) {
+	w := int64(l.Window)
+	idx := floorDiv(now, w)
+	if c.A != idx {
+		c = Cell{A: idx}
+	}
+	end := time.Duration((idx+1)*w - now)
+	if c.B+cost > l.Events {
+		retry := end
+		if cost > l.Events {
+			retry = never
+		}
+		return c, Decision{Remaining: max(l.Events-c.B, 0), Reset: end, RetryAfter: retry}
+	}
+	c.B += cost
+	return c, Decision{Allowed: true, Remaining: l.Events - c.B, Reset: end}
+}
+
+// gcra runs the generic cell rate algorithm, which is the token bucket
+// exactly: a bucket of Burst tokens refilled at one token per interval.
+// The leaky bucket is the same arithmetic with a queue instead of tokens:
+// an admitted request waits until its slot, the time the previous units
+// have drained.
+func (l Limit) gcra(c Cell, now, cost int64) (Cell, Decision) {
+	t := l.interval()
+	tolerance := l.burst() * t
+	tat := max(c.A, now)
+	if l.Algorithm == LeakyBucket {
+		wait := tat - now
+		if wait > tolerance || cost > l.burst() {
+			retry := time.Duration(wait - tolerance)
+			if cost > l.burst() {
+				retry = never
+			}
+			return c, Decision{Remaining: 0, Reset: time.Duration(tat - now), RetryAfter: retry}
+		}
+		next := tat + cost*t
+		return Cell{A: next}, Decision{
+			Allowed:   true,
+			Remaining: max(floorDiv(tolerance-(next-now), t)+1, 0),
+			Reset:     time.Duration(next - now),
+			Wait:      time.Duration(wait),
+		}
+	}
+	next := tat + cost*t
+	if next-now > tolerance {
+		retry := time.Duration(next - tolerance - now)
+		if cost > l.burst() {
+			retry = never
+		}
+		return c, Decision{Remaining: max((tolerance-(tat-now))/t, 0), Reset: time.Duration(tat - now), RetryAfter: retry}
+	}
+	return Cell{A: next}, Decision{Allowed: true, Remaining: (tolerance - (next - now)) / t, Reset: time.Duration(next - now)}
+}
+
+// DecideWindow decides a request of cost units at now against a key in
+// sliding-window state w, returning the state to keep if it is admitted.
+// Every sub-window that overlaps the last Window counts whole, so no
+// interval of length Window ever holds more than Events.
+func (l Limit) DecideWindow(w Window, now, cost int64) (Window, Decision) {
+	q := int64(l.Window) / SlidingBuckets
+	i := floorDiv(now, q)
+	w = w.advance(i)
+	var total int64
+	for _, n := range w.Counts {
+		total += int64(n)
+	}
+	reset := time.Duration((w.Head+1)*q + int64(l.Window) - now)
+	if total+cost > l.Events {
+		return w, Decision{Remaining: max(l.Events-total, 0), Reset: reset, RetryAfter: w.retryAfter(l, q, now, total, cost)}
+	}
+	w.Counts[slot(w.Head)] += uint32(cost)
+	return w, Decision{Allowed: true, Remaining: l.Events - total - cost, Reset: reset}
+}
+
+func slot(i int64) int { return int(((i % (SlidingBuckets + 1)) + SlidingBuckets + 1) % (SlidingBuckets + 1)) }
+
+// advance moves the newest sub-window to index i, clearing the ones that
+// slid out. A time before the newest sub-window counts in it.
+func (w Window) advance(i int64) Window {
+	if i <= w.Head {
+		return w
+	}
+	if i-w.Head > SlidingBuckets {
+		return Window{Head: i}
+	}
+	for j := w.Head + 1; j <= i; j++ {
+		w.Counts[slot(j)] = 0
+	}
+	w.Head = i
+	return w
+}
+
+// retryAfter finds when enough of the oldest sub-windows have slid out of
+// the window for cost more units to fit.
+func (w Window) retryAfter(l Limit, q, now, total, cost int64) time.Duration {
+	if cost > l.Events {
+		return never
+	}
+	for j := w.Head - SlidingBuckets; j <= w.Head; j++ {
+		total -= int64(w.Counts[slot(j)])
+		if total+cost <= l.Events {
+			// Sub-window j covers [j*q, (j+1)*q) and stops overlapping the
+			// window once now-Window reaches its end.
+			return time.Duration((j+1)*q + int64(l.Window) - now)
+		}
+	}
+	return time.Duration((w.Head+1)*q + int64(l.Window) - now)
+}
+
+// RestAtCell returns when a key in state c is back at rest (Unix ns):
+// its state then equals a fresh key's, so it can be dropped.
+func (l Limit) RestAtCell(c Cell) int64 {
+	if l.Algorithm == FixedWindow {
+		return (c.A + 1) * int64(l.Window)
+	}
+	return c.A
+}
+
+// RestAtWindow returns when a sliding-window key is back at rest.
+func (l Limit) RestAtWindow(w Window) int64 {
+	q := int64(l.Window) / SlidingBuckets
+	return (w.Head+1)*q + int64(l.Window)
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}

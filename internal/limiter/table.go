@@ -1,0 +1,159 @@
+package limiter
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// shardCount spreads keys over locks; a power of two.
+const shardCount = 64
+
+// Table holds per-key state for one zone, bounded by a number of keys. A
+// key's state is dropped once it is back at rest (its state would equal a
+// fresh one), so idle keys cost nothing; when the table is full, a new key
+// evicts the sampled key closest to rest, which loses the least.
+type Table[S any] struct {
+	shards      [shardCount]shard[S]
+	maxPerShard atomic.Int64
+	restAt      atomic.Pointer[func(S) int64]
+	evictions   atomic.Uint64
+}
+
+type shard[S any] struct {
+	mu        sync.Mutex
+	m         map[uint64]S
+	lastSweep int64
+}
+
+// NewTable returns a table that holds at most about maxKeys keys; restAt
+// tells when a state is back at rest (Unix nanoseconds).
+func NewTable[S any](maxKeys int, restAt func(S) int64) *Table[S] {
+	t := new(Table[S])
+	t.SetMaxKeys(maxKeys)
+	t.SetRestAt(restAt)
+	for i := range t.shards {
+		t.shards[i].m = make(map[uint64]S)
+	}
+	return t
+}
+
+// SetMaxKeys changes the bound; a smaller one takes effect as keys arrive.
+func (t *Table[S]) SetMaxKeys(maxKeys int) {
+	t.maxPerShard.Store(int64(max((maxKeys+shardCount-1)/shardCount, 1)))
+}
+
+// SetRestAt changes how the table tells a state at rest.
+func (t *Table[S]) SetRestAt(restAt func(S) int64) { t.restAt.Store(&restAt) }
+
+// Shard returns the index of the shard that holds key.
+func (t *Table[S]) Shard(key uint64) int { return int(key % shardCount) }
+
+// Lock locks the shard with index i; the caller then uses Get and Put on
+// keys of that shard and unlocks it.
+func (t *Table[S]) Lock(i int) { t.shards[i].mu.Lock() }
+
+// Unlock unlocks the shard with index i.
+func (t *Table[S]) Unlock(i int) { t.shards[i].mu.Unlock() }
+
+// Get returns the state of key, or the zero state. Its shard must be locked.
+func (t *Table[S]) Get(key uint64) S { return t.shards[t.Shard(key)].m[key] }
+
+// Put stores the state of key at now. Its shard must be locked. When the
+// shard is full, states back at rest are dropped first (at most once per
+// millisecond of now), then the sampled state closest to rest.
+func (t *Table[S]) Put(key uint64, s S, now int64) {
+	sh := &t.shards[t.Shard(key)]
+	limit := int(t.maxPerShard.Load())
+	if _, ok := sh.m[key]; !ok && len(sh.m) >= limit {
+		if now-sh.lastSweep >= 1e6 {
+			sh.lastSweep = now
+			t.sweepShard(sh, now)
+		}
+		for len(sh.m) >= limit {
+			t.evictOne(sh)
+		}
+	}
+	sh.m[key] = s
+}
+
+// evictOne drops, among a few keys in map order (which Go randomises), the
+// one that comes to rest first.
+func (t *Table[S]) evictOne(sh *shard[S]) {
+	const samples = 8
+	var victim uint64
+	best := int64(1<<63 - 1)
+	restAt := *t.restAt.Load()
+	n := 0
+	for k, s := range sh.m {
+		if r := restAt(s); r < best {
+			best, victim = r, k
+		}
+		if n++; n == samples {
+			break
+		}
+	}
+	delete(sh.m, victim)
+	t.evictions.Add(1)
+}
+
+func (t *Table[S]) sweepShard(sh *shard[S], now int64) int {
+	n := 0
+	restAt := *t.restAt.Load()
+	for k, s := range sh.m {
+		if restAt(s) <= now {
+			delete(sh.m, k)
+			n++
+		}
+	}
+	return n
+}
+
+// Sweep drops every state back at rest at now and returns how many.
+func (t *Table[S]) Sweep(now int64) int {
+	n := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		n += t.sweepShard(sh, now)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Delete drops the state of key, reporting whether it had one.
+func (t *Table[S]) Delete(key uint64) bool {
+	sh := &t.shards[t.Shard(key)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, ok := sh.m[key]
+	delete(sh.m, key)
+	return ok
+}
+
+// Clear drops every state and returns how many there were.
+func (t *Table[S]) Clear() int {
+	n := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.m = make(map[uint64]S)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Len returns how many keys the table holds.
+func (t *Table[S]) Len() int {
+	n := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// Evictions returns how many keys were evicted for room.
+func (t *Table[S]) Evictions() uint64 { return t.evictions.Load() }
