@@ -104,7 +104,9 @@ func (l Limit) DecideWindow(w Window, now, cost int64) (Window, Decision) {
 	return w, Decision{Allowed: true, Remaining: l.Events - total - cost, Reset: reset}
 }
 
-func slot(i int64) int { return int(((i % (SlidingBuckets + 1)) + SlidingBuckets + 1) % (SlidingBuckets + 1)) }
+func slot(i int64) int {
+	return int(((i % (SlidingBuckets + 1)) + SlidingBuckets + 1) % (SlidingBuckets + 1))
+}
 
 // advance moves the newest sub-window to index i, clearing the ones that
 // slid out. A time before the newest sub-window counts in it.

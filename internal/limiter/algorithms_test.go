@@ -66,7 +66,7 @@ func TestFixedWindow(t *testing.T) {
 		{ms: 10, allowed: true, remain: 1},
 		{ms: 999, allowed: true, remain: 0},
 		{ms: 999, allowed: false, retry: time.Millisecond, remain: 0},
-		{ms: 1000, allowed: true, remain: 2},           // a new window at its edge
+		{ms: 1000, allowed: true, remain: 2},          // a new window at its edge
 		{ms: 1500, cost: 2, allowed: true, remain: 0}, // cost > 1
 		{ms: 1600, allowed: false, retry: 400 * time.Millisecond, remain: 0},
 		{ms: 5000, cost: 4, allowed: false, retry: never, remain: anyRemaining}, // more than the limit, ever
@@ -97,7 +97,7 @@ func TestSlidingWindowSlides(t *testing.T) {
 		{ms: 1000, allowed: false, retry: 700 * time.Millisecond, remain: 0}, // [0,100) leaves at 1700
 		{ms: 1700, allowed: true, remain: 0},
 		{ms: 1800, allowed: false, retry: 700 * time.Millisecond, remain: 0}, // [800,900) leaves at 2500
-		{ms: 10_000, cost: 2, allowed: true, remain: 0},                       // all slid out
+		{ms: 10_000, cost: 2, allowed: true, remain: 0},                      // all slid out
 		{ms: 10_000, cost: 3, allowed: false, retry: never, remain: 0},
 	})
 }
@@ -110,9 +110,9 @@ func TestTokenBucket(t *testing.T) {
 		{ms: 0, allowed: true, remain: 0},
 		{ms: 0, allowed: false, retry: 100 * time.Millisecond, remain: 0},
 		{ms: 100, allowed: true, remain: 0},
-		{ms: 350, cost: 2, allowed: true, remain: 0}, // 2.5 tokens refilled
+		{ms: 350, cost: 2, allowed: true, remain: 0},                                 // 2.5 tokens refilled
 		{ms: 400, cost: 2, allowed: false, retry: 100 * time.Millisecond, remain: 1}, // 1 token now, 2 in 100ms
-		{ms: 10_000, cost: 3, allowed: true, remain: 0}, // full again, never beyond burst
+		{ms: 10_000, cost: 3, allowed: true, remain: 0},                              // full again, never beyond burst
 		{ms: 10_000, cost: 4, allowed: false, retry: never, remain: anyRemaining},
 	})
 }
