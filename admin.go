@@ -13,6 +13,7 @@ import (
 
 func init() {
 	caddy.RegisterModule(adminCache{})
+	caddy.RegisterModule(adminRateLimit{})
 }
 
 // maxPurgeBody bounds the body of a purge request.
@@ -180,6 +181,101 @@ func decodePurge(body io.Reader) (purgeTarget, error) {
 	return t, nil
 }
 
+// adminRateLimit serves the /rate_limit/ routes of Caddy's admin endpoint:
+// inspect the zones and reset keys.
+type adminRateLimit struct {
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (adminRateLimit) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.rate_limit",
+		New: func() caddy.Module { return new(adminRateLimit) },
+	}
+}
+
+// Provision sets up the logger.
+func (a *adminRateLimit) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger(a)
+	return nil
+}
+
+// Routes returns the admin routes.
+func (a *adminRateLimit) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{Pattern: "/rate_limit/", Handler: caddy.AdminHandlerFunc(a.serve)}}
+}
+
+// zoneInfo is the admin view of one zone.
+type zoneInfo struct {
+	Name          string `json:"name"`
+	Algorithm     string `json:"algorithm"`
+	Events        int64  `json:"events"`
+	Window        string `json:"window"`
+	Burst         int64  `json:"burst,omitempty"`
+	Keys          int    `json:"keys"`
+	Allowed       uint64 `json:"allowed"`
+	Limited       uint64 `json:"limited"`
+	DryRunLimited uint64 `json:"dry_run_limited"`
+	Evicted       uint64 `json:"evicted"`
+}
+
+func zoneInfoOf(z *zoneEntry) zoneInfo {
+	l := z.Limit()
+	return zoneInfo{
+		Name:          z.Name,
+		Algorithm:     l.Algorithm.String(),
+		Events:        l.Events,
+		Window:        l.Window.String(),
+		Burst:         l.Burst,
+		Keys:          z.Keys(),
+		Allowed:       z.allowed.Load(),
+		Limited:       z.limited.Load(),
+		DryRunLimited: z.dryRunLimited.Load(),
+		Evicted:       z.Evictions(),
+	}
+}
+
+func (a *adminRateLimit) serve(w http.ResponseWriter, r *http.Request) error {
+	name := strings.TrimPrefix(r.URL.Path, "/rate_limit/")
+	if strings.Contains(name, "/") {
+		return apiError(http.StatusNotFound, "no such route: %s", r.URL.Path)
+	}
+	if name == "" {
+		if r.Method != http.MethodGet {
+			return methodNotAllowed(w, r, "GET")
+		}
+		list := []zoneInfo{}
+		rangeZones(func(z *zoneEntry) { list = append(list, zoneInfoOf(z)) })
+		return writeJSON(w, map[string]any{"zones": list})
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodDelete {
+		return methodNotAllowed(w, r, "GET, DELETE")
+	}
+	var zone *zoneEntry
+	rangeZones(func(z *zoneEntry) {
+		if z.Name == name {
+			zone = z
+		}
+	})
+	if zone == nil {
+		return apiError(http.StatusNotFound, "unknown zone %q", name)
+	}
+	if r.Method == http.MethodGet {
+		return writeJSON(w, zoneInfoOf(zone))
+	}
+	q := r.URL.Query()
+	if !q.Has("key") {
+		n := zone.Clear()
+		a.logger.Info("rate-limit zone reset", zap.String("zone", name), zap.Int("keys", n))
+		return writeJSON(w, map[string]any{"zone": name, "reset_keys": n})
+	}
+	key := q.Get("key")
+	found := zone.Reset(hashKey(key))
+	a.logger.Info("rate-limit key reset", zap.String("zone", name), zap.Bool("found", found))
+	return writeJSON(w, map[string]any{"zone": name, "key": key, "reset": found})
+}
+
 func writeJSON(w http.ResponseWriter, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(v)
@@ -198,4 +294,6 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) erro
 var (
 	_ caddy.AdminRouter = (*adminCache)(nil)
 	_ caddy.Provisioner = (*adminCache)(nil)
+	_ caddy.AdminRouter = (*adminRateLimit)(nil)
+	_ caddy.Provisioner = (*adminRateLimit)(nil)
 )

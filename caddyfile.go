@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-gateway/gateway/internal/limiter"
 )
 
 func init() {
@@ -17,6 +19,11 @@ func init() {
 	httpcaddyfile.RegisterHandlerDirective("cache_write", parseHandler[CacheWrite])
 	httpcaddyfile.RegisterHandlerDirective("cache_read", parseHandler[CacheRead])
 	httpcaddyfile.RegisterHandlerDirective("cache_invalidate", parseHandler[CacheInvalidate])
+	httpcaddyfile.RegisterHandlerDirective("rate_limit", parseHandler[RateLimit])
+
+	// Rate limits count every request, cache hits included, before
+	// authentication spends any work on it.
+	httpcaddyfile.RegisterDirectiveOrder("rate_limit", httpcaddyfile.Before, "basic_auth")
 
 	// Caching runs after authentication and encoding: encode, then
 	// cache_invalidate, cache_read, cache_write. Each registration after
@@ -332,8 +339,237 @@ func (h *CacheInvalidate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. It reads
+// the syntax of mholt/caddy-ratelimit too:
+//
+//	rate_limit [<matcher>] {
+//		zone <name> {
+//			match {
+//				<matchers...>
+//			}
+//			key         <template>
+//			events      <n>
+//			window      <duration>
+//			algorithm   fixed_window|sliding_window|token_bucket|leaky_bucket
+//			burst       <n>
+//			cost        <n|placeholder>
+//			dry_run
+//			ipv4_prefix <bits>
+//			ipv6_prefix <bits>
+//		}
+//		headers        ietf|legacy|both|off
+//		max_keys       <n>
+//		jitter         <fraction>
+//		log_key
+//		sweep_interval <duration>
+//		disable_metrics
+//		ipv4_prefix    <bits>
+//		ipv6_prefix    <bits>
+//	}
+func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const dir = "rate_limit"
+	d.Next() // consume the directive name
+	if d.NextArg() {
+		return d.Errf("%s: unexpected argument '%s'; zones go in a block", dir, d.Val())
+	}
+	seen := map[string]bool{}
+	var v4, v6 *int
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if opt != "zone" {
+			if seen[opt] {
+				return d.Errf("%s: duplicate option '%s'", dir, opt)
+			}
+			seen[opt] = true
+		}
+		var err error
+		switch opt {
+		case "zone":
+			err = h.parseZone(d)
+		case "headers":
+			var mode string
+			if !oneArg(d, &mode) {
+				return d.Errf("%s: headers takes one of ietf, legacy, both, off", dir)
+			}
+			if mode != "ietf" && mode != "legacy" && mode != "both" && mode != "off" {
+				return d.Errf("%s: headers: unknown mode '%s' (want ietf, legacy, both or off)", dir, mode)
+			}
+			h.Headers = mode
+		case "max_keys":
+			var n int64
+			if n, err = parsePositiveInt(d, dir); err == nil {
+				h.MaxKeys = int(n)
+			}
+		case "jitter":
+			var arg string
+			if !oneArg(d, &arg) {
+				return d.Errf("%s: jitter takes one number", dir)
+			}
+			f, perr := strconv.ParseFloat(arg, 64)
+			if perr != nil || f < 0 || f > 1 {
+				return d.Errf("%s: jitter: '%s' is not a fraction between 0 and 1", dir, arg)
+			}
+			h.Jitter = f
+		case "log_key", "disable_metrics":
+			if d.NextArg() {
+				return d.Errf("%s: %s takes no argument", dir, opt)
+			}
+			if opt == "log_key" {
+				h.LogKey = true
+			} else {
+				h.DisableMetrics = true
+			}
+		case "sweep_interval":
+			err = parseDurationArg(d, dir, &h.SweepInterval)
+		case "ipv4_prefix":
+			v4 = new(int)
+			err = parsePrefix(d, dir, 32, v4)
+		case "ipv6_prefix":
+			v6 = new(int)
+			err = parsePrefix(d, dir, 128, v6)
+		case "distributed", "storage":
+			return d.Errf("%s: '%s' is not supported: this rate_limit shares state across nodes through Redis instead (the 'redis' option)", dir, opt)
+		default:
+			return d.Errf("%s: unknown subdirective '%s'", dir, opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if len(h.RateLimits) == 0 {
+		return d.Errf("%s: at least one zone is required", dir)
+	}
+	// Prefixes given for the handler apply to the zones that set none.
+	for _, z := range h.RateLimits {
+		if v4 != nil && z.IPv4Prefix == 0 {
+			z.IPv4Prefix = *v4
+		}
+		if v6 != nil && z.IPv6Prefix == 0 {
+			z.IPv6Prefix = *v6
+		}
+	}
+	return nil
+}
+
+func (h *RateLimit) parseZone(d *caddyfile.Dispenser) error {
+	const dir = "rate_limit"
+	var name string
+	if !oneArg(d, &name) {
+		return d.Errf("%s: zone needs exactly one name", dir)
+	}
+	if h.RateLimits[name] != nil {
+		return d.Errf("%s: zone %s is defined twice", dir, name)
+	}
+	zdir := dir + ": zone " + name
+	z := new(ZoneConfig)
+	seen := map[string]bool{}
+	var err error
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("%s: duplicate option '%s'", zdir, opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "match":
+			var set caddy.ModuleMap
+			if set, err = caddyhttp.ParseCaddyfileNestedMatcherSet(d); err == nil {
+				z.MatcherSetsRaw = append(z.MatcherSetsRaw, set)
+			}
+		case "key":
+			if !oneArg(d, &z.Key) {
+				return d.Errf("%s: key takes one template", zdir)
+			}
+		case "events":
+			z.MaxEvents, err = parsePositiveInt(d, zdir)
+		case "window":
+			err = parseDurationArg(d, zdir, &z.Window)
+		case "algorithm":
+			if !oneArg(d, &z.Algorithm) {
+				return d.Errf("%s: algorithm takes one name", zdir)
+			}
+			if _, aerr := limiter.ParseAlgorithm(z.Algorithm); aerr != nil {
+				return d.Errf("%s: %v", zdir, aerr)
+			}
+		case "burst":
+			z.Burst, err = parsePositiveInt(d, zdir)
+		case "cost":
+			if !oneArg(d, &z.Cost) {
+				return d.Errf("%s: cost takes a number or a placeholder", zdir)
+			}
+			if !strings.Contains(z.Cost, "{") {
+				if n, cerr := strconv.ParseInt(z.Cost, 10, 64); cerr != nil || n <= 0 {
+					return d.Errf("%s: cost: '%s' is neither a positive number nor a placeholder", zdir, z.Cost)
+				}
+			}
+		case "dry_run":
+			if d.NextArg() {
+				return d.Errf("%s: dry_run takes no argument", zdir)
+			}
+			z.DryRun = true
+		case "ipv4_prefix":
+			err = parsePrefix(d, zdir, 32, &z.IPv4Prefix)
+		case "ipv6_prefix":
+			err = parsePrefix(d, zdir, 128, &z.IPv6Prefix)
+		default:
+			return d.Errf("%s: unknown subdirective '%s'", zdir, opt)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	switch {
+	case z.Key == "":
+		return d.Errf("%s: key is required", zdir)
+	case z.MaxEvents == 0:
+		return d.Errf("%s: events is required", zdir)
+	case z.Window == 0:
+		return d.Errf("%s: window is required", zdir)
+	}
+	if cost, cerr := strconv.ParseInt(z.Cost, 10, 64); cerr == nil && z.Burst > 0 && z.Burst < cost {
+		return d.Errf("%s: burst %d is below cost %d: no request could pass", zdir, z.Burst, cost)
+	}
+	if cost, cerr := strconv.ParseInt(z.Cost, 10, 64); cerr == nil && z.Burst == 0 && z.MaxEvents < cost {
+		return d.Errf("%s: cost %d is above events %d: no request could pass", zdir, cost, z.MaxEvents)
+	}
+	if h.RateLimits == nil {
+		h.RateLimits = make(map[string]*ZoneConfig)
+	}
+	h.RateLimits[name] = z
+	return nil
+}
+
+// parsePositiveInt reads one positive integer argument.
+func parsePositiveInt(d *caddyfile.Dispenser, dir string) (int64, error) {
+	opt := d.Val()
+	var arg string
+	if !oneArg(d, &arg) {
+		return 0, d.Errf("%s: %s takes one number", dir, opt)
+	}
+	n, err := strconv.ParseInt(arg, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, d.Errf("%s: %s must be a positive integer, not '%s'", dir, opt, arg)
+	}
+	return n, nil
+}
+
+func parsePrefix(d *caddyfile.Dispenser, dir string, maxBits int, dst *int) error {
+	opt := d.Val()
+	var arg string
+	if !oneArg(d, &arg) {
+		return d.Errf("%s: %s takes one prefix length", dir, opt)
+	}
+	n, err := strconv.Atoi(arg)
+	if err != nil || n <= 0 || n > maxBits {
+		return d.Errf("%s: %s must be 1 to %d, not '%s'", dir, opt, maxBits, arg)
+	}
+	*dst = n
+	return nil
+}
+
 // Interface guards
 var (
+	_ caddyfile.Unmarshaler = (*RateLimit)(nil)
 	_ caddyfile.Unmarshaler = (*CacheWrite)(nil)
 	_ caddyfile.Unmarshaler = (*CacheRead)(nil)
 	_ caddyfile.Unmarshaler = (*CacheInvalidate)(nil)

@@ -72,6 +72,15 @@ var (
 		"Entries held, Vary markers included.", []string{"cache"}, nil)
 	descSize = prometheus.NewDesc("caddy_cache_size_bytes",
 		"Bytes held, bookkeeping included.", []string{"cache"}, nil)
+
+	descRateRequests = prometheus.NewDesc("caddy_rate_limit_requests_total",
+		"Rate-limit decisions, by outcome: allowed, limited, or dry_run_limited.", []string{"zone", "outcome"}, nil)
+	descRateKeys = prometheus.NewDesc("caddy_rate_limit_keys",
+		"Keys held in memory.", []string{"zone"}, nil)
+	descRateEvictions = prometheus.NewDesc("caddy_rate_limit_evictions_total",
+		"Keys evicted because the zone held max_keys.", []string{"zone"}, nil)
+	descRateStoreErrors = prometheus.NewDesc("caddy_rate_limit_store_errors_total",
+		"Decisions the shared store failed to make.", []string{"zone"}, nil)
 )
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
@@ -80,6 +89,10 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descEvictions
 	ch <- descEntries
 	ch <- descSize
+	ch <- descRateRequests
+	ch <- descRateKeys
+	ch <- descRateEvictions
+	ch <- descRateStoreErrors
 }
 
 func (collector) Collect(ch chan<- prometheus.Metric) {
@@ -93,6 +106,17 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descEvictions, prometheus.CounterValue, float64(c.stats.evicted.Load()), c.name)
 		ch <- prometheus.MustNewConstMetric(descEntries, prometheus.GaugeValue, float64(c.index.entries()), c.name)
 		ch <- prometheus.MustNewConstMetric(descSize, prometheus.GaugeValue, float64(c.usedBytes()), c.name)
+	})
+	rangeZones(func(z *zoneEntry) {
+		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), append([]string{z.Name}, labels...)...)
+		}
+		counter(descRateRequests, z.allowed.Load(), "allowed")
+		counter(descRateRequests, z.limited.Load(), "limited")
+		counter(descRateRequests, z.dryRunLimited.Load(), "dry_run_limited")
+		counter(descRateEvictions, z.Evictions())
+		counter(descRateStoreErrors, z.storeErrors.Load())
+		ch <- prometheus.MustNewConstMetric(descRateKeys, prometheus.GaugeValue, float64(z.Keys()), z.Name)
 	})
 }
 

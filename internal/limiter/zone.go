@@ -177,6 +177,13 @@ func Decide(now time.Time, reqs []Request, out []Decision) bool {
 		}
 	}
 	if !admitted {
+		// Nothing is charged: a zone that would have admitted the request
+		// keeps what it had.
+		for i, r := range reqs {
+			if out[i].Allowed {
+				out[i].Remaining += r.Cost
+			}
+		}
 		return false
 	}
 	for i, r := range reqs {

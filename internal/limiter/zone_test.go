@@ -21,8 +21,8 @@ func TestDecideIsAtomicAcrossZones(t *testing.T) {
 		if Decide(now, reqs, out) {
 			t.Fatal("admitted past the narrow zone")
 		}
-		if !out[0].Allowed || out[1].Allowed {
-			t.Fatalf("decisions %+v", out)
+		if !out[0].Allowed || out[1].Allowed || out[0].Remaining != 9 {
+			t.Fatalf("decisions %+v, want the wide zone to admit with 9 left uncharged", out)
 		}
 	}
 	// The wide zone was charged once only: nine more fit alone.

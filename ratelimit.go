@@ -1,0 +1,555 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dunglas/httpsfv"
+	"go.uber.org/zap"
+
+	"github.com/caddy-gateway/gateway/internal/limiter"
+)
+
+func init() {
+	caddy.RegisterModule(RateLimit{})
+}
+
+// Defaults of the rate_limit handler.
+const (
+	DefaultMaxKeys       = 1_000_000
+	DefaultSweepInterval = time.Minute
+)
+
+// RateLimit admits a request only if every zone whose matchers match it
+// admits it, and refuses it with 429 otherwise. Zones are named globally:
+// handlers that name the same zone share its state, and a config reload
+// keeps it.
+type RateLimit struct {
+	// RateLimits are the zones, by name.
+	RateLimits map[string]*ZoneConfig `json:"rate_limits,omitempty"`
+
+	// Headers selects the rate-limit response headers: "ietf" (default;
+	// RateLimit-Policy and RateLimit, draft-ietf-httpapi-ratelimit-headers
+	// version 10), "legacy" (X-RateLimit-Limit, -Remaining, -Reset),
+	// "both" or "off".
+	Headers string `json:"headers,omitempty"`
+
+	// MaxKeys bounds the keys each zone holds in memory. Default 1000000.
+	MaxKeys int `json:"max_keys,omitempty"`
+
+	// Jitter adds up to this fraction of the wait, at random, to
+	// Retry-After, so refused clients do not return all at once.
+	Jitter float64 `json:"jitter,omitempty"`
+
+	// LogKey puts the raw key in the logs of decisions; by default logs
+	// show a hash of it.
+	LogKey bool `json:"log_key,omitempty"`
+
+	// SweepInterval is how often keys back at rest are dropped. Default 1m.
+	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
+
+	// DisableMetrics stops this handler from counting its decisions.
+	DisableMetrics bool `json:"disable_metrics,omitempty"`
+
+	zones   []*zoneRef
+	policy  string
+	logger  *zap.Logger
+	now     func() time.Time
+	headerI bool
+	headerL bool
+}
+
+// ZoneConfig is one zone of a rate_limit handler.
+type ZoneConfig struct {
+	// MatcherSetsRaw selects the requests the zone applies to. Default: all.
+	MatcherSetsRaw caddyhttp.RawMatcherSets `json:"match,omitempty" caddy:"namespace=http.matchers"`
+
+	// Key is a placeholder template whose value tells apart the callers
+	// limited separately, such as {client_ip}. Required.
+	Key string `json:"key"`
+
+	// MaxEvents is the limit's N: events allowed per Window. Required.
+	MaxEvents int64 `json:"max_events"`
+
+	// Window is the limit's W. Required.
+	Window caddy.Duration `json:"window"`
+
+	// Algorithm is fixed_window, sliding_window (default), token_bucket or
+	// leaky_bucket.
+	Algorithm string `json:"algorithm,omitempty"`
+
+	// Burst is the token bucket's capacity or the leaky bucket's queue
+	// length. Default: MaxEvents.
+	Burst int64 `json:"burst,omitempty"`
+
+	// Cost is the units a request takes: a number or a placeholder that
+	// expands to one. Default 1.
+	Cost string `json:"cost,omitempty"`
+
+	// DryRun counts and reports, but never refuses.
+	DryRun bool `json:"dry_run,omitempty"`
+
+	// IPv4Prefix and IPv6Prefix, when the key is an IP address, limit its
+	// whole network of that prefix length together.
+	IPv4Prefix int `json:"ipv4_prefix,omitempty"`
+	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
+}
+
+// zoneRef is a zone as one handler uses it.
+type zoneRef struct {
+	name     string
+	cfg      *ZoneConfig
+	limit    limiter.Limit
+	zone     *zoneEntry
+	matchers caddyhttp.MatcherSets
+	cost     int64 // when Cost is a constant
+	policy   string
+	remKey   string // the placeholder of the zone's remaining units
+}
+
+// CaddyModule returns the Caddy module information.
+func (RateLimit) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.rate_limit",
+		New: func() caddy.Module { return new(RateLimit) },
+	}
+}
+
+// Provision checks the zones and acquires their state.
+func (h *RateLimit) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.MaxKeys == 0 {
+		h.MaxKeys = DefaultMaxKeys
+	}
+	if h.SweepInterval == 0 {
+		h.SweepInterval = caddy.Duration(DefaultSweepInterval)
+	}
+	switch h.Headers {
+	case "", "ietf":
+		h.headerI = true
+	case "legacy":
+		h.headerL = true
+	case "both":
+		h.headerI, h.headerL = true, true
+	case "off":
+	default:
+		return fmt.Errorf("rate_limit: headers must be ietf, legacy, both or off, not %q", h.Headers)
+	}
+	switch {
+	case h.MaxKeys < 0:
+		return fmt.Errorf("rate_limit: max_keys must be positive")
+	case h.Jitter < 0 || h.Jitter > 1:
+		return fmt.Errorf("rate_limit: jitter must be between 0 and 1")
+	case h.SweepInterval < 0:
+		return fmt.Errorf("rate_limit: sweep_interval must be positive")
+	case len(h.RateLimits) == 0:
+		return fmt.Errorf("rate_limit: no zone")
+	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	var policies []string
+	for _, name := range sortedKeys(h.RateLimits) {
+		ref, err := h.provisionZone(ctx, name, h.RateLimits[name])
+		if err != nil {
+			return fmt.Errorf("rate_limit: zone %s: %v", name, err)
+		}
+		h.zones = append(h.zones, ref) // acquired: Cleanup releases it
+		policies = append(policies, ref.policy)
+	}
+	h.policy = strings.Join(policies, ", ")
+	return nil
+}
+
+func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfig) (*zoneRef, error) {
+	if cfg == nil || cfg.Key == "" {
+		return nil, fmt.Errorf("key is required")
+	}
+	algo, err := limiter.ParseAlgorithm(cfg.Algorithm)
+	if err != nil {
+		return nil, err
+	}
+	ref := &zoneRef{name: name, cfg: cfg, cost: 1, remKey: "http.rate_limit." + name + ".remaining"}
+	ref.limit = limiter.Limit{Algorithm: algo, Events: cfg.MaxEvents, Window: time.Duration(cfg.Window), Burst: cfg.Burst}
+	if err := ref.limit.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Cost != "" && !strings.Contains(cfg.Cost, "{") {
+		if ref.cost, err = strconv.ParseInt(cfg.Cost, 10, 64); err != nil || ref.cost <= 0 {
+			return nil, fmt.Errorf("cost must be a positive number or a placeholder, not %q", cfg.Cost)
+		}
+	}
+	if algo == limiter.TokenBucket || algo == limiter.LeakyBucket {
+		if b := ref.limit.Burst; b > 0 && b < ref.cost {
+			return nil, fmt.Errorf("burst %d is below the cost %d: no request could ever pass", b, ref.cost)
+		}
+	}
+	if cfg.IPv4Prefix < 0 || cfg.IPv4Prefix > 32 || cfg.IPv6Prefix < 0 || cfg.IPv6Prefix > 128 {
+		return nil, fmt.Errorf("ipv4_prefix must be 0 to 32 and ipv6_prefix 0 to 128")
+	}
+	if cfg.MatcherSetsRaw != nil {
+		mods, err := ctx.LoadModule(cfg, "MatcherSetsRaw")
+		if err != nil {
+			return nil, fmt.Errorf("loading matchers: %v", err)
+		}
+		if err := ref.matchers.FromInterface(mods); err != nil {
+			return nil, err
+		}
+	}
+	if err := claimZone(ctx, name, ref.limit, h.MaxKeys); err != nil {
+		return nil, err
+	}
+	val, loaded, err := rateZones.LoadOrNew(name, func() (caddy.Destructor, error) {
+		return newZoneEntry(name, ref.limit, h.MaxKeys, time.Duration(h.SweepInterval), h.now), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	ref.zone = val.(*zoneEntry)
+	if loaded {
+		ref.zone.Reconfigure(ref.limit, h.MaxKeys)
+	}
+	ref.policy = policyMember(name, ref.limit)
+	return ref, nil
+}
+
+// policyMember is one zone's member of RateLimit-Policy.
+func policyMember(name string, l limiter.Limit) string {
+	item := httpsfv.NewItem(name)
+	item.Params.Add("q", l.Events)
+	item.Params.Add("w", int64(max(l.Window/time.Second, 1)))
+	s, _ := httpsfv.Marshal(httpsfv.List{item})
+	return s
+}
+
+// zoneDefs remembers, per config load, the limit each zone name was given,
+// so two handlers of one config cannot give one zone two limits.
+var zoneDefs sync.Map // context.Context → *sync.Map of name → zoneDef
+
+type zoneDef struct {
+	limit   limiter.Limit
+	maxKeys int
+}
+
+func claimZone(ctx caddy.Context, name string, l limiter.Limit, maxKeys int) error {
+	defs, loaded := zoneDefs.LoadOrStore(ctx.Context, new(sync.Map))
+	if !loaded {
+		key := ctx.Context
+		ctx.OnCancel(func() { zoneDefs.Delete(key) })
+	}
+	prev, ok := defs.(*sync.Map).LoadOrStore(name, zoneDef{l, maxKeys})
+	if ok && prev != (zoneDef{l, maxKeys}) {
+		return fmt.Errorf("another rate_limit of this config defines the zone with other settings; a zone name is global")
+	}
+	return nil
+}
+
+// rateZones holds every zone of the running configs, by name.
+var rateZones = caddy.NewUsagePool()
+
+// zoneEntry is a zone with its sweeper and its counters.
+type zoneEntry struct {
+	*limiter.Zone
+	allowed       atomic.Uint64
+	limited       atomic.Uint64
+	dryRunLimited atomic.Uint64
+	storeErrors   atomic.Uint64
+	stop          chan struct{}
+	done          chan struct{}
+}
+
+func newZoneEntry(name string, l limiter.Limit, maxKeys int, sweep time.Duration, now func() time.Time) *zoneEntry {
+	z := &zoneEntry{Zone: limiter.NewZone(name, l, maxKeys), stop: make(chan struct{}), done: make(chan struct{})}
+	go z.sweep(sweep, now)
+	return z
+}
+
+// sweep drops keys back at rest, so idle keys cost no memory.
+func (z *zoneEntry) sweep(every time.Duration, now func() time.Time) {
+	defer close(z.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			z.Sweep(now())
+		case <-z.stop:
+			return
+		}
+	}
+}
+
+// Destruct stops the sweeper when no config uses the zone any longer.
+func (z *zoneEntry) Destruct() error {
+	close(z.stop)
+	<-z.done
+	return nil
+}
+
+// rangeZones calls f for each live zone, in name order.
+func rangeZones(f func(*zoneEntry)) {
+	var all []*zoneEntry
+	rateZones.Range(func(_, v any) bool {
+		if z, ok := v.(*zoneEntry); ok {
+			all = append(all, z)
+		}
+		return true
+	})
+	slices.SortFunc(all, func(a, b *zoneEntry) int { return strings.Compare(a.Name, b.Name) })
+	for _, z := range all {
+		f(z)
+	}
+}
+
+var keySeed = maphash.MakeSeed()
+
+// hashKey turns a key into the table's 64-bit key.
+func hashKey(key string) uint64 { return maphash.String(keySeed, key) }
+
+// maskKey limits a whole network together: an IP key becomes its prefix.
+func (ref *zoneRef) maskKey(key string) string {
+	if ref.cfg.IPv4Prefix == 0 && ref.cfg.IPv6Prefix == 0 {
+		return key
+	}
+	addr, err := netip.ParseAddr(key)
+	if err != nil {
+		return key
+	}
+	bits := ref.cfg.IPv6Prefix
+	if addr.Is4() || addr.Is4In6() {
+		addr, bits = addr.Unmap(), ref.cfg.IPv4Prefix
+	}
+	if bits == 0 {
+		return key
+	}
+	p, err := addr.Prefix(bits)
+	if err != nil {
+		return key
+	}
+	return p.String()
+}
+
+// costOf returns the units the request costs in the zone.
+func (ref *zoneRef) costOf(repl *caddy.Replacer) (int64, error) {
+	if ref.cfg.Cost == "" || !strings.Contains(ref.cfg.Cost, "{") {
+		return ref.cost, nil
+	}
+	v := repl.ReplaceAll(ref.cfg.Cost, "")
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("zone %s: cost %q is not a non-negative number", ref.name, v)
+	}
+	return n, nil
+}
+
+// maxZonesInline is how many matching zones a request can have without
+// the decision allocating.
+const maxZonesInline = 4
+
+var errRateLimited = errors.New("rate limit exceeded")
+
+// ServeHTTP decides the request in every matching zone, then serves it,
+// makes it wait for its slot, or refuses it.
+func (h *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	var reqsBuf [maxZonesInline]limiter.Request
+	var refsBuf [maxZonesInline]*zoneRef
+	var keysBuf [maxZonesInline]string
+	reqs, refs, keys := reqsBuf[:0], refsBuf[:0], keysBuf[:0]
+	for _, ref := range h.zones {
+		if ref.matchers != nil {
+			ok, err := ref.matchers.AnyMatchWithError(r)
+			if err != nil {
+				return caddyhttp.Error(http.StatusInternalServerError, err)
+			}
+			if !ok {
+				continue
+			}
+		}
+		cost, err := ref.costOf(repl)
+		if err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, err)
+		}
+		key := ref.maskKey(repl.ReplaceAll(ref.cfg.Key, ""))
+		reqs = append(reqs, limiter.Request{Zone: ref.zone.Zone, Key: hashKey(key), Cost: cost, DryRun: ref.cfg.DryRun})
+		refs = append(refs, ref)
+		keys = append(keys, key)
+	}
+	if len(reqs) == 0 {
+		return next.ServeHTTP(w, r)
+	}
+	var outBuf [maxZonesInline]limiter.Decision
+	out := outBuf[:0]
+	if len(reqs) > maxZonesInline {
+		out = make([]limiter.Decision, len(reqs))
+	} else {
+		out = outBuf[:len(reqs)]
+	}
+	admitted := limiter.Decide(h.now(), reqs, out)
+	h.count(refs, out, admitted)
+	h.setHeaders(w.Header(), refs, out)
+	for i, ref := range refs {
+		repl.Set(ref.remKey, out[i].Remaining)
+	}
+	if !admitted {
+		return h.refuse(w, repl, refs, keys, out)
+	}
+	var wait time.Duration
+	for _, d := range out {
+		wait = max(wait, d.Wait)
+	}
+	if wait > 0 {
+		if err := h.sleep(r.Context(), wait); err != nil {
+			return caddyhttp.Error(499, err)
+		}
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// sleep waits for a leaky bucket's slot; the wait ends early, with an
+// error, when the client goes away.
+func (h *RateLimit) sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *RateLimit) count(refs []*zoneRef, out []limiter.Decision, admitted bool) {
+	if h.DisableMetrics {
+		return
+	}
+	for i, ref := range refs {
+		switch {
+		case out[i].Allowed && admitted:
+			ref.zone.allowed.Add(1)
+		case !out[i].Allowed && ref.cfg.DryRun:
+			ref.zone.dryRunLimited.Add(1)
+		case !out[i].Allowed:
+			ref.zone.limited.Add(1)
+		}
+	}
+}
+
+// refuse answers 429 through Caddy's error handling, with Retry-After
+// never earlier than the moment the request would be admitted.
+func (h *RateLimit) refuse(w http.ResponseWriter, repl *caddy.Replacer, refs []*zoneRef, keys []string, out []limiter.Decision) error {
+	var retry time.Duration
+	var refusing string
+	for i, ref := range refs {
+		if out[i].Allowed || ref.cfg.DryRun {
+			continue
+		}
+		if refusing == "" {
+			refusing = ref.name
+		}
+		retry = max(retry, out[i].RetryAfter)
+		if ce := h.logger.Check(zap.DebugLevel, "rate limit exceeded"); ce != nil {
+			ce.Write(zap.String("zone", ref.name), zap.String("key", h.loggedKey(keys[i])),
+				zap.Duration("retry_after", out[i].RetryAfter))
+		}
+	}
+	repl.Set("http.rate_limit.exceeded.name", refusing)
+	if retry < time.Duration(1<<62) {
+		if h.Jitter > 0 {
+			retry += time.Duration(rand.Float64() * h.Jitter * float64(retry))
+		}
+		secs := (retry + time.Second - 1) / time.Second
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(secs), 10))
+	}
+	return caddyhttp.Error(http.StatusTooManyRequests, fmt.Errorf("%w in zone %s", errRateLimited, refusing))
+}
+
+func (h *RateLimit) loggedKey(key string) string {
+	if h.LogKey {
+		return key
+	}
+	return strconv.FormatUint(hashKey(key), 16)
+}
+
+// setHeaders writes the rate-limit headers for the matching zones.
+func (h *RateLimit) setHeaders(hdr http.Header, refs []*zoneRef, out []limiter.Decision) {
+	if h.headerI {
+		if len(refs) == len(h.zones) {
+			hdr["Ratelimit-Policy"] = []string{h.policy}
+		} else {
+			policies := make([]string, len(refs))
+			for i, ref := range refs {
+				policies[i] = ref.policy
+			}
+			hdr["Ratelimit-Policy"] = []string{strings.Join(policies, ", ")}
+		}
+		list := make(httpsfv.List, len(refs))
+		for i, ref := range refs {
+			item := httpsfv.NewItem(ref.name)
+			item.Params.Add("r", out[i].Remaining)
+			item.Params.Add("t", ceilSeconds(out[i].Reset))
+			list[i] = item
+		}
+		if v, err := httpsfv.Marshal(list); err == nil {
+			hdr["Ratelimit"] = []string{v}
+		}
+	}
+	if h.headerL {
+		// The legacy headers speak of one limit: the zone with the least left.
+		m := 0
+		for i := range out {
+			if out[i].Remaining < out[m].Remaining {
+				m = i
+			}
+		}
+		hdr["X-Ratelimit-Limit"] = []string{strconv.FormatInt(refs[m].limit.Events, 10)}
+		hdr["X-Ratelimit-Remaining"] = []string{strconv.FormatInt(out[m].Remaining, 10)}
+		hdr["X-Ratelimit-Reset"] = []string{strconv.FormatInt(ceilSeconds(out[m].Reset), 10)}
+	}
+}
+
+func ceilSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
+
+// Cleanup releases the zones Provision acquired; a zone no config uses
+// any longer stops.
+func (h *RateLimit) Cleanup() error {
+	for _, ref := range h.zones {
+		if _, err := rateZones.Delete(ref.name); err != nil {
+			h.logger.Error("releasing zone", zap.String("zone", ref.name), zap.Error(err))
+		}
+	}
+	h.zones = nil
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*RateLimit)(nil)
+	_ caddy.CleanerUpper          = (*RateLimit)(nil)
+	_ caddyhttp.MiddlewareHandler = (*RateLimit)(nil)
+)

@@ -1,0 +1,396 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// countStatuses sends n requests for path with the header lines and counts
+// the answers by status.
+func (g *gateway) countStatuses(n int, path string, headers ...string) map[int]int {
+	g.t.Helper()
+	counts := map[int]int{}
+	for range n {
+		counts[g.get(path, headers...).status]++
+	}
+	return counts
+}
+
+func TestRateLimitAlgorithms(t *testing.T) {
+	tests := []struct {
+		algorithm string
+		extra     string
+		allowed   int
+	}{
+		{"fixed_window", "window 24h", 5},
+		{"sliding_window", "window 1h", 5},
+		{"token_bucket", "window 1h\n\t\t\tburst 3", 3},
+		{"leaky_bucket", "window 1h", 1}, // one slot per 12 minutes: only the first leaves now
+	}
+	for _, tt := range tests {
+		t.Run(tt.algorithm, func(t *testing.T) {
+			g := startGateway(t, "", fmt.Sprintf(`
+	rate_limit {
+		zone z {
+			key {http.request.header.X-Client}
+			events 5
+			%s
+			algorithm %s
+		}
+	}
+	respond ok
+`, tt.extra, tt.algorithm), "")
+			var got map[int]int
+			if tt.algorithm == "leaky_bucket" {
+				// The queue holds 5 slots of 12 minutes: a request waiting
+				// that long is within burst, so use short client timeouts
+				// and count only the refusals.
+				got = map[int]int{}
+				first := g.get("/", "X-Client: a")
+				got[first.status]++
+				for range 9 {
+					ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+					req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.addr+"/", nil)
+					req.Header.Set("X-Client", "a")
+					if resp, err := client.Do(req); err == nil {
+						got[resp.StatusCode]++
+						resp.Body.Close()
+					} else {
+						got[0]++ // waiting for its slot
+					}
+					cancel()
+				}
+				if got[200] != 1 || got[0] != 5 || got[429] != 4 {
+					t.Errorf("leaky bucket: %v, want 1 served, 5 queued, 4 refused", got)
+				}
+				return
+			}
+			got = g.countStatuses(10, "/", "X-Client: a")
+			if got[200] != tt.allowed || got[429] != 10-tt.allowed {
+				t.Errorf("statuses %v, want %d × 200 and %d × 429", got, tt.allowed, 10-tt.allowed)
+			}
+			if other := g.get("/", "X-Client: b"); other.status != 200 {
+				t.Errorf("another key was refused: %d", other.status)
+			}
+		})
+	}
+}
+
+func TestRateLimitHeadersAndRetryAfter(t *testing.T) {
+	g := startGateway(t, "", `
+	rate_limit {
+		zone per_client {
+			key {http.request.header.X-Client}
+			events 3
+			window 1m
+		}
+		headers both
+	}
+	respond ok
+`, "")
+	for want := 2; want >= 0; want-- {
+		r := g.get("/", "X-Client: a")
+		if r.status != 200 {
+			t.Fatalf("request %d refused", 3-want)
+		}
+		if p := r.header.Get("RateLimit-Policy"); p != `"per_client";q=3;w=60` {
+			t.Errorf("RateLimit-Policy %q", p)
+		}
+		rl := r.header.Get("RateLimit")
+		m := regexp.MustCompile(`^"per_client";r=(\d+);t=(\d+)$`).FindStringSubmatch(rl)
+		if m == nil || m[1] != strconv.Itoa(want) {
+			t.Fatalf("RateLimit %q, want r=%d", rl, want)
+		}
+		if secs, _ := strconv.Atoi(m[2]); secs < 59 || secs > 64 {
+			t.Errorf("RateLimit t=%d, want about a window", secs)
+		}
+		if r.header.Get("X-RateLimit-Limit") != "3" || r.header.Get("X-RateLimit-Remaining") != strconv.Itoa(want) {
+			t.Errorf("legacy headers %v", r.header)
+		}
+	}
+	refused := g.get("/", "X-Client: a")
+	if refused.status != http.StatusTooManyRequests {
+		t.Fatalf("fourth request: %d", refused.status)
+	}
+	retry, err := strconv.Atoi(refused.header.Get("Retry-After"))
+	if err != nil || retry < 59 || retry > 64 {
+		t.Errorf("Retry-After %q, want about a minute", refused.header.Get("Retry-After"))
+	}
+	if !strings.HasPrefix(refused.header.Get("RateLimit"), `"per_client";r=0;`) {
+		t.Errorf("RateLimit on the 429: %q", refused.header.Get("RateLimit"))
+	}
+}
+
+func TestRateLimitRefusingZoneChargesNoOther(t *testing.T) {
+	g := startGateway(t, "", `
+	rate_limit {
+		zone wide {
+			key {http.request.header.X-Client}
+			events 5
+			window 1h
+		}
+		zone narrow {
+			match {
+				path /narrow
+			}
+			key {http.request.header.X-Client}
+			events 1
+			window 1h
+		}
+	}
+	handle_errors 429 {
+		respond "refused by {http.rate_limit.exceeded.name}" 429
+	}
+	respond "ok, {http.rate_limit.wide.remaining} left"
+`, "")
+	if r := g.get("/narrow", "X-Client: a"); r.status != 200 || r.body != "ok, 4 left" {
+		t.Fatalf("first: %d %q", r.status, r.body)
+	}
+	for range 3 {
+		r := g.get("/narrow", "X-Client: a")
+		if r.status != 429 || r.body != "refused by narrow" {
+			t.Fatalf("refused request: %d %q", r.status, r.body)
+		}
+		if !strings.Contains(r.header.Get("RateLimit"), `"wide";r=4;`) {
+			t.Errorf("the wide zone was charged by a refused request: %q", r.header.Get("RateLimit"))
+		}
+	}
+	if got := g.countStatuses(5, "/wide", "X-Client: a"); got[200] != 4 || got[429] != 1 {
+		t.Errorf("wide zone after the refusals: %v, want 4 more admitted", got)
+	}
+}
+
+func TestRateLimitDryRun(t *testing.T) {
+	g := startGateway(t, "", `
+	rate_limit {
+		zone dry {
+			key {http.request.header.X-Client}
+			events 2
+			window 1h
+			dry_run
+		}
+	}
+	respond ok
+`, "")
+	if got := g.countStatuses(5, "/", "X-Client: a"); got[200] != 5 {
+		t.Fatalf("dry run refused: %v", got)
+	}
+	zone := g.adminJSON("GET", "/rate_limit/dry", "", 200)
+	if zone["allowed"] != 2.0 || zone["dry_run_limited"] != 3.0 || zone["limited"] != 0.0 {
+		t.Errorf("dry-run counts %v", zone)
+	}
+}
+
+func TestRateLimitStateSurvivesReload(t *testing.T) {
+	site := `
+	rate_limit {
+		zone z {
+			key {http.request.header.X-Client}
+			events 3
+			window 1h
+		}
+	}
+	respond ok
+`
+	g := startGateway(t, "", site, "")
+	g.countStatuses(3, "/", "X-Client: a")
+	g.reload("", site, "")
+	if r := g.get("/", "X-Client: a"); r.status != 429 {
+		t.Errorf("after a reload: %d, want 429 (no free refill)", r.status)
+	}
+}
+
+func TestRateLimitMaxKeysHolds(t *testing.T) {
+	g := startGateway(t, "", `
+	rate_limit {
+		zone flood {
+			key {http.request.header.X-Client}
+			events 10
+			window 1h
+		}
+		max_keys 100
+	}
+	respond ok
+`, "")
+	for i := range 3000 {
+		g.get("/", "X-Client: c"+strconv.Itoa(i))
+	}
+	zone := g.adminJSON("GET", "/rate_limit/flood", "", 200)
+	// The bound is spread over 64 shards, rounded up: at most 128.
+	if keys := zone["keys"].(float64); keys > 128 {
+		t.Errorf("zone holds %v keys with max_keys 100", keys)
+	}
+	if zone["evicted"].(float64) < 2800 {
+		t.Errorf("evictions %v", zone["evicted"])
+	}
+	if g.get("/", "X-Client: fresh").status != 200 {
+		t.Error("a new key is refused after the flood")
+	}
+}
+
+func TestRateLimitAdmin(t *testing.T) {
+	g := startGateway(t, "", `
+	rate_limit {
+		zone z {
+			key {http.request.header.X-Client}
+			events 1
+			window 1h
+			algorithm fixed_window
+		}
+	}
+	respond ok
+`, "")
+	g.get("/", "X-Client: a")
+	g.get("/", "X-Client: b")
+	if g.get("/", "X-Client: a").status != 429 {
+		t.Fatal("not limited")
+	}
+	list := g.adminJSON("GET", "/rate_limit/", "", 200)["zones"].([]any)
+	z := list[0].(map[string]any)
+	if len(list) != 1 || z["name"] != "z" || z["keys"] != 2.0 || z["allowed"] != 2.0 || z["limited"] != 1.0 || z["algorithm"] != "fixed_window" {
+		t.Errorf("zones %v", list)
+	}
+	if out := g.adminJSON("DELETE", "/rate_limit/z?key=a", "", 200); out["reset"] != true {
+		t.Errorf("reset a: %v", out)
+	}
+	if g.get("/", "X-Client: a").status != 200 {
+		t.Error("key a still limited after its reset")
+	}
+	if g.get("/", "X-Client: b").status != 429 {
+		t.Error("key b was reset too")
+	}
+	if out := g.adminJSON("DELETE", "/rate_limit/z", "", 200); out["reset_keys"] != 2.0 {
+		t.Errorf("reset zone: %v", out)
+	}
+	if g.get("/", "X-Client: b").status != 200 {
+		t.Error("key b still limited after the zone's reset")
+	}
+	g.adminJSON("GET", "/rate_limit/nope", "", 404)
+	g.adminJSON("DELETE", "/rate_limit/nope", "", 404)
+	g.adminJSON("POST", "/rate_limit/z", "", 405)
+	g.adminJSON("DELETE", "/rate_limit/", "", 405)
+}
+
+func TestLeakyBucketSpacesRequests(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	var mu sync.Mutex
+	var arrivals []time.Time
+	up.handler.Store(ptr(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		arrivals = append(arrivals, time.Now())
+		mu.Unlock()
+	})))
+	g := startGateway(t, "", `
+	rate_limit {
+		zone leak {
+			key static
+			events 10
+			window 1s
+			algorithm leaky_bucket
+			burst 3
+		}
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	var wg sync.WaitGroup
+	statuses := make([]int, 6)
+	for i := range statuses {
+		wg.Go(func() { statuses[i] = g.get("/").status })
+		time.Sleep(5 * time.Millisecond) // arrive in order, within one slot
+	}
+	wg.Wait()
+	slices.Sort(statuses)
+	if !slices.Equal(statuses, []int{200, 200, 200, 200, 429, 429}) {
+		t.Fatalf("statuses %v, want 4 admitted (one now, three queued) and 2 refused", statuses)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	slices.SortFunc(arrivals, func(a, b time.Time) int { return a.Compare(b) })
+	for i := 1; i < len(arrivals); i++ {
+		// Slots are 100ms apart; arrivals at the origin can only be later.
+		if gap := arrivals[i].Sub(arrivals[i-1]); gap < 90*time.Millisecond {
+			t.Errorf("requests %d and %d reached the origin %v apart, want a slot of 100ms", i-1, i, gap)
+		}
+	}
+
+	// A client that goes away while it waits never reaches the origin.
+	before := up.total.Load()
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.addr+"/gone", nil)
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := up.count("/gone"); n > 1 {
+		t.Errorf("%d requests whose clients left reached the origin (before: %d)", n, before)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestMholtCaddyfileBehavesTheSame runs the example of mholt/caddy-ratelimit's
+// README, without its distributed option.
+func TestMholtCaddyfileBehavesTheSame(t *testing.T) {
+	g := startGateway(t, "\torder rate_limit before basicauth", `
+	rate_limit {
+		zone static_example {
+			match {
+				method GET
+			}
+			key    static
+			events 100
+			window 1m
+		}
+		zone dynamic_example {
+			key    {remote_host}
+			events 2
+			window 5s
+		}
+		log_key
+	}
+	respond "I'm behind the rate limiter!"
+`, "")
+	got := g.countStatuses(3, "/")
+	if got[200] != 2 || got[429] != 1 {
+		t.Errorf("statuses %v, want 2 admitted and 1 refused per client in 5s", got)
+	}
+}
+
+func TestRateLimitIPPrefix(t *testing.T) {
+	g := startGateway(t, "", `
+	rate_limit {
+		zone per_network {
+			key {http.request.header.X-Forwarded-Ip}
+			events 2
+			window 1h
+			ipv4_prefix 24
+			ipv6_prefix 48
+		}
+	}
+	respond ok
+`, "")
+	if got := g.countStatuses(1, "/", "X-Forwarded-Ip: 10.1.2.3"); got[200] != 1 {
+		t.Fatal("first refused")
+	}
+	if got := g.countStatuses(2, "/", "X-Forwarded-Ip: 10.1.2.200"); got[200] != 1 || got[429] != 1 {
+		t.Errorf("same /24: %v, want one more admitted", got)
+	}
+	if got := g.countStatuses(1, "/", "X-Forwarded-Ip: 10.1.3.1"); got[200] != 1 {
+		t.Errorf("another /24 was refused")
+	}
+	g.countStatuses(2, "/", "X-Forwarded-Ip: 2001:db8:1:2::1")
+	if got := g.countStatuses(1, "/", "X-Forwarded-Ip: 2001:db8:1:ffff::9"); got[429] != 1 {
+		t.Errorf("same /48 admitted a third request")
+	}
+}
