@@ -191,6 +191,7 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		h:              h,
 		r:              r,
 		fwd:            fwd,
+		outer:          outerFields(w.Header()),
 		snap:           h.cache.snapshot(r.URL.EscapedPath()),
 		requestTime:    h.now(),
 		declared:       -1,
@@ -208,6 +209,11 @@ type cacheWriter struct {
 	r    *http.Request
 	fwd  string
 	snap snapshot
+
+	// outer marks the fields set before this handler ran (by rate_limit or
+	// header, say): they belong to this request, not to the response, and
+	// are not stored unless a later handler replaced them.
+	outer map[string]*string
 
 	requestTime  time.Time
 	responseTime time.Time
@@ -270,6 +276,11 @@ func (cw *cacheWriter) decide() string {
 	cw.storing = true
 	cw.ttl = ttl
 	cw.header = hdr.Clone()
+	for name, first := range cw.outer {
+		if v := hdr[name]; len(v) > 0 && &v[0] == first {
+			delete(cw.header, name)
+		}
+	}
 	if cw.declared >= 0 {
 		cw.body = make([]byte, 0, cw.declared)
 	}
@@ -387,6 +398,21 @@ func (cw *cacheWriter) commit() {
 	}
 	cw.body = nil
 	cw.header = nil
+}
+
+// outerFields records which value slices the header holds now, to tell
+// later which fields no inner handler touched.
+func outerFields(h http.Header) map[string]*string {
+	if len(h) == 0 {
+		return nil
+	}
+	m := make(map[string]*string, len(h))
+	for name, v := range h {
+		if len(v) > 0 {
+			m[name] = &v[0]
+		}
+	}
+	return m
 }
 
 // hopByHop are the header fields that describe one connection, never the

@@ -394,3 +394,34 @@ func TestRateLimitIPPrefix(t *testing.T) {
 		t.Errorf("same /48 admitted a third request")
 	}
 }
+
+func TestRateLimitHeadersOnCacheHits(t *testing.T) {
+	up := newUpstream(t, serial())
+	g := startGateway(t, "", `
+	rate_limit {
+		zone z {
+			key {http.request.header.X-Client}
+			events 5
+			window 1h
+		}
+	}
+	header X-Outer outer
+	cache_read products
+	cache_write products {
+		ttl 1m
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	for want := 4; want >= 0; want-- {
+		r := g.get("/c", "X-Client: a")
+		if got := r.header.Get("RateLimit"); !strings.HasPrefix(got, fmt.Sprintf(`"z";r=%d;`, want)) {
+			t.Errorf("response %d (%s): RateLimit %q, want r=%d", 5-want, r.cacheStatus(), got, want)
+		}
+		if r.header.Get("X-Outer") != "outer" {
+			t.Errorf("X-Outer lost on %s", r.cacheStatus())
+		}
+	}
+	if g.get("/c", "X-Client: a").status != 429 {
+		t.Error("cache hits were not counted by the rate limit")
+	}
+}
