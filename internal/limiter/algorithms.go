@@ -8,7 +8,7 @@ import "time"
 //   - fixed window: A is the window's index since the epoch, B the units
 //     counted in it;
 //   - token bucket and leaky bucket: A is the theoretical arrival time, in
-//     Unix nanoseconds, of the next unit (GCRA); B is unused.
+//     Unix microseconds, of the next unit (GCRA); B is unused.
 type Cell struct{ A, B int64 }
 
 // Window is the state of one key under the sliding window: per-sub-window
@@ -19,7 +19,7 @@ type Window struct {
 	Counts [SlidingBuckets + 1]uint32
 }
 
-// DecideCell decides a request of cost units at now (Unix nanoseconds)
+// DecideCell decides a request of cost units at now (Unix microseconds)
 // against a key in state c, returning the state to keep if the request is
 // admitted. c is not changed.
 func (l Limit) DecideCell(c Cell, now, cost int64) (Cell, Decision) {
@@ -30,12 +30,12 @@ func (l Limit) DecideCell(c Cell, now, cost int64) (Cell, Decision) {
 }
 
 func (l Limit) fixedWindow(c Cell, now, cost int64) (Cell, Decision) {
-	w := int64(l.Window)
+	w := l.window()
 	idx := floorDiv(now, w)
 	if c.A != idx {
 		c = Cell{A: idx}
 	}
-	end := time.Duration((idx+1)*w - now)
+	end := micros((idx+1)*w - now)
 	if c.B+cost > l.Events {
 		retry := end
 		if cost > l.Events {
@@ -56,32 +56,27 @@ func (l Limit) gcra(c Cell, now, cost int64) (Cell, Decision) {
 	t := l.interval()
 	tolerance := l.burst() * t
 	tat := max(c.A, now)
+	if cost > l.burst() {
+		return c, Decision{Remaining: max(floorDiv(tolerance-(tat-now), t), 0), Reset: micros(tat - now), RetryAfter: never}
+	}
 	if l.Algorithm == LeakyBucket {
 		wait := tat - now
-		if wait > tolerance || cost > l.burst() {
-			retry := time.Duration(wait - tolerance)
-			if cost > l.burst() {
-				retry = never
-			}
-			return c, Decision{Remaining: 0, Reset: time.Duration(tat - now), RetryAfter: retry}
+		if wait > tolerance {
+			return c, Decision{Remaining: 0, Reset: micros(tat - now), RetryAfter: micros(wait - tolerance)}
 		}
 		next := tat + cost*t
 		return Cell{A: next}, Decision{
 			Allowed:   true,
 			Remaining: max(floorDiv(tolerance-(next-now), t)+1, 0),
-			Reset:     time.Duration(next - now),
-			Wait:      time.Duration(wait),
+			Reset:     micros(next - now),
+			Wait:      micros(wait),
 		}
 	}
 	next := tat + cost*t
 	if next-now > tolerance {
-		retry := time.Duration(next - tolerance - now)
-		if cost > l.burst() {
-			retry = never
-		}
-		return c, Decision{Remaining: max((tolerance-(tat-now))/t, 0), Reset: time.Duration(tat - now), RetryAfter: retry}
+		return c, Decision{Remaining: max(floorDiv(tolerance-(tat-now), t), 0), Reset: micros(tat - now), RetryAfter: micros(next - tolerance - now)}
 	}
-	return Cell{A: next}, Decision{Allowed: true, Remaining: (tolerance - (next - now)) / t, Reset: time.Duration(next - now)}
+	return Cell{A: next}, Decision{Allowed: true, Remaining: floorDiv(tolerance-(next-now), t), Reset: micros(next - now)}
 }
 
 // DecideWindow decides a request of cost units at now against a key in
@@ -89,14 +84,14 @@ func (l Limit) gcra(c Cell, now, cost int64) (Cell, Decision) {
 // Every sub-window that overlaps the last Window counts whole, so no
 // interval of length Window ever holds more than Events.
 func (l Limit) DecideWindow(w Window, now, cost int64) (Window, Decision) {
-	q := int64(l.Window) / SlidingBuckets
+	q := l.window() / SlidingBuckets
 	i := floorDiv(now, q)
 	w = w.advance(i)
 	var total int64
 	for _, n := range w.Counts {
 		total += int64(n)
 	}
-	reset := time.Duration((w.Head+1)*q + int64(l.Window) - now)
+	reset := micros((w.Head+1)*q + l.window() - now)
 	if total+cost > l.Events {
 		return w, Decision{Remaining: max(l.Events-total, 0), Reset: reset, RetryAfter: w.retryAfter(l, q, now, total, cost)}
 	}
@@ -135,25 +130,25 @@ func (w Window) retryAfter(l Limit, q, now, total, cost int64) time.Duration {
 		if total+cost <= l.Events {
 			// Sub-window j covers [j*q, (j+1)*q) and stops overlapping the
 			// window once now-Window reaches its end.
-			return time.Duration((j+1)*q + int64(l.Window) - now)
+			return micros((j+1)*q + l.window() - now)
 		}
 	}
-	return time.Duration((w.Head+1)*q + int64(l.Window) - now)
+	return micros((w.Head+1)*q + l.window() - now)
 }
 
-// RestAtCell returns when a key in state c is back at rest (Unix ns):
+// RestAtCell returns when a key in state c is back at rest (Unix µs):
 // its state then equals a fresh key's, so it can be dropped.
 func (l Limit) RestAtCell(c Cell) int64 {
 	if l.Algorithm == FixedWindow {
-		return (c.A + 1) * int64(l.Window)
+		return (c.A + 1) * l.window()
 	}
 	return c.A
 }
 
 // RestAtWindow returns when a sliding-window key is back at rest.
 func (l Limit) RestAtWindow(w Window) int64 {
-	q := int64(l.Window) / SlidingBuckets
-	return (w.Head+1)*q + int64(l.Window)
+	q := l.window() / SlidingBuckets
+	return (w.Head+1)*q + l.window()
 }
 
 func floorDiv(a, b int64) int64 {

@@ -7,7 +7,7 @@ import (
 )
 
 // at is a moment given in milliseconds after a window-aligned origin.
-func at(ms int64) int64 { return time.Unix(1_700_000_040, 0).UnixNano() + ms*int64(time.Millisecond) }
+func at(ms int64) int64 { return time.Unix(1_700_000_040, 0).UnixMicro() + ms*1000 }
 
 type step struct {
 	ms      int64
@@ -140,7 +140,7 @@ func randomArrivals(r *rand.Rand, n int, span time.Duration) []arrival {
 	now := at(0)
 	for i := range out {
 		// Bursts and gaps: most arrivals close together, some far apart.
-		gap := r.Int64N(int64(span) / int64(n) * 2)
+		gap := r.Int64N(span.Microseconds() / int64(n) * 2)
 		if r.IntN(10) == 0 {
 			gap = 0
 		}
@@ -161,10 +161,10 @@ func TestPropertySlidingWindow(t *testing.T) {
 			// The model: the units admitted in (t-W, t].
 			var inWindow, inWider int64
 			for _, p := range admitted {
-				if p.t > a.t-int64(l.Window) {
+				if p.t > a.t-l.window() {
 					inWindow += p.cost
 				}
-				if p.t > a.t-int64(l.Window)-int64(l.Window)/SlidingBuckets {
+				if p.t > a.t-l.window()-l.window()/SlidingBuckets {
 					inWider += p.cost
 				}
 			}
@@ -189,7 +189,7 @@ func TestPropertyFixedWindow(t *testing.T) {
 		used := map[int64]int64{}
 		for _, a := range randomArrivals(r, 300, 5*l.Window) {
 			next, d := l.DecideCell(c, a.t, a.cost)
-			win := floorDiv(a.t, int64(l.Window))
+			win := floorDiv(a.t, l.window())
 			if fits := used[win]+a.cost <= l.Events; d.Allowed != fits {
 				t.Fatalf("seed %d: allowed=%v with %d used of %d in the window", seed, d.Allowed, used[win], l.Events)
 			}
@@ -247,7 +247,7 @@ func TestPropertyLeakyBucket(t *testing.T) {
 				continue
 			}
 			c = next
-			if got := a.t + int64(d.Wait); got != start {
+			if got := a.t + d.Wait.Microseconds(); got != start {
 				t.Fatalf("seed %d: leaves at %d, model at %d", seed, got, start)
 			}
 			if lastCost > 0 && start-lastStart < lastCost*interval {
@@ -272,7 +272,7 @@ func FuzzLimits(f *testing.F) {
 		now := at(0)
 		var times []int64
 		for _, g := range gaps {
-			now += int64(g) * int64(time.Millisecond) * windowMs / 64
+			now += int64(g) * 1000 * windowMs / 64
 			var d Decision
 			if l.Algorithm == SlidingWindow {
 				var next Window
@@ -295,7 +295,7 @@ func FuzzLimits(f *testing.F) {
 				times = append(times, now)
 				n := 0
 				for _, x := range times {
-					if x > now-int64(l.Window) {
+					if x > now-l.window() {
 						n++
 					}
 				}

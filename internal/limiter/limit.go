@@ -1,7 +1,8 @@
 // Package limiter holds the rate-limit algorithms and a bounded table of
-// per-key state. Every decision takes the current time as a value, so the
-// same inputs give the same decisions in tests, in memory and in the Redis
-// scripts that mirror these functions.
+// per-key state. Every decision takes the current time as a value, in Unix
+// microseconds, so the same inputs give the same decisions in tests, in
+// memory and in the Redis scripts that mirror these functions (Lua numbers
+// are doubles: microseconds since the epoch still count exactly).
 package limiter
 
 import (
@@ -73,12 +74,37 @@ func (l Limit) Validate() error {
 		return fmt.Errorf("window must be positive, got %v", l.Window)
 	case l.Window < SlidingBuckets*time.Millisecond:
 		return fmt.Errorf("window must be at least %v, got %v", SlidingBuckets*time.Millisecond, l.Window)
+	case l.Window > maxWindow:
+		return fmt.Errorf("window must be at most %v, got %v", maxWindow, l.Window)
 	case l.Burst < 0:
 		return fmt.Errorf("burst must not be negative, got %d", l.Burst)
+	case l.Events > maxUnits || l.Burst > maxUnits:
+		return fmt.Errorf("events and burst must be at most %d", maxUnits)
 	case l.Algorithm > LeakyBucket:
 		return fmt.Errorf("unknown algorithm %d", l.Algorithm)
+	case l.burst() > maxExact/l.interval():
+		return fmt.Errorf("burst × window / events is too large to count exactly")
 	}
 	return nil
+}
+
+// Bounds that keep every quantity an exact integer in a double, as the
+// Redis scripts compute them.
+const (
+	maxWindow = 366 * 24 * time.Hour
+	maxUnits  = 1 << 31
+	maxExact  = 1 << 52
+)
+
+// window returns the window in microseconds.
+func (l Limit) window() int64 { return l.Window.Microseconds() }
+
+// micros turns a span of microseconds into a Duration.
+func micros(us int64) time.Duration {
+	if us >= int64(never/time.Microsecond) {
+		return never
+	}
+	return time.Duration(us) * time.Microsecond
 }
 
 func (l Limit) burst() int64 {
@@ -88,10 +114,10 @@ func (l Limit) burst() int64 {
 	return l.Events
 }
 
-// interval is the time one unit takes to flow: Window/Events, rounded up so
-// the rate never exceeds Events per Window.
+// interval is the time, in microseconds, one unit takes to flow:
+// Window/Events, rounded up so the rate never exceeds Events per Window.
 func (l Limit) interval() int64 {
-	w := int64(l.Window)
+	w := l.window()
 	return (w + l.Events - 1) / l.Events
 }
 

@@ -26,7 +26,7 @@ type shard[S any] struct {
 }
 
 // NewTable returns a table that holds at most about maxKeys keys; restAt
-// tells when a state is back at rest (Unix nanoseconds).
+// tells when a state is back at rest (Unix microseconds).
 func NewTable[S any](maxKeys int, restAt func(S) int64) *Table[S] {
 	t := new(Table[S])
 	t.SetMaxKeys(maxKeys)
@@ -58,14 +58,14 @@ func (t *Table[S]) Unlock(i int) { t.shards[i].mu.Unlock() }
 // Get returns the state of key, or the zero state. Its shard must be locked.
 func (t *Table[S]) Get(key uint64) S { return t.shards[t.Shard(key)].m[key] }
 
-// Put stores the state of key at now. Its shard must be locked. When the
-// shard is full, states back at rest are dropped first (at most once per
-// millisecond of now), then the sampled state closest to rest.
+// Put stores the state of key at now (Unix µs). Its shard must be locked.
+// When the shard is full, states back at rest are dropped first (at most
+// once per millisecond of now), then the sampled state closest to rest.
 func (t *Table[S]) Put(key uint64, s S, now int64) {
 	sh := &t.shards[t.Shard(key)]
 	limit := int(t.maxPerShard.Load())
 	if _, ok := sh.m[key]; !ok && len(sh.m) >= limit {
-		if now-sh.lastSweep >= 1e6 {
+		if now-sh.lastSweep >= 1000 {
 			sh.lastSweep = now
 			t.sweepShard(sh, now)
 		}
@@ -108,7 +108,7 @@ func (t *Table[S]) sweepShard(sh *shard[S], now int64) int {
 	return n
 }
 
-// Sweep drops every state back at rest at now and returns how many.
+// Sweep drops every state back at rest at now (Unix µs) and returns how many.
 func (t *Table[S]) Sweep(now int64) int {
 	n := 0
 	for i := range t.shards {

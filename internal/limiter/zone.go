@@ -86,9 +86,9 @@ func (z *Zone) Evictions() uint64 {
 func (z *Zone) Sweep(now time.Time) int {
 	s := z.state.Load()
 	if s.cells != nil {
-		return s.cells.Sweep(now.UnixNano())
+		return s.cells.Sweep(now.UnixMicro())
 	}
-	return s.windows.Sweep(now.UnixNano())
+	return s.windows.Sweep(now.UnixMicro())
 }
 
 // Reset drops one key's state.
@@ -152,7 +152,7 @@ func Decide(now time.Time, reqs []Request, out []Decision) bool {
 		}
 	}()
 
-	ns := now.UnixNano()
+	us := now.UnixMicro()
 	admitted := true
 	var cellsNext [4]Cell
 	var windowsNext [4]Window
@@ -162,12 +162,12 @@ func Decide(now time.Time, reqs []Request, out []Decision) bool {
 		var d Decision
 		if s.cells != nil {
 			var next Cell
-			next, d = s.limit.DecideCell(s.cells.Get(r.Key), ns, r.Cost)
+			next, d = s.limit.DecideCell(s.cells.Get(r.Key), us, r.Cost)
 			cells = append(cells, next)
 			windows = append(windows, Window{})
 		} else {
 			var next Window
-			next, d = s.limit.DecideWindow(s.windows.Get(r.Key), ns, r.Cost)
+			next, d = s.limit.DecideWindow(s.windows.Get(r.Key), us, r.Cost)
 			windows = append(windows, next)
 			cells = append(cells, Cell{})
 		}
@@ -191,9 +191,9 @@ func Decide(now time.Time, reqs []Request, out []Decision) bool {
 			continue
 		}
 		if s := states[i]; s.cells != nil {
-			s.cells.Put(r.Key, cells[i], ns)
+			s.cells.Put(r.Key, cells[i], us)
 		} else {
-			s.windows.Put(r.Key, windows[i], ns)
+			s.windows.Put(r.Key, windows[i], us)
 		}
 	}
 	return true
