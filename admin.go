@@ -1,14 +1,18 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
+
+	"github.com/caddy-gateway/gateway/internal/redisstore"
 )
 
 func init() {
@@ -265,15 +269,59 @@ func (a *adminRateLimit) serve(w http.ResponseWriter, r *http.Request) error {
 		return writeJSON(w, zoneInfoOf(zone))
 	}
 	q := r.URL.Query()
+	rc := zone.redis.Load()
 	if !q.Has("key") {
 		n := zone.Clear()
+		if rc != nil {
+			removed, err := deleteRedisZone(r.Context(), rc, name)
+			if err != nil {
+				return apiError(http.StatusBadGateway, "resetting zone %s in Redis: %v", name, err)
+			}
+			n += removed
+		}
 		a.logger.Info("rate-limit zone reset", zap.String("zone", name), zap.Int("keys", n))
 		return writeJSON(w, map[string]any{"zone": name, "reset_keys": n})
 	}
 	key := q.Get("key")
 	found := zone.Reset(hashKey(key))
+	if rc != nil {
+		n, err := rc.Del(r.Context(), redisstore.StateKey(name, key)).Result()
+		if err != nil {
+			return apiError(http.StatusBadGateway, "resetting the key in Redis: %v", err)
+		}
+		found = found || n > 0
+	}
 	a.logger.Info("rate-limit key reset", zap.String("zone", name), zap.Bool("found", found))
 	return writeJSON(w, map[string]any{"zone": name, "key": key, "reset": found})
+}
+
+// deleteRedisZone deletes every key of a zone from Redis.
+func deleteRedisZone(ctx context.Context, rc *redisClient, zone string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n := 0
+	iter := rc.Scan(ctx, 0, redisstore.KeyPrefix+zone+":*", 1000).Iterator()
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		removed, err := rc.Del(ctx, batch...).Result()
+		n += int(removed)
+		batch = batch[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == 1000 {
+			if err := flush(); err != nil {
+				return n, err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return n, err
+	}
+	return n, flush()
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {

@@ -365,6 +365,9 @@ func (h *CacheInvalidate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		disable_metrics
 //		ipv4_prefix    <bits>
 //		ipv6_prefix    <bits>
+//		redis          <url>
+//		fail_mode      local|open|closed
+//		timeout        <duration>
 //	}
 func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	const dir = "rate_limit"
@@ -427,6 +430,19 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "ipv6_prefix":
 			v6 = new(int)
 			err = parsePrefix(d, dir, 128, v6)
+		case "redis":
+			if !oneArg(d, &h.Redis) {
+				return d.Errf("%s: redis takes one URL", dir)
+			}
+		case "fail_mode":
+			if !oneArg(d, &h.FailMode) {
+				return d.Errf("%s: fail_mode takes one of local, open, closed", dir)
+			}
+			if h.FailMode != "local" && h.FailMode != "open" && h.FailMode != "closed" {
+				return d.Errf("%s: fail_mode: unknown mode '%s' (want local, open or closed)", dir, h.FailMode)
+			}
+		case "timeout":
+			err = parseDurationArg(d, dir, &h.Timeout)
 		case "distributed", "storage":
 			return d.Errf("%s: '%s' is not supported: this rate_limit shares state across nodes through Redis instead (the 'redis' option)", dir, opt)
 		default:

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/gateway/internal/limiter"
+	"github.com/caddy-gateway/gateway/internal/redisstore"
 )
 
 func init() {
@@ -64,13 +66,31 @@ type RateLimit struct {
 	// DisableMetrics stops this handler from counting its decisions.
 	DisableMetrics bool `json:"disable_metrics,omitempty"`
 
+	// Redis is the URL of a Redis that holds the zones' state for a cluster
+	// of nodes (redis:// or rediss://, user, password, database).
+	// Placeholders such as {env.REDIS_URL} work. Default: process memory.
+	Redis string `json:"redis,omitempty"`
+
+	// FailMode says what happens while Redis fails: "local" (default)
+	// limits with this node's memory, "open" admits, "closed" refuses
+	// with 503.
+	FailMode string `json:"fail_mode,omitempty"`
+
+	// Timeout bounds each Redis decision. Default 50ms.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+
 	zones   []*zoneRef
 	policy  string
 	logger  *zap.Logger
 	now     func() time.Time
 	headerI bool
 	headerL bool
+	redis   *redisClient
+	breaker *breaker
 }
+
+// DefaultRedisTimeout bounds a Redis decision when no timeout is set.
+const DefaultRedisTimeout = 50 * time.Millisecond
 
 // ZoneConfig is one zone of a rate_limit handler.
 type ZoneConfig struct {
@@ -164,6 +184,21 @@ func (h *RateLimit) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
+	switch h.FailMode {
+	case "", "local", "open", "closed":
+	default:
+		return fmt.Errorf("rate_limit: fail_mode must be local, open or closed, not %q", h.FailMode)
+	}
+	if h.Timeout == 0 {
+		h.Timeout = caddy.Duration(DefaultRedisTimeout)
+	}
+	if h.Redis != "" {
+		c, err := acquireRedis(h.Redis, time.Duration(h.Timeout))
+		if err != nil {
+			return fmt.Errorf("rate_limit: %v", err)
+		}
+		h.redis, h.breaker = c, new(breaker)
+	}
 	var policies []string
 	for _, name := range sortedKeys(h.RateLimits) {
 		ref, err := h.provisionZone(ctx, name, h.RateLimits[name])
@@ -177,7 +212,14 @@ func (h *RateLimit) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// zoneName is what a zone may be called: it appears in placeholders,
+// headers and Redis keys.
+var zoneName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
 func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfig) (*zoneRef, error) {
+	if !zoneName.MatchString(name) {
+		return nil, fmt.Errorf("a zone name holds only letters, digits, '_', '.' and '-'")
+	}
 	if cfg == nil || cfg.Key == "" {
 		return nil, fmt.Errorf("key is required")
 	}
@@ -212,7 +254,7 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 			return nil, err
 		}
 	}
-	if err := claimZone(ctx, name, ref.limit, h.MaxKeys); err != nil {
+	if err := claimZone(ctx, name, zoneDef{ref.limit, h.MaxKeys, h.Redis}); err != nil {
 		return nil, err
 	}
 	val, loaded, err := rateZones.LoadOrNew(name, func() (caddy.Destructor, error) {
@@ -225,6 +267,7 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 	if loaded {
 		ref.zone.Reconfigure(ref.limit, h.MaxKeys)
 	}
+	ref.zone.redis.Store(h.redis)
 	ref.policy = policyMember(name, ref.limit)
 	return ref, nil
 }
@@ -245,16 +288,17 @@ var zoneDefs sync.Map // context.Context → *sync.Map of name → zoneDef
 type zoneDef struct {
 	limit   limiter.Limit
 	maxKeys int
+	redis   string
 }
 
-func claimZone(ctx caddy.Context, name string, l limiter.Limit, maxKeys int) error {
+func claimZone(ctx caddy.Context, name string, def zoneDef) error {
 	defs, loaded := zoneDefs.LoadOrStore(ctx.Context, new(sync.Map))
 	if !loaded {
 		key := ctx.Context
 		ctx.OnCancel(func() { zoneDefs.Delete(key) })
 	}
-	prev, ok := defs.(*sync.Map).LoadOrStore(name, zoneDef{l, maxKeys})
-	if ok && prev != (zoneDef{l, maxKeys}) {
+	prev, ok := defs.(*sync.Map).LoadOrStore(name, def)
+	if ok && prev != def {
 		return fmt.Errorf("another rate_limit of this config defines the zone with other settings; a zone name is global")
 	}
 	return nil
@@ -270,6 +314,7 @@ type zoneEntry struct {
 	limited       atomic.Uint64
 	dryRunLimited atomic.Uint64
 	storeErrors   atomic.Uint64
+	redis         atomic.Pointer[redisClient] // the shared store, if any
 	stop          chan struct{}
 	done          chan struct{}
 }
@@ -401,7 +446,14 @@ func (h *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	} else {
 		out = outBuf[:len(reqs)]
 	}
-	admitted := limiter.Decide(h.now(), reqs, out)
+	admitted, v := h.decide(r.Context(), refs, keys, reqs, out)
+	switch v {
+	case storeOpen:
+		return next.ServeHTTP(w, r)
+	case storeClosed:
+		w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(breakerPause), 10))
+		return caddyhttp.Error(http.StatusServiceUnavailable, errStoreDown)
+	}
 	h.count(refs, out, admitted)
 	h.setHeaders(w.Header(), refs, out)
 	for i, ref := range refs {
@@ -420,6 +472,65 @@ func (h *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		}
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// errStoreDown refuses requests while Redis fails under fail_mode closed.
+var errStoreDown = errors.New("rate-limit store unavailable")
+
+// storeVerdict tells how a decision was made.
+type storeVerdict int
+
+const (
+	storeDecided storeVerdict = iota // by Redis or in memory
+	storeOpen                        // Redis failed; fail_mode open admits
+	storeClosed                      // Redis failed; fail_mode closed refuses
+)
+
+// decide makes the decision in Redis when the handler has one, else in
+// memory. When Redis fails, fail_mode says what happens: local decides in
+// memory, open admits undecided, closed refuses with 503.
+func (h *RateLimit) decide(ctx context.Context, refs []*zoneRef, keys []string, reqs []limiter.Request, out []limiter.Decision) (bool, storeVerdict) {
+	now := h.now()
+	if h.redis == nil {
+		return limiter.Decide(now, reqs, out), storeDecided
+	}
+	if h.breaker.allow(now) {
+		admitted, err := h.decideInRedis(ctx, refs, keys, reqs, out)
+		if err == nil {
+			return admitted, storeDecided
+		}
+		h.breaker.fail(now)
+		for _, ref := range refs {
+			ref.zone.storeErrors.Add(1)
+		}
+		h.breaker.warn(h.logger, now, "rate-limit store failing; using fail_mode",
+			zap.String("fail_mode", h.failMode()), zap.Error(err))
+	}
+	switch h.failMode() {
+	case "open":
+		return true, storeOpen
+	case "closed":
+		return false, storeClosed
+	}
+	return limiter.Decide(now, reqs, out), storeDecided
+}
+
+func (h *RateLimit) decideInRedis(ctx context.Context, refs []*zoneRef, keys []string, reqs []limiter.Request, out []limiter.Decision) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
+	defer cancel()
+	var buf [maxZonesInline]redisstore.Request
+	rr := buf[:0]
+	for i, ref := range refs {
+		rr = append(rr, redisstore.Request{StateKey: redisstore.StateKey(ref.name, keys[i]), Limit: ref.limit, Cost: reqs[i].Cost, DryRun: reqs[i].DryRun})
+	}
+	return redisstore.Decide(ctx, h.redis, 0, rr, out)
+}
+
+func (h *RateLimit) failMode() string {
+	if h.FailMode == "" {
+		return "local"
+	}
+	return h.FailMode
 }
 
 // sleep waits for a leaky bucket's slot; the wait ends early, with an
@@ -535,6 +646,8 @@ func (h *RateLimit) Cleanup() error {
 		}
 	}
 	h.zones = nil
+	releaseRedis(h.redis)
+	h.redis = nil
 	return nil
 }
 

@@ -10,6 +10,20 @@ if ! command -v go >/dev/null 2>&1; then
 	exit 1
 fi
 
+# Tests start their own redis-server on a free loopback port.
+if ! command -v redis-server >/dev/null 2>&1; then
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "test.sh: installing redis-server" >&2
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+		# The package may start a server of its own; the tests do not use it.
+		command -v service >/dev/null 2>&1 && service redis-server stop >/dev/null 2>&1 || true
+	else
+		echo "test.sh: redis-server is missing; install it (apt-get install redis-server)" >&2
+		[ "${CI:-}" = true ] && exit 1
+	fi
+fi
+
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
 	echo "test.sh: gofmt would change: $unformatted" >&2

@@ -1,0 +1,145 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-gateway/gateway/internal/limiter"
+	"github.com/caddy-gateway/gateway/internal/redistest"
+)
+
+func client(t *testing.T) *redis.Client {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestSameDecisionsAsMemory plays one table of arrivals against the
+// in-memory zones and against Redis, zone by zone and with several zones
+// per request, and wants the same decisions to the microsecond.
+func TestSameDecisionsAsMemory(t *testing.T) {
+	c := client(t)
+	ctx := context.Background()
+	algos := []limiter.Algorithm{limiter.FixedWindow, limiter.SlidingWindow, limiter.TokenBucket, limiter.LeakyBucket}
+	for seed := range uint64(12) {
+		r := rand.New(rand.NewPCG(seed, 9))
+		var limits []limiter.Limit
+		var zones []*limiter.Zone
+		for i, a := range algos {
+			l := limiter.Limit{Algorithm: a, Events: 1 + r.Int64N(8), Window: time.Duration(16+r.Int64N(3000)) * time.Millisecond}
+			if a == limiter.TokenBucket || a == limiter.LeakyBucket {
+				l.Burst = r.Int64N(5)
+			}
+			limits = append(limits, l)
+			zones = append(zones, limiter.NewZone(fmt.Sprint(i), l, 100))
+		}
+		// Ahead of the server's clock: keys expire at their rest time by
+		// that clock, and must not expire before the table's time says.
+		now := time.Now().Add(time.Hour).UnixMicro() + r.Int64N(1e6)
+		for step := range 150 {
+			now += r.Int64N(limits[0].Window.Microseconds()/4 + 1)
+			// Each step matches one zone alone, or all four together.
+			picks := []int{step % 4}
+			if step%5 == 0 {
+				picks = []int{0, 1, 2, 3}
+			}
+			var mem []limiter.Request
+			var red []Request
+			for _, p := range picks {
+				cost := 1 + r.Int64N(2)
+				dry := r.IntN(7) == 0
+				mem = append(mem, limiter.Request{Zone: zones[p], Key: 42, Cost: cost, DryRun: dry})
+				red = append(red, Request{StateKey: fmt.Sprintf("%sseed%d:%d", KeyPrefix, seed, p), Limit: limits[p], Cost: cost, DryRun: dry})
+			}
+			want := make([]limiter.Decision, len(mem))
+			got := make([]limiter.Decision, len(red))
+			wantAdmitted := limiter.Decide(time.UnixMicro(now), mem, want)
+			gotAdmitted, err := Decide(ctx, c, now, red, got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if gotAdmitted != wantAdmitted {
+				t.Fatalf("seed %d step %d: Redis admitted=%v, memory %v", seed, step, gotAdmitted, wantAdmitted)
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("seed %d step %d zone %v: Redis %+v, memory %+v", seed, step, limits[picks[i]].Algorithm, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+func TestKeysExpireAtRest(t *testing.T) {
+	c := client(t)
+	ctx := context.Background()
+	now := time.Now().UnixMicro()
+	l := limiter.Limit{Algorithm: limiter.TokenBucket, Events: 10, Window: time.Second, Burst: 10}
+	key := StateKey("z", "client")
+	out := make([]limiter.Decision, 1)
+	if _, err := Decide(ctx, c, now, []Request{{StateKey: key, Limit: l, Cost: 3}}, out); err != nil {
+		t.Fatal(err)
+	}
+	// Three tokens take 300ms to refill: the key lives that long.
+	pttl, err := c.PTTL(ctx, key).Result()
+	if err != nil || pttl <= 0 || pttl > 300*time.Millisecond {
+		t.Errorf("PTTL %v, want at most 300ms", pttl)
+	}
+}
+
+func TestServerClockAndScriptReload(t *testing.T) {
+	c := client(t)
+	ctx := context.Background()
+	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
+	req := []Request{{StateKey: StateKey("z", "a"), Limit: l, Cost: 1}}
+	out := make([]limiter.Decision, 1)
+	for i, want := range []bool{true, true} {
+		ok, err := Decide(ctx, c, 0, req, out)
+		if err != nil || ok != want {
+			t.Fatalf("request %d: %v %v", i, ok, err)
+		}
+	}
+	// After SCRIPT FLUSH the script is sent again.
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := Decide(ctx, c, 0, req, out)
+	if err != nil || ok {
+		t.Errorf("third request after a script flush: admitted=%v err=%v", ok, err)
+	}
+	if reset := out[0].Reset; reset <= 0 || reset > time.Hour {
+		t.Errorf("reset %v from the server's clock", reset)
+	}
+}
+
+func BenchmarkDecide(b *testing.B) {
+	srv := redistest.Start(b)
+	for _, callers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
+			defer c.Close()
+			l := limiter.Limit{Algorithm: limiter.SlidingWindow, Events: 1 << 30, Window: time.Hour}
+			b.SetParallelism(max(callers/2, 1)) // GOMAXPROCS is 2 here
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				out := make([]limiter.Decision, 1)
+				i := rand.IntN(1000)
+				for pb.Next() {
+					i++
+					req := []Request{{StateKey: StateKey("bench", fmt.Sprint(i%1000)), Limit: l, Cost: 1}}
+					if _, err := Decide(context.Background(), c, 0, req, out); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
+		})
+	}
+}

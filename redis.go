@@ -1,0 +1,80 @@
+package gateway
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// redisClients holds one client per distinct Redis URL, shared by every
+// handler and the cache pool, kept across reloads.
+var redisClients = caddy.NewUsagePool()
+
+// redisClient is a shared client. It dials lazily, so Caddy starts, and
+// validates, while Redis is down.
+type redisClient struct {
+	*redis.Client
+	url string
+}
+
+// Destruct closes the client once no config uses it.
+func (c *redisClient) Destruct() error { return c.Close() }
+
+// acquireRedis returns the shared client for a Redis URL (redis:// or
+// rediss://, with user, password and database), expanding global
+// placeholders such as {env.REDIS_URL}. timeout bounds every dial and
+// command; the caller releases the client with releaseRedis.
+func acquireRedis(rawURL string, timeout time.Duration) (*redisClient, error) {
+	url := caddy.NewReplacer().ReplaceAll(rawURL, "")
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis: invalid URL: %v", err)
+	}
+	key := fmt.Sprintf("%s|%v", url, timeout)
+	val, _, err := redisClients.LoadOrNew(key, func() (caddy.Destructor, error) {
+		opts.DialTimeout = timeout
+		opts.ReadTimeout = timeout
+		opts.WriteTimeout = timeout
+		opts.PoolTimeout = timeout
+		opts.ContextTimeoutEnabled = true
+		opts.MaxRetries = -1 // a retry would outlast the timeout
+		return &redisClient{Client: redis.NewClient(opts), url: key}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return val.(*redisClient), nil
+}
+
+func releaseRedis(c *redisClient) {
+	if c != nil {
+		redisClients.Delete(c.url)
+	}
+}
+
+// breaker skips a failing Redis for a short while, so an outage costs
+// requests no time, and tries it again by itself.
+type breaker struct {
+	openUntil atomic.Int64 // Unix ns
+	lastLog   atomic.Int64
+}
+
+// breakerPause is how long a failed Redis is skipped before it is tried again.
+const breakerPause = time.Second
+
+func (b *breaker) allow(now time.Time) bool { return now.UnixNano() >= b.openUntil.Load() }
+
+func (b *breaker) fail(now time.Time) { b.openUntil.Store(now.Add(breakerPause).UnixNano()) }
+
+// warn logs a Redis failure at most once every ten seconds.
+func (b *breaker) warn(logger *zap.Logger, now time.Time, msg string, fields ...zap.Field) {
+	last := b.lastLog.Load()
+	if now.UnixNano()-last < int64(10*time.Second) || !b.lastLog.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	logger.Warn(msg, fields...)
+}

@@ -1,0 +1,209 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddy-gateway/gateway/internal/redistest"
+)
+
+// cluster starts n gateways with the same site, sharing one Redis.
+func cluster(t *testing.T, n int, globals, site, upstream string) []*gateway {
+	var nodes []*gateway
+	for range n {
+		nodes = append(nodes, startGateway(t, globals, site, upstream))
+	}
+	return nodes
+}
+
+func TestClusterLimitsHoldExactly(t *testing.T) {
+	rds := redistest.Start(t)
+	tests := []struct {
+		algorithm, extra string
+		allowed          int
+	}{
+		{"fixed_window", "window 24h", 7},
+		{"sliding_window", "window 1h", 7},
+		{"token_bucket", "window 1h\n\t\t\tburst 4", 4},
+		{"leaky_bucket", "window 1h\n\t\t\tburst 2", 1}, // and 2 queued for minutes
+	}
+	for _, tt := range tests {
+		t.Run(tt.algorithm, func(t *testing.T) {
+			zone := "c_" + tt.algorithm
+			nodes := cluster(t, 3, "", fmt.Sprintf(`
+	rate_limit {
+		zone %s {
+			key {http.request.header.X-Client}
+			events 7
+			%s
+			algorithm %s
+		}
+		redis %s
+	}
+	respond ok
+`, zone, tt.extra, tt.algorithm, rds.URL), "")
+			queued := 0
+			if tt.algorithm == "leaky_bucket" {
+				queued = 2
+			}
+			var admitted, refused, waiting atomic.Int64
+			var wg sync.WaitGroup
+			// 30 requests for one key, round-robin over the nodes, in
+			// three concurrent streams. A request still waiting for its
+			// leaky-bucket slot after a second counts as queued.
+			for s := range 3 {
+				wg.Go(func() {
+					for i := range 10 {
+						g := nodes[(s+i)%3]
+						ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+						req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.addr+"/", nil)
+						req.Header.Set("X-Client", "shared")
+						resp, err := client.Do(req)
+						cancel()
+						switch {
+						case err != nil:
+							waiting.Add(1)
+						case resp.StatusCode == 200:
+							admitted.Add(1)
+						case resp.StatusCode == 429:
+							refused.Add(1)
+						}
+						if err == nil {
+							resp.Body.Close()
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if admitted.Load() != int64(tt.allowed) || waiting.Load() != int64(queued) || refused.Load() != int64(30-tt.allowed-queued) {
+				t.Errorf("cluster admitted %d, queued %d, refused %d; want exactly %d admitted and %d queued",
+					admitted.Load(), waiting.Load(), refused.Load(), tt.allowed, queued)
+			}
+		})
+	}
+}
+
+func TestRedisFailModes(t *testing.T) {
+	rds := redistest.Start(t)
+	site := func(mode string) string {
+		return fmt.Sprintf(`
+	rate_limit {
+		zone f_%s {
+			key {http.request.header.X-Client}
+			events 3
+			window 1h
+		}
+		redis %s
+		fail_mode %s
+		timeout 50ms
+	}
+	respond ok
+`, mode, rds.URL, mode)
+	}
+	nodes := map[string]*gateway{}
+	for _, mode := range []string{"local", "open", "closed"} {
+		nodes[mode] = startGateway(t, "", site(mode), "")
+		if got := nodes[mode].countStatuses(2, "/", "X-Client: a"); got[200] != 2 {
+			t.Fatalf("%s: with Redis up: %v", mode, got)
+		}
+	}
+	rds.Stop()
+	for mode, g := range nodes {
+		start := time.Now()
+		got := g.countStatuses(5, "/", "X-Client: a")
+		// No request may hang on the dead store: a generous bound for a
+		// loaded machine, far below a hang.
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("%s: five requests took %v with Redis down", mode, took)
+		}
+		switch mode {
+		case "local":
+			if got[200] != 3 || got[429] != 2 {
+				t.Errorf("local: %v, want the node's own memory to admit 3 of 5", got)
+			}
+		case "open":
+			if got[200] != 5 {
+				t.Errorf("open: %v, want all admitted", got)
+			}
+		case "closed":
+			if got[503] != 5 {
+				t.Errorf("closed: %v, want all refused with 503", got)
+			}
+		}
+	}
+	metrics := nodes["local"].adminDo("GET", "/metrics", "", "").body
+	if !regexpMatch(`caddy_rate_limit_store_errors_total\{zone="f_local"\} [1-9]`, metrics) {
+		t.Error("store errors were not counted")
+	}
+
+	// Redis returns, empty and without the script: service resumes.
+	rds.Restart()
+	time.Sleep(1100 * time.Millisecond) // the breaker's pause
+	for mode, g := range nodes {
+		got := g.countStatuses(4, "/", "X-Client: b")
+		if got[200] != 3 || got[429] != 1 {
+			t.Errorf("%s after Redis returned: %v, want the shared limit again", mode, got)
+		}
+	}
+}
+
+func TestCaddyStartsWithRedisDown(t *testing.T) {
+	rds := redistest.Start(t)
+	rds.Stop()
+	g := startGateway(t, "", fmt.Sprintf(`
+	rate_limit {
+		zone down {
+			key static
+			events 2
+			window 1h
+		}
+		redis %s
+	}
+	respond ok
+`, rds.URL), "")
+	if got := g.countStatuses(3, "/"); got[200] != 2 || got[429] != 1 {
+		t.Errorf("with Redis down from the start: %v, want local limits", got)
+	}
+}
+
+func TestRedisRateLimitAdminReset(t *testing.T) {
+	rds := redistest.Start(t)
+	nodes := cluster(t, 2, "", fmt.Sprintf(`
+	rate_limit {
+		zone shared {
+			key {http.request.header.X-Client}
+			events 1
+			window 1h
+		}
+		redis %s
+	}
+	respond ok
+`, rds.URL), "")
+	nodes[0].get("/", "X-Client: a")
+	nodes[0].get("/", "X-Client: b")
+	if nodes[1].get("/", "X-Client: a").status != 429 {
+		t.Fatal("the limit is not shared")
+	}
+	if out := nodes[0].adminJSON("DELETE", "/rate_limit/shared?key=a", "", 200); out["reset"] != true {
+		t.Errorf("reset: %v", out)
+	}
+	if nodes[1].get("/", "X-Client: a").status != 200 {
+		t.Error("key a still limited on the other node after its reset")
+	}
+	nodes[1].adminJSON("DELETE", "/rate_limit/shared", "", 200)
+	if nodes[0].get("/", "X-Client: b").status != 200 {
+		t.Error("key b still limited after the zone's reset")
+	}
+}
+
+func regexpMatch(pattern, s string) bool {
+	return regexpMust(pattern).MatchString(s)
+}
+
+
+
