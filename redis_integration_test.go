@@ -204,6 +204,3 @@ func TestRedisRateLimitAdminReset(t *testing.T) {
 func regexpMatch(pattern, s string) bool {
 	return regexpMust(pattern).MatchString(s)
 }
-
-
-
