@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -75,6 +76,15 @@ func infoOf(c *namedCache) cacheInfo {
 	}
 }
 
+// withBusError adds to an answer why the invalidation may not have reached
+// every node. The local invalidation is done either way.
+func withBusError(answer map[string]any, err error) map[string]any {
+	if err != nil {
+		answer["bus_error"] = err.Error()
+	}
+	return answer
+}
+
 // purgeRequest is the body of POST /cache/<name>/purge.
 type purgeRequest struct {
 	URLs     []string `json:"urls"`
@@ -104,12 +114,16 @@ func (a *adminCache) serveAll(w http.ResponseWriter, r *http.Request) error {
 		return writeJSON(w, map[string]any{"caches": list})
 	case http.MethodDelete:
 		flushed := []string{}
+		nodes := 1
+		var errs []error
 		rangeCaches(func(c *namedCache) {
-			c.flush()
+			n, err := c.flushEverywhere(r.Context())
 			flushed = append(flushed, c.name)
+			nodes = max(nodes, n)
+			errs = append(errs, err)
 		})
-		a.logger.Info("caches flushed", zap.Strings("caches", flushed))
-		return writeJSON(w, map[string]any{"flushed": flushed})
+		a.logger.Info("caches flushed", zap.Strings("caches", flushed), zap.Int("nodes", nodes), zap.Error(errors.Join(errs...)))
+		return writeJSON(w, withBusError(map[string]any{"flushed": flushed, "nodes": nodes}, errors.Join(errs...)))
 	}
 	return methodNotAllowed(w, r, "GET, DELETE")
 }
@@ -125,9 +139,9 @@ func (a *adminCache) serveOne(w http.ResponseWriter, r *http.Request, name strin
 	if r.Method == http.MethodGet {
 		return writeJSON(w, infoOf(c))
 	}
-	c.flush()
-	a.logger.Info("cache flushed", zap.String("cache", name))
-	return writeJSON(w, map[string]any{"flushed": []string{name}})
+	nodes, err := c.flushEverywhere(r.Context())
+	a.logger.Info("cache flushed", zap.String("cache", name), zap.Int("nodes", nodes), zap.Error(err))
+	return writeJSON(w, withBusError(map[string]any{"flushed": []string{name}, "nodes": nodes}, err))
 }
 
 func (a *adminCache) servePurge(w http.ResponseWriter, r *http.Request, name string) error {
@@ -142,10 +156,11 @@ func (a *adminCache) servePurge(w http.ResponseWriter, r *http.Request, name str
 	if err != nil {
 		return apiError(http.StatusBadRequest, "%v", err)
 	}
-	removed := c.purge(t)
+	removed, nodes, err := c.purgeEverywhere(r.Context(), t)
 	a.logger.Info("cache purged", zap.String("cache", name), zap.Int("urls", len(t.urls)),
-		zap.Int("prefixes", len(t.prefixes)), zap.Int("tags", len(t.tags)), zap.Int("removed", removed))
-	return writeJSON(w, map[string]any{"removed": removed})
+		zap.Int("prefixes", len(t.prefixes)), zap.Int("tags", len(t.tags)), zap.Int("removed", removed),
+		zap.Int("nodes", nodes), zap.Error(err))
+	return writeJSON(w, withBusError(map[string]any{"removed": removed, "nodes": nodes}, err))
 }
 
 // decodePurge reads and checks a purge body.

@@ -55,6 +55,7 @@ func parseHandler[T any, PT unmarshalerHandler[T]](h httpcaddyfile.Helper) (cadd
 //			max_size       <size>
 //			max_entry_size <size>
 //		}
+//		redis <url>
 //	}
 func parseCachePool(d *caddyfile.Dispenser, existing any) (any, error) {
 	if existing != nil {
@@ -82,6 +83,10 @@ func parseCachePool(d *caddyfile.Dispenser, existing any) (any, error) {
 		case "max_entry_size":
 			if err := parseSizeArg(d, "cache_pool", &pool.MaxEntrySize); err != nil {
 				return nil, err
+			}
+		case "redis":
+			if !oneArg(d, &pool.Redis) {
+				return nil, d.Err("cache_pool: redis takes one URL")
 			}
 		case "cache":
 			if !d.NextArg() {

@@ -25,7 +25,11 @@ type purgeTarget struct {
 	tags     []string
 }
 
-type purgeURL struct{ host, path string }
+// purgeURL is a resource to purge; an empty Host matches any host.
+type purgeURL struct {
+	Host string `json:"host,omitempty"`
+	Path string `json:"path"`
+}
 
 func (t purgeTarget) empty() bool {
 	return len(t.urls) == 0 && len(t.prefixes) == 0 && len(t.tags) == 0
@@ -107,8 +111,8 @@ func (ix *index) match(t purgeTarget) []*entry {
 	defer ix.mu.Unlock()
 	seen := make(map[*entry]struct{})
 	for _, u := range t.urls {
-		for e := ix.byPath[u.path]; e != nil; e = e.nextPath {
-			if u.host == "" || u.host == e.host {
+		for e := ix.byPath[u.Path]; e != nil; e = e.nextPath {
+			if u.Host == "" || u.Host == e.host {
 				seen[e] = struct{}{}
 			}
 		}

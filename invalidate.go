@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -45,6 +46,7 @@ type CacheInvalidate struct {
 
 	cache  *namedCache
 	logger *zap.Logger
+	warns  *logThrottle
 }
 
 // CaddyModule returns the Caddy module information.
@@ -58,6 +60,7 @@ func (CacheInvalidate) CaddyModule() caddy.ModuleInfo {
 // Provision acquires the named cache.
 func (h *CacheInvalidate) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.warns = new(logThrottle)
 	for i, m := range h.Methods {
 		h.Methods[i] = strings.ToUpper(m)
 	}
@@ -90,8 +93,9 @@ func (h *CacheInvalidate) ServeHTTP(w http.ResponseWriter, r *http.Request, next
 // for this request.
 func (h *CacheInvalidate) invalidate(r *http.Request) {
 	if len(h.URLs) == 0 && len(h.Prefixes) == 0 && len(h.Tags) == 0 {
-		h.cache.flush()
-		h.logger.Debug("cache flushed", zap.String("cache", h.Cache))
+		nodes, err := h.cache.flushEverywhere(r.Context())
+		h.logBus(err)
+		h.logger.Debug("cache flushed", zap.String("cache", h.Cache), zap.Int("nodes", nodes))
 		return
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -107,9 +111,18 @@ func (h *CacheInvalidate) invalidate(r *http.Request) {
 	for _, tag := range h.Tags {
 		t.tags = append(t.tags, repl.ReplaceAll(tag, ""))
 	}
-	n := h.cache.purge(t)
+	n, nodes, err := h.cache.purgeEverywhere(r.Context(), t)
+	h.logBus(err)
 	if ce := h.logger.Check(zap.DebugLevel, "cache invalidated"); ce != nil {
-		ce.Write(zap.String("cache", h.Cache), zap.Int("removed", n))
+		ce.Write(zap.String("cache", h.Cache), zap.Int("removed", n), zap.Int("nodes", nodes))
+	}
+}
+
+// logBus reports, rate-limited, an invalidation that may not have reached
+// every node.
+func (h *CacheInvalidate) logBus(err error) {
+	if err != nil {
+		h.warns.warn(h.logger, time.Now(), "invalidation may not have reached every node", zap.Error(err))
 	}
 }
 
@@ -135,7 +148,7 @@ func parsePurgeURL(s string) (purgeURL, error) {
 	if u.Host != "" {
 		host = httpcache.CanonicalHost(u.Host, u.Scheme == "https")
 	}
-	return purgeURL{host: host, path: path}, nil
+	return purgeURL{Host: host, Path: path}, nil
 }
 
 // invalidatingWriter invalidates as soon as a successful status is

@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"hash/fnv"
 	"maps"
@@ -49,8 +50,14 @@ type Pool struct {
 	// but absent here gets the defaults above.
 	Caches map[string]*CacheSettings `json:"caches,omitempty"`
 
+	// Redis is the URL of a Redis through which flushes, purges and
+	// invalidations reach every node subscribed to it before the call that
+	// made them returns. Placeholders such as {env.REDIS_URL} work.
+	Redis string `json:"redis,omitempty"`
+
 	logger *zap.Logger
 	held   *heldCaches
+	bus    *bus
 }
 
 // heldCaches are the named caches one config acquired from the usage pool.
@@ -151,12 +158,32 @@ func (p *Pool) Cache(name string) (*namedCache, error) {
 	return c, nil
 }
 
-// Start implements caddy.App; the caches need no start.
-func (p *Pool) Start() error { return nil }
+// Start joins the invalidation bus when the pool has a Redis, and binds
+// this config's caches to it (or to none). The bus dials lazily: Caddy
+// starts while Redis is down.
+func (p *Pool) Start() error {
+	if p.Redis != "" {
+		b, err := acquireBus(p.Redis, p.logger)
+		if err != nil {
+			return fmt.Errorf("cache_pool: %v", err)
+		}
+		p.bus = b
+	}
+	p.held.mu.Lock()
+	defer p.held.mu.Unlock()
+	for _, c := range p.held.caches {
+		c.bus.Store(p.bus)
+	}
+	return nil
+}
 
-// Stop implements caddy.App; the caches outlive a stop when the next
-// config keeps them.
-func (p *Pool) Stop() error { return nil }
+// Stop leaves the bus; it stays up while a newer config uses it. The caches
+// outlive a stop when the next config keeps them.
+func (p *Pool) Stop() error {
+	releaseBus(p.bus)
+	p.bus = nil
+	return nil
+}
 
 // Cleanup releases every cache this config acquired. A cache no config
 // holds any longer is closed.
@@ -331,6 +358,7 @@ type namedCache struct {
 
 	flushing atomic.Bool
 	stats    cacheStats
+	bus      atomic.Pointer[bus] // other nodes to invalidate, if any
 }
 
 func newNamedCache(name string, maxSize, maxEntrySize int64) (*namedCache, error) {
@@ -471,7 +499,7 @@ func (c *namedCache) purge(t purgeTarget) int {
 		c.epoch.Add(1)
 	}
 	for _, u := range t.urls {
-		c.slots[pathSlot(u.path)].Add(1)
+		c.slots[pathSlot(u.Path)].Add(1)
 	}
 	victims := c.index.match(t)
 	for _, e := range victims {
@@ -485,6 +513,29 @@ func (c *namedCache) purge(t purgeTarget) int {
 		}
 	}
 	return removed
+}
+
+// flushEverywhere flushes the cache here and on every node of its bus,
+// and returns how many nodes flushed it.
+func (c *namedCache) flushEverywhere(ctx context.Context) (nodes int, err error) {
+	c.flush()
+	return c.broadcast(ctx, busMessage{Cache: c.name, Flush: true})
+}
+
+// purgeEverywhere purges here and on every node of the cache's bus. It
+// returns how many entries this node removed and how many nodes purged.
+func (c *namedCache) purgeEverywhere(ctx context.Context, t purgeTarget) (removed, nodes int, err error) {
+	removed = c.purge(t)
+	nodes, err = c.broadcast(ctx, busMessage{Cache: c.name, URLs: t.urls, Prefixes: t.prefixes, Tags: t.tags})
+	return removed, nodes, err
+}
+
+func (c *namedCache) broadcast(ctx context.Context, m busMessage) (int, error) {
+	b := c.bus.Load()
+	if b == nil {
+		return 1, nil
+	}
+	return b.publish(ctx, m)
 }
 
 // usedBytes returns the memory the cache holds now.

@@ -130,7 +130,7 @@ func TestFlushAndPurgeAreExact(t *testing.T) {
 	}
 	// A store that started before an invalidation of its path is dropped.
 	snap := c.snapshot("/a")
-	c.purge(purgeTarget{urls: []purgeURL{{path: "/a"}}})
+	c.purge(purgeTarget{urls: []purgeURL{{Path: "/a"}}})
 	late := &entry{key: a.key, path: "/a", expires: time.Now().Add(time.Hour)}
 	late.computeCost()
 	if reason := c.put(snap, time.Hour, late); reason != httpcache.ReasonInvalidated {
@@ -167,8 +167,8 @@ func FuzzDecodePurge(f *testing.F) {
 			}
 		}
 		for _, u := range target.urls {
-			if !strings.HasPrefix(u.path, "/") {
-				t.Fatalf("accepted url path %q", u.path)
+			if !strings.HasPrefix(u.Path, "/") {
+				t.Fatalf("accepted url path %q", u.Path)
 			}
 		}
 	})
@@ -275,7 +275,7 @@ func TestConcurrentUse(t *testing.T) {
 	for i := range 200 {
 		switch i % 3 {
 		case 0:
-			c.purge(purgeTarget{urls: []purgeURL{{path: fmt.Sprintf("/p/%d", i%50)}}})
+			c.purge(purgeTarget{urls: []purgeURL{{Path: fmt.Sprintf("/p/%d", i%50)}}})
 		case 1:
 			c.purge(purgeTarget{prefixes: []string{"/p/1"}})
 		default:

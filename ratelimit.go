@@ -503,7 +503,7 @@ func (h *RateLimit) decide(ctx context.Context, refs []*zoneRef, keys []string, 
 		for _, ref := range refs {
 			ref.zone.storeErrors.Add(1)
 		}
-		h.breaker.warn(h.logger, now, "rate-limit store failing; using fail_mode",
+		h.breaker.log.warn(h.logger, now, "rate-limit store failing; using fail_mode",
 			zap.String("fail_mode", h.failMode()), zap.Error(err))
 	}
 	switch h.failMode() {

@@ -60,7 +60,7 @@ func releaseRedis(c *redisClient) {
 // requests no time, and tries it again by itself.
 type breaker struct {
 	openUntil atomic.Int64 // Unix ns
-	lastLog   atomic.Int64
+	log       logThrottle
 }
 
 // breakerPause is how long a failed Redis is skipped before it is tried again.
@@ -70,10 +70,13 @@ func (b *breaker) allow(now time.Time) bool { return now.UnixNano() >= b.openUnt
 
 func (b *breaker) fail(now time.Time) { b.openUntil.Store(now.Add(breakerPause).UnixNano()) }
 
-// warn logs a Redis failure at most once every ten seconds.
-func (b *breaker) warn(logger *zap.Logger, now time.Time, msg string, fields ...zap.Field) {
-	last := b.lastLog.Load()
-	if now.UnixNano()-last < int64(10*time.Second) || !b.lastLog.CompareAndSwap(last, now.UnixNano()) {
+// logThrottle keeps a failing Redis from flooding the logs.
+type logThrottle struct{ last atomic.Int64 }
+
+// warn logs at most once every ten seconds.
+func (l *logThrottle) warn(logger *zap.Logger, now time.Time, msg string, fields ...zap.Field) {
+	last := l.last.Load()
+	if now.UnixNano()-last < int64(10*time.Second) || !l.last.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
 	logger.Warn(msg, fields...)

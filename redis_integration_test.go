@@ -155,7 +155,8 @@ func TestRedisFailModes(t *testing.T) {
 func TestCaddyStartsWithRedisDown(t *testing.T) {
 	rds := redistest.Start(t)
 	rds.Stop()
-	g := startGateway(t, "", fmt.Sprintf(`
+	up := newUpstream(t, serial())
+	g := startGateway(t, fmt.Sprintf("\tcache_pool {\n\t\tredis %s\n\t}", rds.URL), fmt.Sprintf(`
 	rate_limit {
 		zone down {
 			key static
@@ -164,10 +165,18 @@ func TestCaddyStartsWithRedisDown(t *testing.T) {
 		}
 		redis %s
 	}
-	respond ok
-`, rds.URL), "")
+	cache_read products
+	cache_write products {
+		ttl 1h
+	}
+	reverse_proxy {upstream}
+`, rds.URL), up.addr())
 	if got := g.countStatuses(3, "/"); got[200] != 2 || got[429] != 1 {
 		t.Errorf("with Redis down from the start: %v, want local limits", got)
+	}
+	out := g.adminJSON("DELETE", "/cache/products", "", 200)
+	if out["nodes"] != 1.0 || out["bus_error"] == nil {
+		t.Errorf("flush with Redis down: %v, want a local flush and the bus error", out)
 	}
 }
 
@@ -203,4 +212,96 @@ func TestRedisRateLimitAdminReset(t *testing.T) {
 
 func regexpMatch(pattern, s string) bool {
 	return regexpMust(pattern).MatchString(s)
+}
+
+func TestInvalidationReachesEveryNode(t *testing.T) {
+	rds := redistest.Start(t)
+	up := newUpstream(t, serial("Surrogate-Key", "all"))
+	globals := fmt.Sprintf("\tcache_pool {\n\t\tredis %s\n\t}", rds.URL)
+	nodes := cluster(t, 3, globals, `
+	@write method POST
+	cache_invalidate @write products {
+		urls {http.request.uri.path}
+	}
+	cache_read products
+	cache_write products {
+		ttl 1h
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	warm := func(path string) {
+		t.Helper()
+		for _, g := range nodes {
+			g.get(path)
+			if !g.get(path).isHit() {
+				t.Fatalf("%s not cached on a node", path)
+			}
+		}
+	}
+	missesOn := func(step, path string, which ...int) {
+		t.Helper()
+		for _, i := range which {
+			if nodes[i].get(path).isHit() {
+				t.Errorf("%s: node %d still serves %s", step, i, path)
+			}
+		}
+	}
+
+	warm("/a")
+	if out := nodes[0].adminJSON("DELETE", "/cache/products", "", 200); out["nodes"] != 3.0 {
+		t.Errorf("flush answer %v, want 3 nodes", out)
+	}
+	missesOn("flush", "/a", 1, 2)
+
+	warm("/b")
+	out := nodes[1].adminJSON("POST", "/cache/products/purge", `{"urls":["/b"]}`, 200)
+	if out["nodes"] != 3.0 || out["removed"] != 1.0 {
+		t.Errorf("purge answer %v", out)
+	}
+	missesOn("purge by URL", "/b", 0, 2)
+
+	warm("/c")
+	nodes[2].adminJSON("POST", "/cache/products/purge", `{"tags":["all"]}`, 200)
+	missesOn("purge by tag", "/c", 0, 1)
+
+	warm("/d")
+	if r := nodes[0].request("POST", "/d"); r.status != 200 {
+		t.Fatalf("POST: %d", r.status)
+	}
+	missesOn("cache_invalidate", "/d", 1, 2)
+
+	warm("/e")
+	nodes[0].adminJSON("DELETE", "/cache/", "", 200)
+	missesOn("flush all", "/e", 1, 2)
+}
+
+func TestNodeFlushesAfterMissingInvalidations(t *testing.T) {
+	rds := redistest.Start(t)
+	up := newUpstream(t, serial())
+	globals := fmt.Sprintf("\tcache_pool {\n\t\tredis %s\n\t}", rds.URL)
+	nodes := cluster(t, 2, globals, productsSite, up.addr())
+	for _, g := range nodes {
+		g.get("/x")
+	}
+	// Let both nodes subscribe before the outage.
+	nodes[0].adminJSON("DELETE", "/cache/products", "", 200)
+	for _, g := range nodes {
+		g.get("/x")
+	}
+	rds.Stop()
+	// Node 0 purges while Redis is down: node 1 cannot hear it.
+	out := nodes[0].adminJSON("POST", "/cache/products/purge", `{"urls":["/x"]}`, 200)
+	if out["bus_error"] == nil {
+		t.Errorf("purge during the outage reported no bus error: %v", out)
+	}
+	rds.Restart()
+	// Node 1 resubscribes and flushes what it may have missed.
+	deadline := time.Now().Add(10 * time.Second)
+	for nodes[1].get("/x").isHit() {
+		if time.Now().After(deadline) {
+			t.Fatal("node 1 still serves an entry purged while it was away")
+		}
+		nodes[0].get("/refill") // keep node 0 busy; node 1 is polled
+		time.Sleep(200 * time.Millisecond)
+	}
 }

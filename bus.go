@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// The invalidation bus carries flushes and purges between the nodes that
+// share a Redis: each node applies what another published, then
+// acknowledges, and the publisher waits for every acknowledgement before
+// its call returns.
+const (
+	busChannel   = "caddy-gateway:cache:invalidate"
+	busAckPrefix = "caddy-gateway:cache:ack:"
+	busAckWait   = 2 * time.Second
+	busTimeout   = 2 * time.Second
+)
+
+// nodeID tells this process's messages from other nodes'.
+var nodeID = randomID()
+
+func randomID() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// busMessage is one invalidation. An empty Cache means every cache.
+type busMessage struct {
+	Node     string     `json:"node"`
+	ID       string     `json:"id"`
+	Cache    string     `json:"cache,omitempty"`
+	Flush    bool       `json:"flush,omitempty"`
+	URLs     []purgeURL `json:"urls,omitempty"`
+	Prefixes []string   `json:"prefixes,omitempty"`
+	Tags     []string   `json:"tags,omitempty"`
+}
+
+// buses holds one bus per Redis URL, started by the cache_pool app and
+// kept across reloads.
+var buses = caddy.NewUsagePool()
+
+type bus struct {
+	client *redisClient
+	ps     *redis.PubSub
+	key    string
+	logger *zap.Logger
+	warns  logThrottle
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+func acquireBus(url string, logger *zap.Logger) (*bus, error) {
+	val, _, err := buses.LoadOrNew(url, func() (caddy.Destructor, error) {
+		c, err := acquireRedis(url, busTimeout)
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		b := &bus{client: c, key: url, logger: logger, stop: cancel, done: make(chan struct{})}
+		b.ps = c.Subscribe(ctx, busChannel)
+		go b.listen(ctx)
+		return b, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return val.(*bus), nil
+}
+
+func releaseBus(b *bus) {
+	if b != nil {
+		buses.Delete(b.key)
+	}
+}
+
+// Destruct stops listening once no config uses the bus.
+func (b *bus) Destruct() error {
+	b.stop()
+	b.ps.Close() // a blocked Receive returns
+	<-b.done
+	releaseRedis(b.client)
+	return nil
+}
+
+// listen applies what other nodes publish. After a lost connection it
+// flushes every cache on the bus: what was published meanwhile is lost,
+// and a node must not serve an entry invalidated while it was away.
+func (b *bus) listen(ctx context.Context) {
+	defer close(b.done)
+	subscribed, lost := false, false
+	for {
+		msg, err := b.ps.Receive(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			lost = lost || subscribed
+			b.warns.warn(b.logger, time.Now(), "cache invalidation bus: Redis unreachable", zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			if lost {
+				b.flushAll()
+				b.logger.Info("cache invalidation bus reconnected; flushed every cache it serves")
+			}
+			subscribed, lost = true, false
+		case *redis.Message:
+			b.apply(ctx, m.Payload)
+		}
+	}
+}
+
+func (b *bus) flushAll() {
+	rangeCaches(func(c *namedCache) {
+		if c.bus.Load() == b {
+			c.flush()
+		}
+	})
+}
+
+// apply carries out another node's invalidation and acknowledges it.
+func (b *bus) apply(ctx context.Context, payload string) {
+	var m busMessage
+	if err := json.Unmarshal([]byte(payload), &m); err != nil || m.ID == "" {
+		b.logger.Warn("cache invalidation bus: unreadable message", zap.Error(err))
+		return
+	}
+	if m.Node != nodeID {
+		rangeCaches(func(c *namedCache) {
+			if c.bus.Load() != b || (m.Cache != "" && m.Cache != c.name) {
+				return
+			}
+			if m.Flush {
+				c.flush()
+			} else {
+				c.purge(purgeTarget{urls: m.URLs, prefixes: m.Prefixes, tags: m.Tags})
+			}
+		})
+	}
+	ack := busAckPrefix + m.ID
+	ctx, cancel := context.WithTimeout(ctx, busTimeout)
+	defer cancel()
+	pipe := b.client.TxPipeline()
+	pipe.RPush(ctx, ack, nodeID)
+	pipe.Expire(ctx, ack, time.Minute)
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.warns.warn(b.logger, time.Now(), "cache invalidation bus: acknowledging", zap.Error(err))
+	}
+}
+
+// publish sends an invalidation already applied on this node and waits
+// until every subscribed node, this one included, has applied it. It
+// returns how many nodes did.
+func (b *bus) publish(ctx context.Context, m busMessage) (int, error) {
+	m.Node, m.ID = nodeID, randomID()
+	payload, err := json.Marshal(m)
+	if err != nil {
+		return 1, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, busAckWait+busTimeout)
+	defer cancel()
+	receivers, err := b.client.Publish(ctx, busChannel, payload).Result()
+	if err != nil {
+		return 1, err
+	}
+	ack := busAckPrefix + m.ID
+	defer b.client.Del(context.WithoutCancel(ctx), ack)
+	deadline := time.Now().Add(busAckWait)
+	acked := 0
+	for int64(acked) < receivers {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return max(acked, 1), errors.New("not every node acknowledged in time")
+		}
+		if _, err := b.client.BLPop(ctx, left, ack).Result(); err != nil {
+			return max(acked, 1), err
+		}
+		acked++
+	}
+	return max(acked, 1), nil
+}
