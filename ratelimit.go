@@ -80,7 +80,7 @@ type RateLimit struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	zones   []*zoneRef
-	policy  string
+	policy  []string // RateLimit-Policy when every zone matches, shared read-only
 	logger  *zap.Logger
 	now     func() time.Time
 	headerI bool
@@ -137,6 +137,8 @@ type zoneRef struct {
 	matchers caddyhttp.MatcherSets
 	cost     int64 // when Cost is a constant
 	policy   string
+	sfName   string // the zone's name as a Structured Field string
+	keyVar   string // the placeholder, when the key is exactly one
 	remKey   string // the placeholder of the zone's remaining units
 }
 
@@ -208,7 +210,8 @@ func (h *RateLimit) Provision(ctx caddy.Context) error {
 		h.zones = append(h.zones, ref) // acquired: Cleanup releases it
 		policies = append(policies, ref.policy)
 	}
-	h.policy = strings.Join(policies, ", ")
+	// Its capacity is its length: a handler that appends to it copies it.
+	h.policy = []string{strings.Join(policies, ", ")}
 	return nil
 }
 
@@ -268,7 +271,9 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 		ref.zone.Reconfigure(ref.limit, h.MaxKeys)
 	}
 	ref.zone.redis.Store(h.redis)
+	ref.keyVar = singlePlaceholder(cfg.Key)
 	ref.policy = policyMember(name, ref.limit)
+	ref.sfName, _ = httpsfv.Marshal(httpsfv.NewItem(name))
 	return ref, nil
 }
 
@@ -390,6 +395,25 @@ func (ref *zoneRef) maskKey(key string) string {
 	return p.String()
 }
 
+// keyOf expands the zone's key template for the request. A key that is one
+// placeholder, the usual case, is looked up without parsing the template.
+func (ref *zoneRef) keyOf(repl *caddy.Replacer) string {
+	if ref.keyVar == "" {
+		return repl.ReplaceAll(ref.cfg.Key, "")
+	}
+	v, _ := repl.Get(ref.keyVar)
+	return caddy.ToString(v)
+}
+
+// singlePlaceholder returns the name of the placeholder that t consists
+// of, such as "http.vars.client_ip" for "{http.vars.client_ip}", or "".
+func singlePlaceholder(t string) string {
+	if len(t) < 3 || t[0] != '{' || t[len(t)-1] != '}' || strings.ContainsAny(t[1:len(t)-1], "{}\\:") {
+		return ""
+	}
+	return t[1 : len(t)-1]
+}
+
 // costOf returns the units the request costs in the zone.
 func (ref *zoneRef) costOf(repl *caddy.Replacer) (int64, error) {
 	if ref.cfg.Cost == "" || !strings.Contains(ref.cfg.Cost, "{") {
@@ -431,7 +455,7 @@ func (h *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		if err != nil {
 			return caddyhttp.Error(http.StatusInternalServerError, err)
 		}
-		key := ref.maskKey(repl.ReplaceAll(ref.cfg.Key, ""))
+		key := ref.maskKey(ref.keyOf(repl))
 		reqs = append(reqs, limiter.Request{Zone: ref.zone.Zone, Key: hashKey(key), Cost: cost, DryRun: ref.cfg.DryRun})
 		refs = append(refs, ref)
 		keys = append(keys, key)
@@ -602,7 +626,7 @@ func (h *RateLimit) loggedKey(key string) string {
 func (h *RateLimit) setHeaders(hdr http.Header, refs []*zoneRef, out []limiter.Decision) {
 	if h.headerI {
 		if len(refs) == len(h.zones) {
-			hdr["Ratelimit-Policy"] = []string{h.policy}
+			hdr["Ratelimit-Policy"] = h.policy
 		} else {
 			policies := make([]string, len(refs))
 			for i, ref := range refs {
@@ -610,16 +634,7 @@ func (h *RateLimit) setHeaders(hdr http.Header, refs []*zoneRef, out []limiter.D
 			}
 			hdr["Ratelimit-Policy"] = []string{strings.Join(policies, ", ")}
 		}
-		list := make(httpsfv.List, len(refs))
-		for i, ref := range refs {
-			item := httpsfv.NewItem(ref.name)
-			item.Params.Add("r", out[i].Remaining)
-			item.Params.Add("t", ceilSeconds(out[i].Reset))
-			list[i] = item
-		}
-		if v, err := httpsfv.Marshal(list); err == nil {
-			hdr["Ratelimit"] = []string{v}
-		}
+		hdr["Ratelimit"] = []string{rateLimitField(refs, out)}
 	}
 	if h.headerL {
 		// The legacy headers speak of one limit: the zone with the least left.
@@ -633,6 +648,25 @@ func (h *RateLimit) setHeaders(hdr http.Header, refs []*zoneRef, out []limiter.D
 		hdr["X-Ratelimit-Remaining"] = []string{strconv.FormatInt(out[m].Remaining, 10)}
 		hdr["X-Ratelimit-Reset"] = []string{strconv.FormatInt(ceilSeconds(out[m].Reset), 10)}
 	}
+}
+
+// rateLimitField serializes the RateLimit field: a list of the zones'
+// names, as Structured Field strings serialized once by httpsfv at
+// provisioning, each with the integer parameters r and t.
+func rateLimitField(refs []*zoneRef, out []limiter.Decision) string {
+	var buf [128]byte
+	b := buf[:0]
+	for i, ref := range refs {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, ref.sfName...)
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, out[i].Remaining, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(out[i].Reset), 10)
+	}
+	return string(b)
 }
 
 func ceilSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
