@@ -1,0 +1,612 @@
+// Command bench measures the gateway against Caddy's own handlers on this
+// machine: throughput and p99 latency with wrk, each comparison
+// interleaved (A B A B …) in one run and summarized by its median round;
+// resident memory per rate-limit key and of a flooded cache; and the time
+// to first byte of a streamed response. It prints a Markdown table and
+// writes an SVG chart. Run it through bench/run, which installs wrk.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+var (
+	duration = flag.Duration("duration", 5*time.Second, "length of one wrk round")
+	rounds   = flag.Int("rounds", 3, "rounds per comparison")
+	conns    = flag.Int("connections", 64, "wrk connections")
+	keys     = flag.Int("keys", 1_000_000, "distinct rate-limit keys for the memory figures")
+	urls     = flag.Int("urls", 1_000_000, "unique URLs for the cache flood")
+	out      = flag.String("out", "bench", "folder for results.md and chart.svg")
+)
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	dir, err := os.MkdirTemp("", "gateway-bench-")
+	check(err)
+	defer os.RemoveAll(dir)
+
+	log.Printf("building cmd/caddy")
+	caddyBin := filepath.Join(dir, "caddy-gateway")
+	run("go", "build", "-o", caddyBin, "./cmd/caddy")
+
+	up := startUpstream()
+	defer up.Close()
+	redisAddr, stopRedis := startRedis(dir)
+	defer stopRedis()
+
+	var rows []row
+	ports := newPorts()
+	body1k, body64k := jsonBody(1024), jsonBody(64<<10)
+
+	// Throughput comparisons: one Caddy serves every site.
+	sites := map[string]string{
+		"respond1k":  respondSite(body1k),
+		"hit1k":      cacheSite("hit1k", up.addr, "/1k"),
+		"respond64k": respondSite(body64k),
+		"hit64k":     cacheSite("hit64k", up.addr, "/64k"),
+		"proxy":      fmt.Sprintf("reverse_proxy %s", up.addr),
+		"miss":       cacheSite("miss", up.addr, ""),
+		"rl_memory":  rateSite("rl_memory", "{client_ip}", "events 1000000000", "", body1k),
+		"rl_redis":   rateSite("rl_redis", "{client_ip}", "events 1000000000", "redis redis://"+redisAddr, body1k),
+		"rl_refused": rateSite("rl_refused", "{client_ip}", "events 1", "", body1k),
+	}
+	c := startCaddy(caddyBin, dir, "throughput", sites, ports)
+	for _, p := range []string{"/", "/1k", "/64k"} {
+		for _, s := range []string{"hit1k", "hit64k", "rl_refused"} {
+			get(c.url(s, p)) // fill the caches; use up the refusing zone
+		}
+	}
+	comparisons := []struct {
+		name, base, subject, path string
+		unique                    bool
+		minRatio, maxP99          float64
+	}{
+		{"cache hit, 1 KiB vs respond", "respond1k", "hit1k", "/1k", false, 0.90, 1.2},
+		{"cache miss that stores vs reverse_proxy", "proxy", "miss", "/", true, 0.90, 0},
+		{"rate_limit in memory vs respond", "respond1k", "rl_memory", "/", false, 0.95, 0},
+		{"rate_limit in Redis vs respond", "respond1k", "rl_redis", "/", false, 0, 0},
+		{"rate_limit refusing (429) vs respond", "respond1k", "rl_refused", "/", false, 1.0, 0},
+		{"cache hit, 64 KiB vs respond", "respond64k", "hit64k", "/64k", false, 0.90, 0},
+	}
+	for _, cmp := range comparisons {
+		log.Printf("%s: %d interleaved rounds of %v", cmp.name, *rounds, *duration)
+		var base, subject []wrkResult
+		for range *rounds {
+			base = append(base, wrk(c.url(cmp.base, cmp.path), cmp.unique))
+			subject = append(subject, wrk(c.url(cmp.subject, cmp.path), cmp.unique))
+		}
+		rows = append(rows, compare(cmp.name, base, subject, cmp.minRatio, cmp.maxP99))
+	}
+	c.stop()
+
+	rows = append(rows, rateLimitMemory(caddyBin, dir, ports, body1k)...)
+	rows = append(rows, cacheFlood(caddyBin, dir, ports, up.addr))
+	rows = append(rows, streaming(caddyBin, dir, ports, up.addr))
+
+	table := render(rows)
+	fmt.Print(table)
+	check(os.MkdirAll(*out, 0o755))
+	check(os.WriteFile(filepath.Join(*out, "results.md"), []byte(table), 0o644))
+	check(os.WriteFile(filepath.Join(*out, "chart.svg"), []byte(chart(rows)), 0o644))
+	log.Printf("wrote %s and %s", filepath.Join(*out, "results.md"), filepath.Join(*out, "chart.svg"))
+}
+
+// row is one line of the results table.
+type row struct {
+	name, base, subject, ratio, target, p99 string
+	value, goal                                float64 // for the chart: measured and target ratio
+	met                                        bool
+}
+
+func compare(name string, base, subject []wrkResult, minRatio, maxP99 float64) row {
+	b, s := medianRound(base), medianRound(subject)
+	ratio := s.rps / b.rps
+	p99 := s.p99 / b.p99
+	met := ratio >= minRatio && (maxP99 == 0 || p99 <= maxP99)
+	target := "report"
+	if minRatio > 0 {
+		target = fmt.Sprintf("≥ %.2f", minRatio)
+	}
+	if maxP99 > 0 {
+		target += fmt.Sprintf(", p99 ≤ %.1f×", maxP99)
+	}
+	return row{
+		name:    name,
+		base:    fmt.Sprintf("%.0f req/s, p99 %.2f ms", b.rps, b.p99),
+		subject: fmt.Sprintf("%.0f req/s, p99 %.2f ms", s.rps, s.p99),
+		ratio:   fmt.Sprintf("%.2f", ratio),
+		p99:     fmt.Sprintf("%.2f×", p99),
+		target:  target,
+		value:   ratio,
+		goal:    minRatio,
+		met:     met || minRatio == 0,
+	}
+}
+
+// medianRound picks the round with the median throughput.
+func medianRound(rs []wrkResult) wrkResult {
+	sorted := slices.Clone(rs)
+	slices.SortFunc(sorted, func(a, b wrkResult) int { return int(a.rps - b.rps) })
+	return sorted[len(sorted)/2]
+}
+
+type wrkResult struct{ rps, p99 float64 }
+
+var (
+	rpsLine = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	p99Line = regexp.MustCompile(`\s99%\s+([0-9.]+)(us|ms|s)`)
+)
+
+// wrk drives one round of load; with unique, every request has a path
+// of its own.
+func wrk(url string, unique bool) wrkResult {
+	args := []string{"-t2", fmt.Sprintf("-c%d", *conns), "-d" + duration.String(), "--latency"}
+	if unique {
+		script := filepath.Join(os.TempDir(), "gateway-bench-unique.lua")
+		check(os.WriteFile(script, []byte(uniqueScript), 0o644))
+		args = append(args, "-s", script)
+	}
+	outb, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
+	check(err)
+	o := string(outb)
+	m, p := rpsLine.FindStringSubmatch(o), p99Line.FindStringSubmatch(o)
+	if m == nil || p == nil {
+		log.Fatalf("unreadable wrk output:\n%s", o)
+	}
+	rps, _ := strconv.ParseFloat(m[1], 64)
+	lat, _ := strconv.ParseFloat(p[1], 64)
+	switch p[2] {
+	case "us":
+		lat /= 1000
+	case "s":
+		lat *= 1000
+	}
+	return wrkResult{rps, lat}
+}
+
+// uniqueScript gives every request of every wrk thread a new path.
+const uniqueScript = `
+local counter = 0
+local prefix = ""
+function setup(thread)
+  thread:set("id", tostring(math.random(1, 1e9)))
+end
+function init(args)
+  prefix = "/u/" .. id .. "/"
+end
+function request()
+  counter = counter + 1
+  return wrk.format("GET", prefix .. counter)
+end
+`
+
+// rateLimitMemory measures the resident bytes per key of each algorithm:
+// a fresh Caddy per algorithm, its RSS before and after a flood of
+// distinct keys.
+func rateLimitMemory(caddyBin, dir string, ports *portSet, body string) []row {
+	var rows []row
+	for _, algo := range []string{"fixed_window", "sliding_window", "token_bucket", "leaky_bucket"} {
+		log.Printf("rate-limit memory, %s: %d keys", algo, *keys)
+		extra := "events 100\n\t\t\talgorithm " + algo
+		if algo == "leaky_bucket" {
+			extra += "\n\t\t\tburst 100"
+		}
+		site := rateSite("mem", "{http.request.header.X-Key}", extra, "max_keys 2000000", "ok")
+		c := startCaddy(caddyBin, dir, "mem-"+algo, map[string]string{"mem": site}, ports)
+		flood(c.url("mem", "/"), *keys, func(i int) (string, string) { return "/", "X-Key: k" + strconv.Itoa(i) })
+		settle()
+		before := c.baseline
+		after := rss(c.pid())
+		c.stop()
+		perKey := float64(after-before) / float64(*keys)
+		rows = append(rows, row{
+			name:    "rate-limit memory, " + algo,
+			base:    fmt.Sprintf("RSS %s at start", mib(before)),
+			subject: fmt.Sprintf("RSS %s with %d keys", mib(after), *keys),
+			ratio:   fmt.Sprintf("%.0f B/key", perKey),
+			target:  "report (mholt/caddy-ratelimit: ~7 KB/key)",
+			met:     true,
+		})
+	}
+	return rows
+}
+
+// cacheFlood fills a 64 MiB cache with unique URLs and compares the
+// process's resident memory with its bound.
+func cacheFlood(caddyBin, dir string, ports *portSet, upstream string) row {
+	log.Printf("cache flood: %d unique URLs into max_size 64MiB", *urls)
+	site := cacheSite("flood", upstream, "")
+	c := startCaddy(caddyBin, dir, "flood", map[string]string{"flood": site}, ports)
+	flood(c.url("flood", "/"), *urls, func(i int) (string, string) { return "/f/" + strconv.Itoa(i), "" })
+	settle()
+	after := rss(c.pid())
+	c.stop()
+	limit := int64(float64(c.baseline+64<<20) * 1.15)
+	return row{
+		name:    "cache of max_size 64MiB after the flood",
+		base:    fmt.Sprintf("Caddy's baseline RSS %s", mib(c.baseline)),
+		subject: fmt.Sprintf("RSS %s after %d URLs", mib(after), *urls),
+		ratio:   fmt.Sprintf("%s over baseline", mib(after-c.baseline)),
+		target:  fmt.Sprintf("≤ %s (64 MiB + baseline, +15%%)", mib(limit)),
+		met:     after <= limit,
+	}
+}
+
+// streaming times the first byte of a 10 MiB response trickled over two
+// seconds, through cache_write and without it.
+func streaming(caddyBin, dir string, ports *portSet, upstream string) row {
+	log.Printf("streaming: time to first byte of a trickled 10 MiB response")
+	sites := map[string]string{
+		"plain":   fmt.Sprintf("reverse_proxy %s {\n\t\tflush_interval -1\n\t}", upstream),
+		"through": "cache_write trickle {\n\t\tttl 1m\n\t\tmax_entry_size 16MiB\n\t}\n\t" + fmt.Sprintf("reverse_proxy %s {\n\t\tflush_interval -1\n\t}", upstream),
+	}
+	c := startCaddy(caddyBin, dir, "stream", sites, ports)
+	defer c.stop()
+	var plain, through []time.Duration
+	for i := range *rounds {
+		plain = append(plain, ttfb(c.url("plain", "/trickle?"+strconv.Itoa(i))))
+		through = append(through, ttfb(c.url("through", "/trickle?"+strconv.Itoa(i))))
+	}
+	slices.Sort(plain)
+	slices.Sort(through)
+	p, t := plain[len(plain)/2], through[len(through)/2]
+	diff := t - p
+	return row{
+		name:    "time to first byte, 10 MiB over 2 s",
+		base:    fmt.Sprintf("reverse_proxy %.1f ms", ms(p)),
+		subject: fmt.Sprintf("cache_write %.1f ms", ms(t)),
+		ratio:   fmt.Sprintf("%+.1f ms", ms(diff)),
+		target:  "within 10 ms",
+		met:     diff < 10*time.Millisecond,
+	}
+}
+
+func ttfb(url string) time.Duration {
+	start := time.Now()
+	resp, err := http.Get(url)
+	check(err)
+	defer resp.Body.Close()
+	buf := make([]byte, 1)
+	_, err = io.ReadFull(resp.Body, buf)
+	check(err)
+	first := time.Since(start)
+	io.Copy(io.Discard, resp.Body)
+	return first
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// flood sends n requests as fast as loopback allows: pipelined GETs on
+// a few connections, request i built by req.
+func flood(base string, n int, req func(i int) (path, header string)) {
+	host := strings.TrimPrefix(base, "http://")
+	host = host[:strings.Index(host, "/")]
+	const streams, batch = 8, 256
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range streams {
+		wg.Go(func() {
+			conn, err := net.Dial("tcp", host)
+			check(err)
+			defer conn.Close()
+			br := bufio.NewReaderSize(conn, 64<<10)
+			bw := bufio.NewWriterSize(conn, 64<<10)
+			for {
+				start := int(next.Add(batch)) - batch
+				if start >= n {
+					return
+				}
+				end := min(start+batch, n)
+				for i := start; i < end; i++ {
+					path, header := req(i)
+					fmt.Fprintf(bw, "GET %s HTTP/1.1\r\nHost: %s\r\n", path, host)
+					if header != "" {
+						fmt.Fprintf(bw, "%s\r\n", header)
+					}
+					bw.WriteString("\r\n")
+				}
+				check(bw.Flush())
+				for i := start; i < end; i++ {
+					readResponse(br)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// readResponse reads one response of known length and discards it.
+func readResponse(br *bufio.Reader) {
+	length := 0
+	for {
+		line, err := br.ReadString('\n')
+		check(err)
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			break
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, "Content-Length") {
+			length, _ = strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	_, err := io.CopyN(io.Discard, br, int64(length))
+	check(err)
+}
+
+// settle lets the process return what it freed before RSS is read.
+func settle() { time.Sleep(3 * time.Second) }
+
+func rss(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	check(err)
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	log.Fatalf("no VmRSS for %d", pid)
+	return 0
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// upstream is the origin the proxied sites talk to.
+type upstream struct {
+	*http.Server
+	addr string
+}
+
+func startUpstream() *upstream {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	b1, b64 := jsonBody(1024), jsonBody(64<<10)
+	chunk := strings.Repeat("x", 64<<10)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		body := b1
+		switch {
+		case r.URL.Path == "/64k":
+			body = b64
+		case r.URL.Path == "/trickle":
+			// 10 MiB in 160 chunks over two seconds.
+			w.Header().Set("Content-Length", strconv.Itoa(160*len(chunk)))
+			for range 160 {
+				io.WriteString(w, chunk)
+				w.(http.Flusher).Flush()
+				time.Sleep(2 * time.Second / 160)
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		io.WriteString(w, body)
+	})
+	s := &http.Server{Handler: mux}
+	go s.Serve(l)
+	return &upstream{s, l.Addr().String()}
+}
+
+func jsonBody(size int) string {
+	const wrap = `{"data":""}`
+	return `{"data":"` + strings.Repeat("x", size-len(wrap)) + `"}`
+}
+
+func startRedis(dir string) (addr string, stop func()) {
+	port := newPorts().take()
+	cmd := exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	check(cmd.Start())
+	addr = "127.0.0.1:" + port
+	waitListening(addr)
+	return addr, func() { cmd.Process.Kill(); cmd.Wait() }
+}
+
+// Sites.
+
+func respondSite(body string) string {
+	return fmt.Sprintf("header Content-Type application/json\n\trespond `%s` 200", body)
+}
+
+func cacheSite(name, upstream, path string) string {
+	rewrite := ""
+	if path != "" {
+		rewrite = "rewrite * " + path + "\n\t"
+	}
+	return fmt.Sprintf("%scache_read %s\n\tcache_write %s {\n\t\tttl 1h\n\t}\n\treverse_proxy %s", rewrite, name, name, upstream)
+}
+
+func rateSite(zone, key, limit, options, body string) string {
+	return fmt.Sprintf(`rate_limit {
+		zone %s {
+			key %s
+			%s
+			window 1h
+		}
+		%s
+	}
+	%s`, zone, key, limit, options, respondSite(body))
+}
+
+// caddy is a running Caddy with named sites on their own ports.
+type caddy struct {
+	cmd      *exec.Cmd
+	ports    map[string]string
+	baseline int64
+}
+
+func startCaddy(bin, dir, name string, sites map[string]string, ports *portSet) *caddy {
+	c := &caddy{ports: map[string]string{}}
+	var b strings.Builder
+	b.WriteString("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n\tlog {\n\t\tlevel ERROR\n\t}\n")
+	b.WriteString("\tcache_pool {\n\t\tmax_size 64MiB\n\t\tcache trickle {\n\t\t\tmax_size 64MiB\n\t\t\tmax_entry_size 16MiB\n\t\t}\n\t}\n}\n")
+	for _, s := range slices.Sorted(mapKeys(sites)) {
+		c.ports[s] = ports.take()
+		fmt.Fprintf(&b, "\nhttp://127.0.0.1:%s {\n\t%s\n}\n", c.ports[s], sites[s])
+	}
+	path := filepath.Join(dir, name+".Caddyfile")
+	check(os.WriteFile(path, []byte(b.String()), 0o644))
+	c.cmd = exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
+	c.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	c.cmd.Stderr = os.Stderr
+	check(c.cmd.Start())
+	for _, p := range c.ports {
+		waitListening("127.0.0.1:" + p)
+	}
+	settle()
+	c.baseline = rss(c.pid())
+	return c
+}
+
+func (c *caddy) pid() int { return c.cmd.Process.Pid }
+
+func (c *caddy) url(site, path string) string {
+	return "http://127.0.0.1:" + c.ports[site] + path
+}
+
+func (c *caddy) stop() {
+	c.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func get(url string) {
+	resp, err := http.Get(url)
+	check(err)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+}
+
+func waitListening(addr string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log.Fatalf("nothing listens on %s", addr)
+}
+
+// portSet hands out free loopback ports.
+type portSet struct{}
+
+func newPorts() *portSet { return &portSet{} }
+
+func (*portSet) take() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func run(name string, args ...string) {
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	check(cmd.Run())
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// render prints the results as a Markdown table.
+func render(rows []row) string {
+	var b strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "Measured %s on %s (%d-core), wrk -t2 -c%d, %d interleaved rounds of %v, median round.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, numCPU(), *conns, *rounds, *duration)
+	b.WriteString("| comparison | baseline | ours | ratio | p99 ratio | target | met |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		met := "yes"
+		if !r.met {
+			met = "**no**"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", r.name, r.base, r.subject, r.ratio, r.p99, r.target, met)
+	}
+	return b.String()
+}
+
+func numCPU() int {
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	return max(strings.Count(string(data), "processor\t:"), 1)
+}
+
+// chart draws the throughput ratios against their targets as bars.
+func chart(rows []row) string {
+	var bars []row
+	for _, r := range rows {
+		if r.value > 0 {
+			bars = append(bars, r)
+		}
+	}
+	const width, barH, gap, left = 760, 26, 12, 330
+	height := 40 + len(bars)*(barH+gap) + 30
+	scale := func(v float64) float64 { return float64(width-left-40) * v / 1.2 }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="13">`+"\n", width, height)
+	fmt.Fprintf(&b, `<text x="10" y="22" font-size="15" font-weight="bold">Throughput relative to the Caddy baseline (1.0 = as fast)</text>`+"\n")
+	for i, r := range bars {
+		y := 40 + i*(barH+gap)
+		color := "#3a7d44"
+		if !r.met {
+			color = "#b23a48"
+		}
+		w := scale(min(r.value, 1.2))
+		fmt.Fprintf(&b, `<text x="10" y="%d">%s</text>`+"\n", y+18, xmlEscape(r.name))
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%d" fill="%s"/>`+"\n", left, y, w, barH, color)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%d">%.2f</text>`+"\n", float64(left)+w+6, y+18, r.value)
+		if r.goal > 0 {
+			x := float64(left) + scale(r.goal)
+			fmt.Fprintf(&b, `<line x1="%.0f" y1="%d" x2="%.0f" y2="%d" stroke="black" stroke-dasharray="3,2"/>`+"\n", x, y-3, x, y+barH+3)
+		}
+	}
+	x1 := float64(left) + scale(1)
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="34" x2="%.0f" y2="%d" stroke="#888"/>`+"\n", x1, x1, height-30)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%d" fill="#555">1.0</text>`+"\n", x1-8, height-12)
+	fmt.Fprintf(&b, `<text x="%d" y="%d" fill="#555">dashed: target</text>`+"\n", left+10, height-12)
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+func xmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
