@@ -34,6 +34,7 @@ var (
 	keys     = flag.Int("keys", 1_000_000, "distinct rate-limit keys for the memory figures")
 	urls     = flag.Int("urls", 1_000_000, "unique URLs for the cache flood")
 	out      = flag.String("out", "bench", "folder for results.md and chart.svg")
+	only     = flag.String("only", "", "run only the throughput comparisons whose name holds this text, and no memory or streaming figure")
 )
 
 func main() {
@@ -87,6 +88,9 @@ func main() {
 		{"cache hit, 64 KiB vs respond", "respond64k", "hit64k", "/64k", false, 0.90, 0},
 	}
 	for _, cmp := range comparisons {
+		if !strings.Contains(cmp.name, *only) {
+			continue
+		}
 		log.Printf("%s: %d interleaved rounds of %v", cmp.name, *rounds, *duration)
 		var base, subject []wrkResult
 		for range *rounds {
@@ -97,9 +101,11 @@ func main() {
 	}
 	c.stop()
 
-	rows = append(rows, rateLimitMemory(caddyBin, dir, ports, body1k)...)
-	rows = append(rows, cacheFlood(caddyBin, dir, ports, up.addr))
-	rows = append(rows, streaming(caddyBin, dir, ports, up.addr))
+	if *only == "" {
+		rows = append(rows, rateLimitMemory(caddyBin, dir, ports, body1k)...)
+		rows = append(rows, cacheFlood(caddyBin, dir, ports, up.addr))
+		rows = append(rows, streaming(caddyBin, dir, ports, up.addr))
+	}
 
 	table := render(rows)
 	fmt.Print(table)
@@ -159,12 +165,15 @@ var (
 // of its own.
 func wrk(url string, unique bool) wrkResult {
 	args := []string{"-t2", fmt.Sprintf("-c%d", *conns), "-d" + duration.String(), "--latency"}
+	args = append(args, url)
 	if unique {
 		script := filepath.Join(os.TempDir(), "gateway-bench-unique.lua")
 		check(os.WriteFile(script, []byte(uniqueScript), 0o644))
-		args = append(args, "-s", script)
+		// Each round's paths start with a number of its own, so no round
+		// hits what an earlier one stored.
+		args = append(args[:len(args)-1], "-s", script, url, "--", strconv.FormatInt(time.Now().UnixNano(), 36))
 	}
-	outb, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
+	outb, err := exec.Command("wrk", args...).CombinedOutput()
 	check(err)
 	o := string(outb)
 	m, p := rpsLine.FindStringSubmatch(o), p99Line.FindStringSubmatch(o)
@@ -182,15 +191,18 @@ func wrk(url string, unique bool) wrkResult {
 	return wrkResult{rps, lat}
 }
 
-// uniqueScript gives every request of every wrk thread a new path.
+// uniqueScript gives every request of every wrk thread a new path; the
+// round's number comes as the script's argument.
 const uniqueScript = `
+local threads = 0
 local counter = 0
 local prefix = ""
 function setup(thread)
-  thread:set("id", tostring(math.random(1, 1e9)))
+  threads = threads + 1
+  thread:set("id", threads)
 end
 function init(args)
-  prefix = "/u/" .. id .. "/"
+  prefix = "/u/" .. args[1] .. "/" .. id .. "/"
 end
 function request()
   counter = counter + 1

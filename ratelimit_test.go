@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"testing"
+	"time"
+
+	"github.com/dunglas/httpsfv"
+
+	"github.com/caddy-gateway/gateway/internal/limiter"
+)
+
+// TestRateLimitFieldIsStructured parses the RateLimit field the handler
+// writes with the Structured Field Values library.
+func TestRateLimitFieldIsStructured(t *testing.T) {
+	refs := []*zoneRef{{name: "per_client"}, {name: "api.v2-burst"}}
+	for _, ref := range refs {
+		ref.sfName, _ = httpsfv.Marshal(httpsfv.NewItem(ref.name))
+	}
+	out := []limiter.Decision{{Remaining: 42, Reset: 36*time.Second + time.Millisecond}, {Remaining: 0, Reset: 0}}
+	field := rateLimitField(refs, out)
+	list, err := httpsfv.UnmarshalList([]string{field})
+	if err != nil {
+		t.Fatalf("%q does not parse: %v", field, err)
+	}
+	want := []struct {
+		name string
+		r, t int64
+	}{{"per_client", 42, 37}, {"api.v2-burst", 0, 0}}
+	if len(list) != len(want) {
+		t.Fatalf("%q has %d members", field, len(list))
+	}
+	for i, w := range want {
+		item := list[i].(httpsfv.Item)
+		r, _ := item.Params.Get("r")
+		tt, _ := item.Params.Get("t")
+		if item.Value != w.name || r != w.r || tt != w.t {
+			t.Errorf("member %d: %v r=%v t=%v, want %s r=%d t=%d", i, item.Value, r, tt, w.name, w.r, w.t)
+		}
+	}
+}
+
+func TestSinglePlaceholder(t *testing.T) {
+	tests := map[string]string{
+		"{http.vars.client_ip}":      "http.vars.client_ip",
+		"{http.request.header.X-Id}": "http.request.header.X-Id",
+		"static":                     "",
+		"{a}{b}":                     "",
+		"{a}-x":                      "",
+		"{a:default}":                "",
+		"{}":                         "",
+	}
+	for in, want := range tests {
+		if got := singlePlaceholder(in); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestMaskKey(t *testing.T) {
+	ref := &zoneRef{cfg: &ZoneConfig{IPv4Prefix: 24, IPv6Prefix: 48}}
+	tests := map[string]string{
+		"10.1.2.3":         "10.1.2.0/24",
+		"::ffff:10.1.2.3":  "10.1.2.0/24",
+		"2001:db8:1:2::1":  "2001:db8:1::/48",
+		"not-an-ip":        "not-an-ip",
+		"":                 "",
+	}
+	for in, want := range tests {
+		if got := ref.maskKey(in); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
