@@ -59,11 +59,11 @@ func TestSinglePlaceholder(t *testing.T) {
 func TestMaskKey(t *testing.T) {
 	ref := &zoneRef{cfg: &ZoneConfig{IPv4Prefix: 24, IPv6Prefix: 48}}
 	tests := map[string]string{
-		"10.1.2.3":         "10.1.2.0/24",
-		"::ffff:10.1.2.3":  "10.1.2.0/24",
-		"2001:db8:1:2::1":  "2001:db8:1::/48",
-		"not-an-ip":        "not-an-ip",
-		"":                 "",
+		"10.1.2.3":        "10.1.2.0/24",
+		"::ffff:10.1.2.3": "10.1.2.0/24",
+		"2001:db8:1:2::1": "2001:db8:1::/48",
+		"not-an-ip":       "not-an-ip",
+		"":                "",
 	}
 	for in, want := range tests {
 		if got := ref.maskKey(in); got != want {

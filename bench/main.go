@@ -118,8 +118,8 @@ func main() {
 // row is one line of the results table.
 type row struct {
 	name, base, subject, ratio, target, p99 string
-	value, goal                                float64 // for the chart: measured and target ratio
-	met                                        bool
+	value, goal                             float64 // for the chart: measured and target ratio
+	met                                     bool
 }
 
 func compare(name string, base, subject []wrkResult, minRatio, maxP99 float64) row {
