@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -259,3 +260,24 @@ func tail(s string, n int) string {
 }
 
 func regexpMust(pattern string) *regexp.Regexp { return regexp.MustCompile(pattern) }
+
+// statusWithin requests path and returns the status, or 0 when no answer
+// came within the timeout (a request waiting for its leaky-bucket slot).
+func (g *gateway) statusWithin(timeout time.Duration, path string, headers ...string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+g.addr+path, nil)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	for _, line := range headers {
+		name, value, _ := strings.Cut(line, ":")
+		req.Header.Add(name, strings.TrimSpace(value))
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -57,16 +56,7 @@ func TestRateLimitAlgorithms(t *testing.T) {
 				first := g.get("/", "X-Client: a")
 				got[first.status]++
 				for range 9 {
-					ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-					req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.addr+"/", nil)
-					req.Header.Set("X-Client", "a")
-					if resp, err := client.Do(req); err == nil {
-						got[resp.StatusCode]++
-						resp.Body.Close()
-					} else {
-						got[0]++ // waiting for its slot
-					}
-					cancel()
+					got[g.statusWithin(200*time.Millisecond, "/", "X-Client: a")]++ // 0: queued
 				}
 				if got[200] != 1 || got[0] != 5 || got[429] != 4 {
 					t.Errorf("leaky bucket: %v, want 1 served, 5 queued, 4 refused", got)
@@ -324,12 +314,7 @@ func TestLeakyBucketSpacesRequests(t *testing.T) {
 	// A client that goes away while it waits never reaches the origin.
 	before := up.total.Load()
 	for range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.addr+"/gone", nil)
-		if resp, err := client.Do(req); err == nil {
-			resp.Body.Close()
-		}
-		cancel()
+		g.statusWithin(20*time.Millisecond, "/gone")
 	}
 	time.Sleep(500 * time.Millisecond)
 	if n := up.count("/gone"); n > 1 {
