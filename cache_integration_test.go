@@ -31,11 +31,12 @@ func TestMissThenHit(t *testing.T) {
 	if !second.isHit() || second.body != first.body {
 		t.Fatalf("second: %q %q, want a hit with %q", second.cacheStatus(), second.body, first.body)
 	}
-	if !regexp.MustCompile(`^products; hit; ttl=(59|60)$`).MatchString(second.cacheStatus()) {
+	// Bounds leave a loaded machine a few seconds between the requests.
+	if !regexp.MustCompile(`^products; hit; ttl=(5[5-9]|60)$`).MatchString(second.cacheStatus()) {
 		t.Errorf("Cache-Status %q, want the operator ttl of 60s left", second.cacheStatus())
 	}
-	if age := second.header.Get("Age"); age != "0" && age != "1" {
-		t.Errorf("Age %q, want 0 or 1", age)
+	if age, err := strconv.Atoi(second.header.Get("Age")); err != nil || age < 0 || age > 5 {
+		t.Errorf("Age %q, want the few seconds since the miss", second.header.Get("Age"))
 	}
 	if second.header.Get("Content-Type") != "application/json" || second.header.Get("Content-Length") != strconv.Itoa(len(first.body)) {
 		t.Errorf("hit headers %v", second.header)
@@ -705,10 +706,10 @@ func TestOriginFreshness(t *testing.T) {
 		minAge  int
 		noStore string
 	}{
-		{"/max-age", regexp.MustCompile(`ttl=(19|20)$`), 10, ""},
-		{"/s-maxage", regexp.MustCompile(`ttl=(19|20)$`), 0, ""},
-		{"/expires", regexp.MustCompile(`ttl=(3[89]|40)$`), 0, ""},
-		{"/capped", regexp.MustCompile(`ttl=(299|300)$`), 0, ""},
+		{"/max-age", regexp.MustCompile(`ttl=(1[5-9]|20)$`), 10, ""},
+		{"/s-maxage", regexp.MustCompile(`ttl=(1[5-9]|20)$`), 0, ""},
+		{"/expires", regexp.MustCompile(`ttl=(3[5-9]|40)$`), 0, ""},
+		{"/capped", regexp.MustCompile(`ttl=(29[5-9]|300)$`), 0, ""},
 		{"/none", nil, 0, "NO-FRESHNESS"},
 	}
 	for _, tt := range tests {
@@ -723,7 +724,7 @@ func TestOriginFreshness(t *testing.T) {
 		if !second.isHit() || !tt.ttl.MatchString(second.cacheStatus()) {
 			t.Errorf("%s: %q, want a hit matching %s", tt.path, second.cacheStatus(), tt.ttl)
 		}
-		if age, _ := strconv.Atoi(second.header.Get("Age")); age < tt.minAge || age > tt.minAge+1 {
+		if age, _ := strconv.Atoi(second.header.Get("Age")); age < tt.minAge || age > tt.minAge+5 {
 			t.Errorf("%s: Age %q, want %d", tt.path, second.header.Get("Age"), tt.minAge)
 		}
 	}

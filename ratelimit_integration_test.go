@@ -410,3 +410,36 @@ func TestRateLimitHeadersOnCacheHits(t *testing.T) {
 		t.Error("cache hits were not counted by the rate limit")
 	}
 }
+
+func TestRetryAfterJitterIsNeverEarly(t *testing.T) {
+	g := startGateway(t, "", `
+	rate_limit {
+		zone j {
+			key static
+			events 1
+			window 1m
+			algorithm fixed_window
+		}
+		jitter 1
+	}
+	respond ok
+`, "")
+	g.get("/")
+	seen := map[int]bool{}
+	for range 20 {
+		r := g.get("/")
+		retry, err := strconv.Atoi(r.header.Get("Retry-After"))
+		// The window ends within a minute; jitter adds up to as much again.
+		if err != nil || retry < 1 || retry > 121 {
+			t.Fatalf("Retry-After %q", r.header.Get("Retry-After"))
+		}
+		reset, _ := strconv.Atoi(strings.Split(r.header.Get("RateLimit"), ";t=")[1])
+		if retry < reset-1 {
+			t.Errorf("Retry-After %d is earlier than the window's end in %ds", retry, reset)
+		}
+		seen[retry] = true
+	}
+	if len(seen) < 2 {
+		t.Errorf("jitter 1 gave one Retry-After for 20 refusals: %v", seen)
+	}
+}
