@@ -477,7 +477,7 @@ func (h *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		return next.ServeHTTP(w, r)
 	}
 	var outBuf [maxZonesInline]limiter.Decision
-	out := outBuf[:0]
+	var out []limiter.Decision
 	if len(reqs) > maxZonesInline {
 		out = make([]limiter.Decision, len(reqs))
 	} else {

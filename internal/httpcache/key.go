@@ -37,8 +37,6 @@ type KeySpec struct {
 	// Headers lists the request headers that are part of the key, in
 	// canonical form.
 	Headers []string
-	// Placeholders counts the placeholder values the caller passes.
-	Placeholders int
 
 	id [8]byte
 }
@@ -46,7 +44,7 @@ type KeySpec struct {
 // NewKeySpec builds a spec. placeholders are the operator's templates; only
 // their identity enters the spec's fingerprint, the caller expands them.
 func NewKeySpec(query, headers, placeholders []string) *KeySpec {
-	s := &KeySpec{Placeholders: len(placeholders)}
+	s := new(KeySpec)
 	if query != nil {
 		s.Query = slices.Compact(slices.Sorted(slices.Values(query)))
 	}
