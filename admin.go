@@ -271,12 +271,7 @@ func (a *adminRateLimit) serve(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodDelete {
 		return methodNotAllowed(w, r, "GET, DELETE")
 	}
-	var zone *zoneEntry
-	rangeZones(func(z *zoneEntry) {
-		if z.Name == name {
-			zone = z
-		}
-	})
+	zone := lookupPool[*zoneEntry](rateZones, name)
 	if zone == nil {
 		return apiError(http.StatusNotFound, "unknown zone %q", name)
 	}

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -206,37 +207,42 @@ func (p *Pool) Cleanup() error {
 var caches = caddy.NewUsagePool()
 
 // rangeCaches calls f for each live named cache, in name order.
-func rangeCaches(f func(*namedCache)) {
-	var all []*namedCache
-	caches.Range(func(_, v any) bool {
-		if c, ok := v.(*namedCache); ok {
-			all = append(all, c)
+func rangeCaches(f func(*namedCache)) { rangePool(caches, f) }
+
+// lookupCache returns the live named cache called name, or nil.
+func lookupCache(name string) *namedCache { return lookupPool[*namedCache](caches, name) }
+
+// rangePool calls f for each value of type T in a usage pool keyed by
+// name, in name order.
+func rangePool[T any](pool *caddy.UsagePool, f func(T)) {
+	type named struct {
+		name string
+		v    T
+	}
+	var all []named
+	pool.Range(func(k, v any) bool {
+		name, _ := k.(string)
+		if t, ok := v.(T); ok {
+			all = append(all, named{name, t})
 		}
 		return true
 	})
-	slices.SortFunc(all, func(a, b *namedCache) int {
-		switch {
-		case a.name < b.name:
-			return -1
-		case a.name > b.name:
-			return 1
-		}
-		return 0
-	})
-	for _, c := range all {
-		f(c)
+	slices.SortFunc(all, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	for _, n := range all {
+		f(n.v)
 	}
 }
 
-// lookupCache returns the live named cache called name, or nil.
-func lookupCache(name string) *namedCache {
-	var found *namedCache
-	caches.Range(func(k, v any) bool {
-		if k == name {
-			found, _ = v.(*namedCache)
-			return false
+// lookupPool returns the value called name in a usage pool, without taking
+// a reference, or T's zero value.
+func lookupPool[T any](pool *caddy.UsagePool, name string) T {
+	var found T
+	pool.Range(func(k, v any) bool {
+		if k != name {
+			return true
 		}
-		return true
+		found, _ = v.(T)
+		return false
 	})
 	return found
 }

@@ -355,19 +355,7 @@ func (z *zoneEntry) Destruct() error {
 }
 
 // rangeZones calls f for each live zone, in name order.
-func rangeZones(f func(*zoneEntry)) {
-	var all []*zoneEntry
-	rateZones.Range(func(_, v any) bool {
-		if z, ok := v.(*zoneEntry); ok {
-			all = append(all, z)
-		}
-		return true
-	})
-	slices.SortFunc(all, func(a, b *zoneEntry) int { return strings.Compare(a.Name, b.Name) })
-	for _, z := range all {
-		f(z)
-	}
-}
+func rangeZones(f func(*zoneEntry)) { rangePool(rateZones, f) }
 
 var keySeed = maphash.MakeSeed()
 
