@@ -44,15 +44,21 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) string {
+// freePorts returns n distinct loopback addresses that were free a moment
+// ago. The listeners stay open until all are chosen: closed one by one, the
+// kernel could hand the same port out twice.
+func freePorts(t testing.TB, n int) []string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addrs := make([]string, n)
+	for i := range addrs {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addrs[i] = l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs
 }
 
 // gateway is a Caddy process started from a Caddyfile.
@@ -62,7 +68,7 @@ type gateway struct {
 	addr  string // host:port of the site
 	dir   string
 	cmd   *exec.Cmd
-	logs  *bytes.Buffer
+	logs  *lockedBuffer // Caddy's output, written while tests read it
 }
 
 // startGateway runs Caddy with the global options block globals (without
@@ -70,7 +76,8 @@ type gateway struct {
 // the upstream's address.
 func startGateway(t testing.TB, globals, site, upstream string) *gateway {
 	t.Helper()
-	g := &gateway{t: t, admin: freePort(t), addr: freePort(t), dir: t.TempDir(), logs: new(bytes.Buffer)}
+	ports := freePorts(t, 2)
+	g := &gateway{t: t, admin: ports[0], addr: ports[1], dir: t.TempDir(), logs: new(lockedBuffer)}
 	path := g.writeCaddyfile(globals, site, upstream)
 	g.cmd = exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
 	g.cmd.Env = append(os.Environ(), "HOME="+g.dir, "XDG_DATA_HOME="+g.dir, "XDG_CONFIG_HOME="+g.dir)
@@ -280,4 +287,35 @@ func (g *gateway) statusWithin(timeout time.Duration, path string, headers ...st
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// lockedBuffer is a buffer that a process writes while a test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// logged waits a moment for Caddy's output, copied from its pipe, to
+// hold s.
+func (g *gateway) logged(s string) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(g.logs.String(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
 }

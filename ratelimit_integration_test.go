@@ -89,7 +89,7 @@ func TestRateLimitHeadersAndRetryAfter(t *testing.T) {
 	for want := 2; want >= 0; want-- {
 		r := g.get("/", "X-Client: a")
 		if r.status != 200 {
-			t.Fatalf("request %d refused", 3-want)
+			t.Fatalf("request %d: %d %q %v", 3-want, r.status, r.body, r.header)
 		}
 		if p := r.header.Get("RateLimit-Policy"); p != `"per_client";q=3;w=60` {
 			t.Errorf("RateLimit-Policy %q", p)
