@@ -100,7 +100,7 @@ func (h *CacheRead) readable(r *http.Request) bool {
 
 func (h *CacheRead) pass(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, repl *caddy.Replacer, result string) error {
 	h.cache.stats.count(result)
-	repl.Set(placeholderStatus, result)
+	repl.Set(placeholderStatus, resultValue(result))
 	return next.ServeHTTP(w, r)
 }
 

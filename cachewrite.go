@@ -72,11 +72,12 @@ type CacheWrite struct {
 	// from the body, so that hits can answer If-None-Match.
 	ETag bool `json:"etag,omitempty"`
 
-	cache  *namedCache
-	rule   *keyRule
-	policy httpcache.Policy
-	logger *zap.Logger
-	now    func() time.Time
+	cache   *namedCache
+	rule    *keyRule
+	policy  httpcache.Policy
+	members cacheStatusMembers
+	logger  *zap.Logger
+	now     func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -104,6 +105,7 @@ func (h *CacheWrite) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.cache = cache
+	h.members = newCacheStatusMembers(h.Cache)
 	h.rule = newKeyRule(h.KeyQuery, h.KeyHeaders, h.KeyPlaceholders)
 	h.policy = httpcache.Policy{
 		TTL:           time.Duration(h.TTL),
@@ -175,45 +177,62 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		repl.Set(placeholderStatus, resultMiss)
 	}
 	if r.Method != http.MethodGet {
-		fwd := "method"
+		member := h.members.method
 		if r.Method == http.MethodHead {
-			fwd = "uri-miss"
+			member = h.members.miss
 		}
-		w.Header().Add("Cache-Status", h.Cache+"; fwd="+fwd)
+		w.Header().Add("Cache-Status", member)
 		return next.ServeHTTP(w, r)
 	}
-	fwd := "uri-miss"
-	if status == resultStale {
-		fwd = "stale"
-	}
+	path := r.URL.EscapedPath()
 	cw := &cacheWriter{
 		ResponseWriter: w,
 		h:              h,
 		r:              r,
-		fwd:            fwd,
-		outer:          outerFields(w.Header()),
-		snap:           h.cache.snapshot(r.URL.EscapedPath()),
+		stale:          status == resultStale,
+		path:           path,
+		snap:           h.cache.snapshot(path),
 		requestTime:    h.now(),
 		declared:       -1,
 	}
+	cw.outer = outerFields(cw.outerBuf[:0], w.Header())
 	err := next.ServeHTTP(cw, r)
 	cw.finish(err)
 	return err
+}
+
+// cacheStatusMembers are the Cache-Status members a writer sends, built
+// once: only the reason a response was not stored varies.
+type cacheStatusMembers struct {
+	method, miss, stale     string // fwd=method, fwd=uri-miss, fwd=stale
+	storedMiss, storedStale string // the same, with "stored"
+}
+
+func newCacheStatusMembers(cache string) cacheStatusMembers {
+	m := cacheStatusMembers{
+		method: cache + "; fwd=method",
+		miss:   cache + "; fwd=uri-miss",
+		stale:  cache + "; fwd=stale",
+	}
+	m.storedMiss, m.storedStale = m.miss+"; stored", m.stale+"; stored"
+	return m
 }
 
 // cacheWriter streams a response to the client and keeps a bounded copy
 // of it to store once it is known to be complete.
 type cacheWriter struct {
 	http.ResponseWriter
-	h    *CacheWrite
-	r    *http.Request
-	fwd  string
-	snap snapshot
+	h     *CacheWrite
+	r     *http.Request
+	stale bool // a stale entry was found
+	path  string
+	snap  snapshot
 
 	// outer marks the fields set before this handler ran (by rate_limit or
 	// header, say): they belong to this request, not to the response, and
 	// are not stored unless a later handler replaced them.
-	outer map[string]*string
+	outer    []outerField
+	outerBuf [4]outerField
 
 	requestTime  time.Time
 	responseTime time.Time
@@ -222,8 +241,8 @@ type cacheWriter struct {
 	done         bool
 
 	status   int
-	header   http.Header
 	ttl      time.Duration
+	e        *entry // what is stored once the body is complete
 	body     []byte
 	limit    int64
 	declared int64
@@ -239,17 +258,27 @@ func (cw *cacheWriter) WriteHeader(status int) {
 	cw.wroteHeader = true
 	cw.status = status
 	cw.responseTime = cw.h.now()
-	member := cw.h.Cache + "; fwd=" + cw.fwd
+	var member string
 	if reason := cw.decide(); reason != "" {
 		cw.h.cache.stats.record(reason)
+		member = cw.h.members.miss
+		if cw.stale {
+			member = cw.h.members.stale
+		}
 		member += "; detail=" + reason
 	} else {
-		member += "; stored"
+		member = cw.h.members.storedMiss
+		if cw.stale {
+			member = cw.h.members.storedStale
+		}
 	}
 	cw.Header().Add("Cache-Status", member)
 	cw.ResponseWriter.WriteHeader(status)
 }
 
+// decide applies the storage rules to the response header and, when the
+// response may be stored, prepares its entry from the header as it is
+// now: later changes to the header map are not the stored response's.
 func (cw *cacheWriter) decide() string {
 	hdr := cw.Header()
 	ttl, reason := cw.h.policy.Decide(httpcache.Exchange{
@@ -275,11 +304,20 @@ func (cw *cacheWriter) decide() string {
 	}
 	cw.storing = true
 	cw.ttl = ttl
-	cw.header = hdr.Clone()
-	for name, first := range cw.outer {
-		if v := hdr[name]; len(v) > 0 && &v[0] == first {
-			delete(cw.header, name)
-		}
+	fields, cacheStatus := storedFields(hdr, cw.outer)
+	r := cw.r
+	cw.e = &entry{
+		host:        httpcache.CanonicalHost(r.Host, r.TLS != nil),
+		path:        cw.path,
+		tags:        tagsOf(hdr, cw.h.TagsFrom),
+		vary:        httpcache.VaryNames(hdr),
+		status:      cw.status,
+		fields:      fields,
+		cacheStatus: cacheStatus,
+		validators:  httpcache.ValidatorsOf(hdr),
+		storedAt:    cw.responseTime,
+		initialAge:  httpcache.InitialAge(hdr, cw.requestTime, cw.responseTime),
+		expires:     cw.responseTime.Add(ttl),
 	}
 	if cw.declared >= 0 {
 		cw.body = make([]byte, 0, cw.declared)
@@ -321,7 +359,7 @@ func (cw *cacheWriter) Unwrap() http.ResponseWriter { return cw.ResponseWriter }
 func (cw *cacheWriter) drop(reason string) {
 	cw.storing = false
 	cw.body = nil
-	cw.header = nil
+	cw.e = nil
 	cw.h.cache.stats.record(reason)
 }
 
@@ -343,51 +381,34 @@ func (cw *cacheWriter) finish(err error) {
 func (cw *cacheWriter) commit() {
 	cw.done = true
 	cw.storing = false
-	h, r := cw.h, cw.r
-	hdr := cw.header
-	for _, name := range hopByHop {
-		delete(hdr, name)
-	}
+	h, e := cw.h, cw.e
 	if cw.status != http.StatusNoContent && cw.status != http.StatusNotModified {
-		hdr["Content-Length"] = []string{strconv.Itoa(len(cw.body))}
+		e.fields = append(e.fields, field{"Content-Length", []string{strconv.Itoa(len(cw.body))}})
 	}
-	if h.ETag && hdr.Get("Etag") == "" {
+	if h.ETag && e.validators.ETag == "" {
 		sum := sha256.Sum256(cw.body)
-		hdr["Etag"] = []string{`"` + hex.EncodeToString(sum[:16]) + `"`}
+		e.validators.ETag = `"` + hex.EncodeToString(sum[:16]) + `"`
+		e.fields = append(e.fields, field{"Etag", []string{e.validators.ETag}})
 	}
 	if cw.declared < 0 && cap(cw.body) > len(cw.body)+len(cw.body)/8 {
 		// A body of unknown length grew by doubling; keep only its bytes.
 		cw.body = slices.Clone(cw.body)
 	}
-	fields, cacheStatus := fieldsOf(hdr)
-	e := &entry{
-		host:        httpcache.CanonicalHost(r.Host, r.TLS != nil),
-		path:        r.URL.EscapedPath(),
-		tags:        tagsOf(hdr, h.TagsFrom),
-		status:      cw.status,
-		fields:      fields,
-		cacheStatus: cacheStatus,
-		validators:  httpcache.ValidatorsOf(hdr),
-		body:        cw.body,
-		storedAt:    cw.responseTime,
-		initialAge:  httpcache.InitialAge(hdr, cw.requestTime, cw.responseTime),
-		expires:     cw.responseTime.Add(cw.ttl),
-	}
-	vary := httpcache.VaryNames(hdr)
+	e.body = cw.body
 	kb := getKeyBuilder()
-	primary := string(h.rule.build(kb, r, nil))
-	entries := []*entry{e}
-	if vary == nil {
+	primary := slices.Clone(h.rule.build(kb, cw.r, nil))
+	var marker *entry
+	if e.vary == nil {
 		e.key = primary
 	} else {
-		e.key = string(h.rule.build(kb, r, vary))
-		marker := &entry{key: primary, host: e.host, path: e.path, vary: vary, expires: e.expires}
+		e.key = slices.Clone(h.rule.build(kb, cw.r, e.vary))
+		marker = &entry{key: primary, host: e.host, path: e.path, vary: e.vary, expires: e.expires}
 		marker.computeCost()
-		entries = append(entries, marker)
+		e.vary = nil
 	}
 	putKeyBuilder(kb)
 	e.computeCost()
-	reason := h.cache.put(cw.snap, cw.ttl, entries...)
+	reason := h.cache.put(cw.snap, cw.ttl, e, marker)
 	if reason == "" {
 		reason = outcomeStored
 	}
@@ -397,27 +418,77 @@ func (cw *cacheWriter) commit() {
 			zap.Int("bytes", len(cw.body)), zap.Duration("ttl", cw.ttl))
 	}
 	cw.body = nil
-	cw.header = nil
+	cw.e = nil
 }
 
-// outerFields records which value slices the header holds now, to tell
-// later which fields no inner handler touched.
-func outerFields(h http.Header) map[string]*string {
-	if len(h) == 0 {
-		return nil
-	}
-	m := make(map[string]*string, len(h))
+// outerField is a header field as it was before the next handler ran: its
+// name and the first element of its values slice.
+type outerField struct {
+	name  string
+	first *string
+}
+
+// outerFields records in buf which value slices the header holds now, to
+// tell later which fields no inner handler touched.
+func outerFields(buf []outerField, h http.Header) []outerField {
 	for name, v := range h {
 		if len(v) > 0 {
-			m[name] = &v[0]
+			buf = append(buf, outerField{name, &v[0]})
 		}
 	}
-	return m
+	return buf
 }
 
-// hopByHop are the header fields that describe one connection, never the
-// stored response.
-var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+// untouched reports whether the values are still those an outer handler
+// set.
+func untouched(outer []outerField, name string, values []string) bool {
+	for _, o := range outer {
+		if o.name == name {
+			return &values[0] == o.first
+		}
+	}
+	return false
+}
+
+// storedFields copies the header fields a stored response keeps: not the
+// upstream's Cache-Status, which is returned apart so a hit can add its own
+// member; not the fields that describe one connection; not Content-Length,
+// which commit sets from the body; and not the fields of outer handlers.
+// One block holds every value, and each field's values are clipped, so a
+// handler that appends to them on a hit copies them.
+func storedFields(h http.Header, outer []outerField) (fields []field, cacheStatus []string) {
+	n := 0
+	for _, values := range h {
+		n += len(values)
+	}
+	block := make([]string, 0, n)
+	fields = make([]field, 0, len(h)+2) // room for Content-Length and Etag
+	for name, values := range h {
+		if len(values) == 0 || notStored(name) || untouched(outer, name, values) {
+			continue
+		}
+		start := len(block)
+		block = append(block, values...)
+		kept := block[start:len(block):len(block)]
+		if name == "Cache-Status" {
+			cacheStatus = kept
+			continue
+		}
+		fields = append(fields, field{name, kept})
+	}
+	return fields, cacheStatus
+}
+
+// notStored reports whether a header field is one that describes one
+// connection, never the stored response, or Content-Length, which commit
+// sets from the body.
+func notStored(name string) bool {
+	switch name {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length":
+		return true
+	}
+	return false
+}
 
 // tagsOf collects the entry's tags from the named response headers.
 func tagsOf(h http.Header, names []string) []string {

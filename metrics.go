@@ -21,6 +21,13 @@ const (
 
 var results = []string{resultHit, resultMiss, resultStale, resultBypass}
 
+// resultValues holds each result boxed once, so that setting the
+// placeholder to one allocates nothing.
+var resultValues = []any{resultHit, resultMiss, resultStale, resultBypass}
+
+// resultValue returns the result as the placeholder's value.
+func resultValue(result string) any { return resultValues[slices.Index(results, result)] }
+
 // outcomeStored is the outcome of a response that was stored.
 const outcomeStored = "stored"
 

@@ -7,7 +7,6 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"maps"
 	"net/http"
 	"slices"
@@ -250,7 +249,7 @@ func lookupPool[T any](pool *caddy.UsagePool, name string) T {
 // entry is one stored response, or, when vary is set, the marker that
 // tells which request headers select the variants of a resource.
 type entry struct {
-	key  string
+	key  []byte
 	host string
 	path string
 	tags []string
@@ -277,21 +276,6 @@ type entry struct {
 type field struct {
 	name   string
 	values []string
-}
-
-// fieldsOf turns a header into stored fields, without the upstream's
-// Cache-Status, which is kept apart so a hit can add its own member. Each
-// values slice is clipped: a handler that appends to it copies it.
-func fieldsOf(h http.Header) (fields []field, cacheStatus []string) {
-	fields = make([]field, 0, len(h))
-	for name, values := range h {
-		if name == "Cache-Status" {
-			cacheStatus = slices.Clip(values)
-			continue
-		}
-		fields = append(fields, field{name, slices.Clip(values)})
-	}
-	return fields, cacheStatus
 }
 
 // Memory accounted per entry beyond its strings and body, measured with
@@ -438,32 +422,40 @@ func (c *namedCache) onExit(e *entry) {
 // snapshot is the state of the invalidation epochs a store started under.
 type snapshot struct{ global, slot uint64 }
 
+// pathSlot hashes the path with 32-bit FNV-1a.
 func pathSlot(path string) int {
-	h := fnv.New32a()
-	h.Write([]byte(path))
-	return int(h.Sum32() % invalidationSlots)
+	h := uint32(2166136261)
+	for i := 0; i < len(path); i++ {
+		h ^= uint32(path[i])
+		h *= 16777619
+	}
+	return int(h % invalidationSlots)
 }
 
 func (c *namedCache) snapshot(path string) snapshot {
 	return snapshot{c.epoch.Load(), c.slots[pathSlot(path)].Load()}
 }
 
-// put stores entries written for one request, unless an invalidation of
-// their path happened since snap was taken. It returns "" or the reason
-// nothing was stored. When it returns, a later lookup finds the entries.
-func (c *namedCache) put(snap snapshot, ttl time.Duration, entries ...*entry) string {
+// put stores the entry written for one request, and the Vary marker that
+// leads to it if there is one, unless an invalidation of their path
+// happened since snap was taken. It returns "" or the reason nothing was
+// stored. When it returns, a later lookup finds the entries.
+func (c *namedCache) put(snap snapshot, ttl time.Duration, e, marker *entry) string {
 	c.mu.RLock()
-	if snap != c.snapshot(entries[0].path) {
+	if snap != c.snapshot(e.path) {
 		c.mu.RUnlock()
 		return httpcache.ReasonInvalidated
 	}
 	// Ristretto drops the entry a little after our own expiry.
 	storeTTL := ttl + time.Second
 	refused := false
-	for _, e := range entries {
-		c.index.add(e)
-		if !c.store.SetWithTTL([]byte(e.key), e, e.cost, storeTTL) {
-			c.index.remove(e)
+	for _, x := range [2]*entry{e, marker} {
+		if x == nil {
+			continue
+		}
+		c.index.add(x)
+		if !c.store.SetWithTTL(x.key, x, x.cost, storeTTL) {
+			c.index.remove(x)
 			refused = true
 		}
 	}
@@ -478,7 +470,7 @@ func (c *namedCache) put(snap snapshot, ttl time.Duration, entries ...*entry) st
 // get returns the entry stored under key, if its key matches exactly.
 func (c *namedCache) get(key []byte) *entry {
 	e, ok := c.store.Get(key)
-	if !ok || e == nil || e.key != string(key) {
+	if !ok || e == nil || string(e.key) != string(key) {
 		return nil
 	}
 	return e
@@ -509,7 +501,7 @@ func (c *namedCache) purge(t purgeTarget) int {
 	}
 	victims := c.index.match(t)
 	for _, e := range victims {
-		c.store.Del([]byte(e.key))
+		c.store.Del(e.key)
 	}
 	c.store.Wait()
 	removed := 0

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,7 +35,7 @@ func newTestCache(t testing.TB, maxSize int64) *namedCache {
 func storeBody(c *namedCache, rule *keyRule, kb *httpcache.KeyBuilder, path string, body []byte, tags ...string) *entry {
 	r := httptest.NewRequest("GET", path, nil)
 	e := &entry{
-		key:     string(rule.build(kb, r, nil)),
+		key:     slices.Clone(rule.build(kb, r, nil)),
 		host:    "example.com",
 		path:    r.URL.EscapedPath(),
 		tags:    tags,
@@ -43,7 +45,7 @@ func storeBody(c *namedCache, rule *keyRule, kb *httpcache.KeyBuilder, path stri
 		expires: time.Now().Add(time.Hour),
 	}
 	e.computeCost()
-	c.put(c.snapshot(e.path), time.Hour, e)
+	c.put(c.snapshot(e.path), time.Hour, e, nil)
 	return e
 }
 
@@ -133,7 +135,7 @@ func TestFlushAndPurgeAreExact(t *testing.T) {
 	c.purge(purgeTarget{urls: []purgeURL{{Path: "/a"}}})
 	late := &entry{key: a.key, path: "/a", expires: time.Now().Add(time.Hour)}
 	late.computeCost()
-	if reason := c.put(snap, time.Hour, late); reason != httpcache.ReasonInvalidated {
+	if reason := c.put(snap, time.Hour, late, nil); reason != httpcache.ReasonInvalidated {
 		t.Errorf("a store older than the purge gave %q", reason)
 	}
 	if c.get([]byte(a.key)) != nil {
@@ -298,5 +300,23 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	if n != c.index.count {
 		t.Errorf("index lists %d entries but counts %d", n, c.index.count)
+	}
+}
+
+// BenchmarkMissStore runs a miss that stores through the chain, every
+// request with a path of its own, into a cache small enough to evict.
+func BenchmarkMissStore(b *testing.B) {
+	chain, _ := hitChain(b, make([]byte, 1<<10))
+	r := newCaddyRequest("http://api.example.com/products/1?page=2")
+	w := &discardWriter{h: make(http.Header, 8)}
+	paths := make([]string, 1<<16)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("/products/%d", i)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		clear(w.h)
+		r.URL.Path = paths[i%len(paths)] + strconv.Itoa(i/len(paths))
+		chain.ServeHTTP(w, r)
 	}
 }

@@ -2,6 +2,7 @@ package httpcache
 
 import (
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,11 +42,33 @@ func FreshnessLifetime(h http.Header, cc CacheControl, responseTime time.Time) (
 // parses.
 func responseDate(h http.Header, fallback time.Time) time.Time {
 	if v := h.Get("Date"); v != "" {
-		if t, err := http.ParseTime(v); err == nil {
+		if t, err := parseDate(v); err == nil {
 			return t
 		}
 	}
 	return fallback
+}
+
+// parsedDate is an HTTP date and the time it names.
+type parsedDate struct {
+	value string
+	t     time.Time
+}
+
+// lastDate is the Date value parsed last. An origin's responses within one
+// second share their Date, so most stores find it here rather than parse.
+var lastDate atomic.Pointer[parsedDate]
+
+// parseDate is http.ParseTime, remembering its last success.
+func parseDate(v string) (time.Time, error) {
+	if p := lastDate.Load(); p != nil && p.value == v {
+		return p.t, nil
+	}
+	t, err := http.ParseTime(v)
+	if err == nil {
+		lastDate.Store(&parsedDate{v, t})
+	}
+	return t, err
 }
 
 // InitialAge is the corrected initial age of a response received at

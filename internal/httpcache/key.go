@@ -158,7 +158,13 @@ func (b *KeyBuilder) Build(spec *KeySpec, r *http.Request, placeholders []string
 // CanonicalHost returns host lower-cased and without the default port of
 // its scheme, as keys and purges compare hosts.
 func CanonicalHost(host string, https bool) string {
-	return string(appendLower(nil, trimDefaultPort(host, https)))
+	host = trimDefaultPort(host, https)
+	for i := 0; i < len(host); i++ {
+		if c := host[i]; 'A' <= c && c <= 'Z' {
+			return string(appendLower(make([]byte, 0, len(host)), host))
+		}
+	}
+	return host
 }
 
 func trimDefaultPort(host string, https bool) string {
