@@ -31,7 +31,9 @@ func (l Limit) DecideCell(c Cell, now, cost int64) (Cell, Decision) {
 
 func (l Limit) fixedWindow(c Cell, now, cost int64) (Cell, Decision) {
 	w := l.window()
-	idx := floorDiv(now, w)
+	// A time before the stored window, from a request that raced past a
+	// later one, counts in that window rather than resetting it.
+	idx := max(floorDiv(now, w), c.A)
 	if c.A != idx {
 		c = Cell{A: idx}
 	}

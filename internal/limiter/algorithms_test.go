@@ -66,8 +66,10 @@ func TestFixedWindow(t *testing.T) {
 		{ms: 10, allowed: true, remain: 1},
 		{ms: 999, allowed: true, remain: 0},
 		{ms: 999, allowed: false, retry: time.Millisecond, remain: 0},
-		{ms: 1000, allowed: true, remain: 2},          // a new window at its edge
-		{ms: 1500, cost: 2, allowed: true, remain: 0}, // cost > 1
+		{ms: 1000, allowed: true, remain: 2},                                          // a new window at its edge
+		{ms: 999, allowed: true, remain: 1},                                           // late: counts in the newer window
+		{ms: 1500, cost: 2, allowed: false, retry: 500 * time.Millisecond, remain: 1}, // cost > 1
+		{ms: 1500, allowed: true, remain: 0},
 		{ms: 1600, allowed: false, retry: 400 * time.Millisecond, remain: 0},
 		{ms: 5000, cost: 4, allowed: false, retry: never, remain: anyRemaining}, // more than the limit, ever
 		{ms: 5000, cost: 3, allowed: true, remain: 0},

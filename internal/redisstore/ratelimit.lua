@@ -101,11 +101,14 @@ for i = 1, #KEYS do
   elseif algo == 1 then
     -- fixed window: the window's index and its count
     local idx = floordiv(now, w)
-    local a, n = idx, 0
+    local n = 0
     if raw then
       local sa, sn = string.match(raw, '(%S+) (%S+)')
-      if tonumber(sa) == idx then n = tonumber(sn) end
+      sa = tonumber(sa)
+      -- A time before the stored window counts in it.
+      if sa >= idx then idx, n = sa, tonumber(sn) end
     end
+    local a = idx
     reset = (idx + 1) * w - now
     if n + cost > events then
       remaining = math.max(events - n, 0)

@@ -119,6 +119,25 @@ func TestServerClockAndScriptReload(t *testing.T) {
 	}
 }
 
+// A request whose time falls before the window the key already counts in,
+// having raced past a later one, counts in that window, as in memory.
+func TestLateRequestCountsInNewerWindow(t *testing.T) {
+	c := client(t)
+	ctx := context.Background()
+	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 3, Window: time.Second}
+	req := []Request{{StateKey: StateKey("z", "late"), Limit: l, Cost: 1}}
+	out := make([]limiter.Decision, 1)
+	base := time.Now().Truncate(time.Second).Add(time.Hour).UnixMicro()
+	for _, at := range []int64{base + 1_000_000, base + 999_000} {
+		if ok, err := Decide(ctx, c, at, req, out); err != nil || !ok {
+			t.Fatalf("request at %d: admitted=%v err=%v", at, ok, err)
+		}
+	}
+	if out[0].Remaining != 1 {
+		t.Errorf("remaining %d after two requests in one window of 3, want 1", out[0].Remaining)
+	}
+}
+
 func BenchmarkDecide(b *testing.B) {
 	srv := redistest.Start(b)
 	for _, callers := range []int{1, 64} {
