@@ -76,14 +76,14 @@ func TestMaskKey(t *testing.T) {
 	}
 }
 
-// BenchmarkRateLimitAllow runs the allowed path of the handler, one zone
-// keyed by the client's address, headers on, in front of a handler that
-// does nothing.
+// BenchmarkRateLimitAllow runs the allowed path of the handler, one zone,
+// headers on, in front of a handler that does nothing. Each request gets a
+// fresh replacer, as in Caddy, so what the handler puts in it counts.
 func BenchmarkRateLimitAllow(b *testing.B) {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	defer cancel()
 	h := &RateLimit{RateLimits: map[string]*ZoneConfig{
-		"bench_allow": {Key: "{http.request.remote.host}", MaxEvents: 1 << 30, Window: caddy.Duration(time.Hour)},
+		"bench_allow": {Key: "client", MaxEvents: 1 << 30, Window: caddy.Duration(time.Hour)},
 	}}
 	if err := h.Provision(ctx); err != nil {
 		b.Fatal(err)
@@ -94,12 +94,35 @@ func BenchmarkRateLimitAllow(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		r := newCaddyRequest("http://api.example.com/")
 		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-		caddyhttp.PrepareRequest(r, repl, nil, nil)
 		w := &discardWriter{h: make(http.Header, 4)}
 		for pb.Next() {
+			*repl = *caddy.NewReplacer()
 			if err := h.ServeHTTP(w, r, next); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
+}
+
+// TestRemainingPlaceholders answers each zone's remaining units, beyond
+// the inline zones too, and nothing for other names.
+func TestRemainingPlaceholders(t *testing.T) {
+	var refs []*zoneRef
+	var out []limiter.Decision
+	for i := range maxZonesInline + 2 {
+		name := string(rune('a' + i))
+		refs = append(refs, &zoneRef{name: name, remKey: "http.rate_limit." + name + ".remaining"})
+		out = append(out, limiter.Decision{Remaining: int64(10 * i)})
+	}
+	p := newRemainingPlaceholders(refs, out)
+	for i, ref := range refs {
+		if v, ok := p.replace(ref.remKey); !ok || v != int64(10*i) {
+			t.Errorf("%s: %v %v, want %d", ref.remKey, v, ok, 10*i)
+		}
+	}
+	for _, key := range []string{"", "http.rate_limit.zz.remaining", "http.rate_limit.exceeded.name"} {
+		if v, ok := p.replace(key); ok {
+			t.Errorf("%q answered %v", key, v)
+		}
+	}
 }
