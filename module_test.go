@@ -320,3 +320,47 @@ func BenchmarkMissStore(b *testing.B) {
 		chain.ServeHTTP(w, r)
 	}
 }
+
+// TestStoredFields keeps the response's own fields, without those of one
+// connection, Content-Length, and the fields outer handlers set that no
+// inner handler replaced; the upstream's Cache-Status comes apart.
+func TestStoredFields(t *testing.T) {
+	h := http.Header{"X-Outer": {"request's"}, "X-Replaced": {"old"}}
+	outer := outerFields(nil, h)
+	h["X-Replaced"] = []string{"new"}
+	h["Content-Type"] = []string{"application/json"}
+	h["Vary"] = []string{"Accept", "Accept-Language"}
+	h["Cache-Status"] = []string{"origin; hit"}
+	for _, name := range []string{"Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Trailer", "Upgrade"} {
+		h[name] = []string{"x"}
+	}
+	fields, cacheStatus := storedFields(h, outer)
+	got := map[string][]string{}
+	for _, f := range fields {
+		got[f.name] = f.values
+	}
+	want := map[string][]string{
+		"X-Replaced":   {"new"},
+		"Content-Type": {"application/json"},
+		"Vary":         {"Accept", "Accept-Language"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("stored %v, want %v", got, want)
+	}
+	if len(cacheStatus) != 1 || cacheStatus[0] != "origin; hit" {
+		t.Errorf("Cache-Status %q", cacheStatus)
+	}
+	// A handler that appends to a stored value on a hit must copy it, not
+	// write into the field next to it in the shared block.
+	for _, f := range append(fields, field{"Cache-Status", cacheStatus}) {
+		if cap(f.values) != len(f.values) {
+			t.Errorf("%s has room to grow in place", f.name)
+		}
+	}
+	// The stored values are copies: a later change to the live header
+	// leaves them as they were.
+	h["Content-Type"][0] = "text/html"
+	if got["Content-Type"][0] != "application/json" {
+		t.Errorf("the stored Content-Type followed the live header")
+	}
+}

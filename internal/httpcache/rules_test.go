@@ -182,3 +182,19 @@ func TestNotModified(t *testing.T) {
 		t.Error("a response without ETag matched an entity-tag")
 	}
 }
+
+// TestParseDateRemembersOnlyTheSameValue alternates Date values: the one
+// remembered must never answer for another.
+func TestParseDateRemembersOnlyTheSameValue(t *testing.T) {
+	a := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	b := a.Add(time.Second)
+	for i, want := range []time.Time{a, a, b, a, b, b} {
+		got, err := parseDate(want.Format(http.TimeFormat))
+		if err != nil || !got.Equal(want) {
+			t.Fatalf("step %d: %v %v, want %v", i, got, err, want)
+		}
+	}
+	if _, err := parseDate("yesterday"); err == nil {
+		t.Error("an invalid date parsed")
+	}
+}
