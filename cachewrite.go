@@ -242,7 +242,8 @@ type cacheWriter struct {
 
 	status   int
 	ttl      time.Duration
-	e        *entry // what is stored once the body is complete
+	e        *entry   // what is stored once the body is complete
+	vary     []string // the request fields that select it, if any
 	body     []byte
 	limit    int64
 	declared int64
@@ -306,11 +307,11 @@ func (cw *cacheWriter) decide() string {
 	cw.ttl = ttl
 	fields, cacheStatus := storedFields(hdr, cw.outer)
 	r := cw.r
+	cw.vary = httpcache.VaryNames(hdr)
 	cw.e = &entry{
 		host:        httpcache.CanonicalHost(r.Host, r.TLS != nil),
 		path:        cw.path,
 		tags:        tagsOf(hdr, cw.h.TagsFrom),
-		vary:        httpcache.VaryNames(hdr),
 		status:      cw.status,
 		fields:      fields,
 		cacheStatus: cacheStatus,
@@ -398,13 +399,12 @@ func (cw *cacheWriter) commit() {
 	kb := getKeyBuilder()
 	primary := slices.Clone(h.rule.build(kb, cw.r, nil))
 	var marker *entry
-	if e.vary == nil {
+	if cw.vary == nil {
 		e.key = primary
 	} else {
-		e.key = slices.Clone(h.rule.build(kb, cw.r, e.vary))
-		marker = &entry{key: primary, host: e.host, path: e.path, vary: e.vary, expires: e.expires}
+		e.key = slices.Clone(h.rule.build(kb, cw.r, cw.vary))
+		marker = &entry{key: primary, host: e.host, path: e.path, vary: cw.vary, expires: e.expires}
 		marker.computeCost()
-		e.vary = nil
 	}
 	putKeyBuilder(kb)
 	e.computeCost()
