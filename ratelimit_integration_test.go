@@ -443,3 +443,34 @@ func TestRetryAfterJitterIsNeverEarly(t *testing.T) {
 		t.Errorf("jitter 1 gave one Retry-After for 20 refusals: %v", seen)
 	}
 }
+
+// TestRemainingPlaceholderOfTwoHandlers: two rate_limit handlers decide
+// the same zone for one request; the placeholder gives the first one's
+// figure, as the README says.
+func TestRemainingPlaceholderOfTwoHandlers(t *testing.T) {
+	g := startGateway(t, "", `
+	route {
+		rate_limit {
+			zone shared {
+				key {http.request.header.X-Client}
+				events 10
+				window 1h
+			}
+		}
+		rate_limit {
+			zone shared {
+				key {http.request.header.X-Client}
+				events 10
+				window 1h
+			}
+		}
+		respond "{http.rate_limit.shared.remaining} left"
+	}
+`, "")
+	if r := g.get("/", "X-Client: a"); r.status != 200 || r.body != "9 left" {
+		t.Fatalf("got %d %q, want the first handler's 9", r.status, r.body)
+	}
+	if r := g.get("/", "X-Client: a"); r.body != "7 left" {
+		t.Errorf("second request: %q, want 7 (each handler charged once per request)", r.body)
+	}
+}
