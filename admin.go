@@ -13,6 +13,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-gateway/gateway/internal/cachestore"
+	"github.com/caddy-gateway/gateway/internal/httpcache"
 	"github.com/caddy-gateway/gateway/internal/redisstore"
 )
 
@@ -63,16 +65,17 @@ type cacheInfo struct {
 }
 
 func infoOf(c *namedCache) cacheInfo {
+	st := c.Stats()
 	return cacheInfo{
-		Name:      c.name,
-		Entries:   c.index.entries(),
-		SizeBytes: c.usedBytes(),
-		MaxSize:   c.maxSize.Load(),
-		Hits:      c.stats.requestsOf(resultHit),
-		Misses:    c.stats.requestsOf(resultMiss) + c.stats.requestsOf(resultStale),
-		Stored:    c.stats.stored(),
-		Evicted:   c.stats.evicted.Load(),
-		Rejected:  c.stats.rejected.Load(),
+		Name:      c.Name(),
+		Entries:   st.Entries,
+		SizeBytes: st.UsedBytes,
+		MaxSize:   st.MaxSize,
+		Hits:      st.Requests[cachestore.Hit],
+		Misses:    st.Requests[cachestore.Miss] + st.Requests[cachestore.Stale],
+		Stored:    st.Outcomes[httpcache.Stored],
+		Evicted:   st.Evicted,
+		Rejected:  st.Rejected,
 	}
 }
 
@@ -118,7 +121,7 @@ func (a *adminCache) serveAll(w http.ResponseWriter, r *http.Request) error {
 		var errs []error
 		rangeCaches(func(c *namedCache) {
 			n, err := c.flushEverywhere(r.Context())
-			flushed = append(flushed, c.name)
+			flushed = append(flushed, c.Name())
 			nodes = max(nodes, n)
 			errs = append(errs, err)
 		})
@@ -157,45 +160,46 @@ func (a *adminCache) servePurge(w http.ResponseWriter, r *http.Request, name str
 		return apiError(http.StatusBadRequest, "%v", err)
 	}
 	removed, nodes, err := c.purgeEverywhere(r.Context(), t)
-	a.logger.Info("cache purged", zap.String("cache", name), zap.Int("urls", len(t.urls)),
-		zap.Int("prefixes", len(t.prefixes)), zap.Int("tags", len(t.tags)), zap.Int("removed", removed),
+	a.logger.Info("cache purged", zap.String("cache", name), zap.Int("urls", len(t.URLs)),
+		zap.Int("prefixes", len(t.Prefixes)), zap.Int("tags", len(t.Tags)), zap.Int("removed", removed),
 		zap.Int("nodes", nodes), zap.Error(err))
 	return writeJSON(w, withBusError(map[string]any{"removed": removed, "nodes": nodes}, err))
 }
 
 // decodePurge reads and checks a purge body.
-func decodePurge(body io.Reader) (purgeTarget, error) {
+func decodePurge(body io.Reader) (cachestore.Target, error) {
+	var t cachestore.Target
 	data, err := io.ReadAll(body)
 	if err != nil {
-		return purgeTarget{}, fmt.Errorf("reading body: %v", err)
+		return t, fmt.Errorf("reading body: %v", err)
 	}
 	if len(data) > maxPurgeBody {
-		return purgeTarget{}, fmt.Errorf("body larger than %d bytes", maxPurgeBody)
+		return t, fmt.Errorf("body larger than %d bytes", maxPurgeBody)
 	}
 	var req purgeRequest
 	dec := json.NewDecoder(strings.NewReader(string(data)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return purgeTarget{}, fmt.Errorf("decoding body: %v", err)
+		return t, fmt.Errorf("decoding body: %v", err)
 	}
 	if dec.More() {
-		return purgeTarget{}, fmt.Errorf("decoding body: trailing data after the JSON object")
+		return t, fmt.Errorf("decoding body: trailing data after the JSON object")
 	}
-	t := purgeTarget{prefixes: req.Prefixes, tags: req.Tags}
+	t.Prefixes, t.Tags = req.Prefixes, req.Tags
 	for _, s := range req.URLs {
 		u, err := parsePurgeURL(s)
 		if err != nil {
-			return purgeTarget{}, fmt.Errorf("url %q: %v", s, err)
+			return cachestore.Target{}, fmt.Errorf("url %q: %v", s, err)
 		}
-		t.urls = append(t.urls, u)
+		t.URLs = append(t.URLs, u)
 	}
-	for _, p := range t.prefixes {
+	for _, p := range t.Prefixes {
 		if !strings.HasPrefix(p, "/") {
-			return purgeTarget{}, fmt.Errorf("prefix %q must start with /", p)
+			return cachestore.Target{}, fmt.Errorf("prefix %q must start with /", p)
 		}
 	}
-	if t.empty() {
-		return purgeTarget{}, fmt.Errorf("nothing to purge: give urls, prefixes or tags (DELETE flushes the whole cache)")
+	if t.Empty() {
+		return cachestore.Target{}, fmt.Errorf("nothing to purge: give urls, prefixes or tags (DELETE flushes the whole cache)")
 	}
 	return t, nil
 }

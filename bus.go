@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/caddy-gateway/gateway/internal/cachestore"
 )
 
 // The invalidation bus carries flushes and purges between the nodes that
@@ -35,13 +37,13 @@ func randomID() string {
 
 // busMessage is one invalidation. An empty Cache means every cache.
 type busMessage struct {
-	Node     string     `json:"node"`
-	ID       string     `json:"id"`
-	Cache    string     `json:"cache,omitempty"`
-	Flush    bool       `json:"flush,omitempty"`
-	URLs     []purgeURL `json:"urls,omitempty"`
-	Prefixes []string   `json:"prefixes,omitempty"`
-	Tags     []string   `json:"tags,omitempty"`
+	Node  string `json:"node"`
+	ID    string `json:"id"`
+	Cache string `json:"cache,omitempty"`
+	Flush bool   `json:"flush,omitempty"`
+
+	// The purge's target, its fields at the message's top level.
+	cachestore.Target
 }
 
 // buses holds one bus per Redis URL, started by the cache_pool app and
@@ -131,7 +133,7 @@ func (b *bus) listen(ctx context.Context) {
 func (b *bus) flushAll() {
 	rangeCaches(func(c *namedCache) {
 		if c.bus.Load() == b {
-			c.flush()
+			c.Flush()
 		}
 	})
 }
@@ -145,13 +147,13 @@ func (b *bus) apply(ctx context.Context, payload string) {
 	}
 	if m.Node != nodeID {
 		rangeCaches(func(c *namedCache) {
-			if c.bus.Load() != b || (m.Cache != "" && m.Cache != c.name) {
+			if c.bus.Load() != b || (m.Cache != "" && m.Cache != c.Name()) {
 				return
 			}
 			if m.Flush {
-				c.flush()
+				c.Flush()
 			} else {
-				c.purge(purgeTarget{urls: m.URLs, prefixes: m.Prefixes, tags: m.Tags})
+				c.Purge(m.Target)
 			}
 		})
 	}

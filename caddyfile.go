@@ -66,14 +66,13 @@ func parseCachePool(d *caddyfile.Dispenser, existing any) (any, error) {
 	if d.NextArg() {
 		return nil, d.Errf("cache_pool: unexpected argument '%s'; settings go in a block", d.Val())
 	}
-	seen := map[string]bool{}
+	once := onceEach{}
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if opt != "cache" {
-			if seen[opt] {
-				return nil, d.Errf("cache_pool: duplicate option '%s'", opt)
+			if err := once.check(d, "cache_pool"); err != nil {
+				return nil, err
 			}
-			seen[opt] = true
 		}
 		switch opt {
 		case "max_size":
@@ -110,6 +109,9 @@ func parseCachePool(d *caddyfile.Dispenser, existing any) (any, error) {
 		default:
 			return nil, d.Errf("cache_pool: unknown subdirective '%s'", opt)
 		}
+		if err := pool.Validate(); err != nil {
+			return nil, d.Err(err.Error())
+		}
 	}
 	return httpcaddyfile.App{Name: "cache_pool", Value: caddyconfig.JSON(pool, nil)}, nil
 }
@@ -117,13 +119,12 @@ func parseCachePool(d *caddyfile.Dispenser, existing any) (any, error) {
 func parseCacheSettings(d *caddyfile.Dispenser, name string) (*CacheSettings, error) {
 	s := new(CacheSettings)
 	dir := "cache_pool: cache " + name
-	seen := map[string]bool{}
+	once := onceEach{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
-		if seen[opt] {
-			return nil, d.Errf("%s: duplicate option '%s'", dir, opt)
+		if err := once.check(d, dir); err != nil {
+			return nil, err
 		}
-		seen[opt] = true
 		switch opt {
 		case "max_size":
 			if err := parseSizeArg(d, dir, &s.MaxSize); err != nil {
@@ -222,13 +223,12 @@ func (h *CacheWrite) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return err
 	}
 	h.Cache = name
-	seen := map[string]bool{}
+	once := onceEach{}
 	for d.NextBlock(0) {
 		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("%s: duplicate option '%s'", dir, opt)
+		if err := once.check(d, dir); err != nil {
+			return err
 		}
-		seen[opt] = true
 		switch opt {
 		case "ttl":
 			err = parseDurationArg(d, dir, &h.TTL)
@@ -257,6 +257,9 @@ func (h *CacheWrite) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+		if err := h.Validate(); err != nil {
+			return d.Err(err.Error())
+		}
 	}
 	return nil
 }
@@ -269,8 +272,8 @@ func parseStatuses(d *caddyfile.Dispenser, dir string) ([]int, error) {
 	codes := make([]int, 0, len(args))
 	for _, a := range args {
 		code, err := strconv.Atoi(a)
-		if err != nil || code < 200 || code > 599 {
-			return nil, d.Errf("%s: status: invalid final status code '%s'", dir, a)
+		if err != nil {
+			return nil, d.Errf("%s: status: '%s' is not a status code", dir, a)
 		}
 		codes = append(codes, code)
 	}
@@ -291,6 +294,9 @@ func (h *CacheRead) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextBlock(0) {
 		return d.Errf("%s: unknown subdirective '%s'; cache_read takes no options", dir, d.Val())
 	}
+	if err := h.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
 	return nil
 }
 
@@ -310,23 +316,17 @@ func (h *CacheInvalidate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return err
 	}
 	h.Cache = name
-	seen := map[string]bool{}
+	once := onceEach{}
 	for d.NextBlock(0) {
 		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("%s: duplicate option '%s'", dir, opt)
+		if err := once.check(d, dir); err != nil {
+			return err
 		}
-		seen[opt] = true
 		switch opt {
 		case "urls":
 			h.URLs, err = parseListArg(d, dir)
 		case "prefixes":
 			h.Prefixes, err = parseListArg(d, dir)
-			for _, p := range h.Prefixes {
-				if !strings.HasPrefix(p, "/") {
-					return d.Errf("%s: prefixes: '%s' must start with /", dir, p)
-				}
-			}
 		case "tags":
 			h.Tags, err = parseListArg(d, dir)
 		case "methods":
@@ -339,6 +339,9 @@ func (h *CacheInvalidate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		if err != nil {
 			return err
+		}
+		if err := h.Validate(); err != nil {
+			return d.Err(err.Error())
 		}
 	}
 	return nil
@@ -380,29 +383,23 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("%s: unexpected argument '%s'; zones go in a block", dir, d.Val())
 	}
-	seen := map[string]bool{}
+	once := onceEach{}
 	var v4, v6 *int
 	for d.NextBlock(0) {
 		opt := d.Val()
 		if opt != "zone" {
-			if seen[opt] {
-				return d.Errf("%s: duplicate option '%s'", dir, opt)
+			if err := once.check(d, dir); err != nil {
+				return err
 			}
-			seen[opt] = true
 		}
 		var err error
 		switch opt {
 		case "zone":
 			err = h.parseZone(d)
 		case "headers":
-			var mode string
-			if !oneArg(d, &mode) {
+			if !oneArg(d, &h.Headers) {
 				return d.Errf("%s: headers takes one of ietf, legacy, both, off", dir)
 			}
-			if mode != "ietf" && mode != "legacy" && mode != "both" && mode != "off" {
-				return d.Errf("%s: headers: unknown mode '%s' (want ietf, legacy, both or off)", dir, mode)
-			}
-			h.Headers = mode
 		case "max_keys":
 			var n int64
 			if n, err = parsePositiveInt(d, dir); err == nil {
@@ -414,8 +411,8 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%s: jitter takes one number", dir)
 			}
 			f, perr := strconv.ParseFloat(arg, 64)
-			if perr != nil || f < 0 || f > 1 {
-				return d.Errf("%s: jitter: '%s' is not a fraction between 0 and 1", dir, arg)
+			if perr != nil {
+				return d.Errf("%s: jitter: '%s' is not a number", dir, arg)
 			}
 			h.Jitter = f
 		case "log_key", "disable_metrics":
@@ -443,9 +440,6 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !oneArg(d, &h.FailMode) {
 				return d.Errf("%s: fail_mode takes one of local, open, closed", dir)
 			}
-			if h.FailMode != "local" && h.FailMode != "open" && h.FailMode != "closed" {
-				return d.Errf("%s: fail_mode: unknown mode '%s' (want local, open or closed)", dir, h.FailMode)
-			}
 		case "timeout":
 			err = parseDurationArg(d, dir, &h.Timeout)
 		case "distributed", "storage":
@@ -456,9 +450,9 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
-	}
-	if len(h.RateLimits) == 0 {
-		return d.Errf("%s: at least one zone is required", dir)
+		if err := h.validateOptions(); err != nil {
+			return d.Err(err.Error())
+		}
 	}
 	// Prefixes given for the handler apply to the zones that set none.
 	for _, z := range h.RateLimits {
@@ -468,6 +462,9 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if v6 != nil && z.IPv6Prefix == 0 {
 			z.IPv6Prefix = *v6
 		}
+	}
+	if err := h.Validate(); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }
@@ -483,14 +480,13 @@ func (h *RateLimit) parseZone(d *caddyfile.Dispenser) error {
 	}
 	zdir := dir + ": zone " + name
 	z := new(ZoneConfig)
-	seen := map[string]bool{}
+	once := onceEach{}
 	var err error
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("%s: duplicate option '%s'", zdir, opt)
+		if err := once.check(d, zdir); err != nil {
+			return err
 		}
-		seen[opt] = true
+		opt := d.Val()
 		switch opt {
 		case "match":
 			var set caddy.ModuleMap
@@ -518,11 +514,6 @@ func (h *RateLimit) parseZone(d *caddyfile.Dispenser) error {
 			if !oneArg(d, &z.Cost) {
 				return d.Errf("%s: cost takes a number or a placeholder", zdir)
 			}
-			if !strings.Contains(z.Cost, "{") {
-				if n, cerr := strconv.ParseInt(z.Cost, 10, 64); cerr != nil || n <= 0 {
-					return d.Errf("%s: cost: '%s' is neither a positive number nor a placeholder", zdir, z.Cost)
-				}
-			}
 		case "dry_run":
 			if d.NextArg() {
 				return d.Errf("%s: dry_run takes no argument", zdir)
@@ -539,19 +530,8 @@ func (h *RateLimit) parseZone(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	switch {
-	case z.Key == "":
-		return d.Errf("%s: key is required", zdir)
-	case z.MaxEvents == 0:
-		return d.Errf("%s: events is required", zdir)
-	case z.Window == 0:
-		return d.Errf("%s: window is required", zdir)
-	}
-	if cost, cerr := strconv.ParseInt(z.Cost, 10, 64); cerr == nil && z.Burst > 0 && z.Burst < cost {
-		return d.Errf("%s: burst %d is below cost %d: no request could pass", zdir, z.Burst, cost)
-	}
-	if cost, cerr := strconv.ParseInt(z.Cost, 10, 64); cerr == nil && z.Burst == 0 && z.MaxEvents < cost {
-		return d.Errf("%s: cost %d is above events %d: no request could pass", zdir, cost, z.MaxEvents)
+	if err := z.validate(name); err != nil {
+		return d.Errf("%s: %v", zdir, err)
 	}
 	if h.RateLimits == nil {
 		h.RateLimits = make(map[string]*ZoneConfig)
@@ -585,6 +565,19 @@ func parsePrefix(d *caddyfile.Dispenser, dir string, maxBits int, dst *int) erro
 		return d.Errf("%s: %s must be 1 to %d, not '%s'", dir, opt, maxBits, arg)
 	}
 	*dst = n
+	return nil
+}
+
+// onceEach refuses an option given twice in one block.
+type onceEach map[string]bool
+
+// check records the option at d and refuses it if the block had it before.
+func (o onceEach) check(d *caddyfile.Dispenser, dir string) error {
+	opt := d.Val()
+	if o[opt] {
+		return d.Errf("%s: duplicate option '%s'", dir, opt)
+	}
+	o[opt] = true
 	return nil
 }
 

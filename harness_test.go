@@ -20,28 +20,44 @@ import (
 	"time"
 )
 
-// caddyBin is the Caddy binary with our modules, built once by TestMain.
-var caddyBin string
+// The Caddy binary with our modules is built on first use, once per test
+// run, so unit tests that start no Caddy do not wait for it.
+var (
+	caddyOnce  sync.Once
+	caddyPath  string
+	caddyErr   error
+	caddyBuild string // the build's temporary directory, removed by TestMain
+)
 
 func TestMain(m *testing.M) {
-	os.Exit(runTests(m))
+	code := m.Run()
+	if caddyBuild != "" {
+		os.RemoveAll(caddyBuild)
+	}
+	os.Exit(code)
 }
 
-func runTests(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "gateway-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+// caddyBin returns the path of the Caddy binary, building it the first
+// time; a failed build fails every test that needs it.
+func caddyBin(t testing.TB) string {
+	t.Helper()
+	caddyOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gateway-test-")
+		if err != nil {
+			caddyErr = err
+			return
+		}
+		caddyBuild = dir
+		caddyPath = filepath.Join(dir, "caddy")
+		out, err := exec.Command("go", "build", "-o", caddyPath, "./cmd/caddy").CombinedOutput()
+		if err != nil {
+			caddyErr = fmt.Errorf("building caddy: %v\n%s", err, out)
+		}
+	})
+	if caddyErr != nil {
+		t.Fatal(caddyErr)
 	}
-	defer os.RemoveAll(dir)
-	caddyBin = filepath.Join(dir, "caddy")
-	build := exec.Command("go", "build", "-o", caddyBin, "./cmd/caddy")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building caddy:", err)
-		return 1
-	}
-	return m.Run()
+	return caddyPath
 }
 
 // freePorts returns n distinct loopback addresses that were free a moment
@@ -79,7 +95,7 @@ func startGateway(t testing.TB, globals, site, upstream string) *gateway {
 	ports := freePorts(t, 2)
 	g := &gateway{t: t, admin: ports[0], addr: ports[1], dir: t.TempDir(), logs: new(lockedBuffer)}
 	path := g.writeCaddyfile(globals, site, upstream)
-	g.cmd = exec.Command(caddyBin, "run", "--config", path, "--adapter", "caddyfile")
+	g.cmd = exec.Command(caddyBin(t), "run", "--config", path, "--adapter", "caddyfile")
 	g.cmd.Env = append(os.Environ(), "HOME="+g.dir, "XDG_DATA_HOME="+g.dir, "XDG_CONFIG_HOME="+g.dir)
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
 	if err := g.cmd.Start(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-gateway/gateway/internal/cachestore"
 	"github.com/caddy-gateway/gateway/internal/httpcache"
 )
 
@@ -23,25 +24,31 @@ func init() {
 // has answered with a status below 400: every entry by default, or the
 // ones its urls, prefixes and tags select. The invalidation is done before
 // the response's header leaves, so a client that reads the answer and
-// then asks again is not served a dropped entry.
+// then asks again is not served a dropped entry. With the pool's Redis,
+// it reaches every node before the header leaves.
+//
+// It reads the placeholders of its urls, prefixes and tags; it sets none.
 type CacheInvalidate struct {
 	// Cache is the name of the cache to invalidate. Required.
 	Cache string `json:"cache"`
 
 	// URLs are resources to drop with all their variants and query
-	// strings: a path, or an absolute URL to limit the drop to one host.
-	// Placeholders work.
+	// strings: a path, or an absolute http or https URL to limit the drop
+	// to one host. Placeholders work. Default: none.
 	URLs []string `json:"urls,omitempty"`
 
-	// Prefixes drop every resource whose path starts with one of them.
-	// Placeholders work.
+	// Prefixes drop every resource whose path starts with one of them;
+	// each starts with '/' (or with a placeholder). Placeholders work.
+	// Default: none.
 	Prefixes []string `json:"prefixes,omitempty"`
 
 	// Tags drop every entry tagged so by its response. Placeholders work.
+	// Default: none. Without urls, prefixes and tags, the whole cache is
+	// dropped.
 	Tags []string `json:"tags,omitempty"`
 
-	// Methods limits the invalidation to requests of these methods.
-	// Default: any method.
+	// Methods limits the invalidation to requests of these methods, in
+	// any case. Placeholders do not work. Default: any method.
 	Methods []string `json:"methods,omitempty"`
 
 	cache  *namedCache
@@ -61,6 +68,9 @@ func (CacheInvalidate) CaddyModule() caddy.ModuleInfo {
 func (h *CacheInvalidate) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.warns = new(logThrottle)
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	for i, m := range h.Methods {
 		h.Methods[i] = strings.ToUpper(m)
 	}
@@ -69,6 +79,32 @@ func (h *CacheInvalidate) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.cache = cache
+	return nil
+}
+
+// Validate checks the handler's options.
+func (h *CacheInvalidate) Validate() error {
+	if h.Cache == "" {
+		return fmt.Errorf("cache_invalidate: missing cache name (cache)")
+	}
+	for _, u := range h.URLs {
+		if strings.Contains(u, "{") {
+			continue // checked per request, once expanded
+		}
+		if _, err := parsePurgeURL(u); err != nil {
+			return fmt.Errorf("cache_invalidate %s: urls: %q: %v", h.Cache, u, err)
+		}
+	}
+	for _, p := range h.Prefixes {
+		if !strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "{") {
+			return fmt.Errorf("cache_invalidate %s: prefixes: %q must start with /", h.Cache, p)
+		}
+	}
+	for _, m := range h.Methods {
+		if !validHeaderName(m) {
+			return fmt.Errorf("cache_invalidate %s: methods: %q is not a method", h.Cache, m)
+		}
+	}
 	return nil
 }
 
@@ -99,17 +135,17 @@ func (h *CacheInvalidate) invalidate(r *http.Request) {
 		return
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	var t purgeTarget
+	var t cachestore.Target
 	for _, u := range h.URLs {
 		if pu, err := parsePurgeURL(repl.ReplaceAll(u, "")); err == nil {
-			t.urls = append(t.urls, pu)
+			t.URLs = append(t.URLs, pu)
 		}
 	}
 	for _, p := range h.Prefixes {
-		t.prefixes = append(t.prefixes, repl.ReplaceAll(p, ""))
+		t.Prefixes = append(t.Prefixes, repl.ReplaceAll(p, ""))
 	}
 	for _, tag := range h.Tags {
-		t.tags = append(t.tags, repl.ReplaceAll(tag, ""))
+		t.Tags = append(t.Tags, repl.ReplaceAll(tag, ""))
 	}
 	n, nodes, err := h.cache.purgeEverywhere(r.Context(), t)
 	h.logBus(err)
@@ -129,26 +165,26 @@ func (h *CacheInvalidate) logBus(err error) {
 // parsePurgeURL reads a URL to purge: a path, which matches on any host,
 // or an absolute URL, which matches on its host only. Its query is ignored:
 // a resource is dropped with every query string.
-func parsePurgeURL(s string) (purgeURL, error) {
+func parsePurgeURL(s string) (cachestore.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return purgeURL{}, err
+		return cachestore.URL{}, err
 	}
 	if u.Scheme != "" && u.Scheme != "http" && u.Scheme != "https" {
-		return purgeURL{}, fmt.Errorf("unsupported scheme %q", u.Scheme)
+		return cachestore.URL{}, fmt.Errorf("unsupported scheme %q", u.Scheme)
 	}
 	path := u.EscapedPath()
 	if path == "" {
 		path = "/"
 	}
 	if !strings.HasPrefix(path, "/") {
-		return purgeURL{}, fmt.Errorf("%q is neither a path nor an absolute URL", s)
+		return cachestore.URL{}, fmt.Errorf("%q is neither a path nor an absolute URL", s)
 	}
 	var host string
 	if u.Host != "" {
 		host = httpcache.CanonicalHost(u.Host, u.Scheme == "https")
 	}
-	return purgeURL{Host: host, Path: path}, nil
+	return cachestore.URL{Host: host, Path: path}, nil
 }
 
 // invalidatingWriter invalidates as soon as a successful status is
@@ -191,5 +227,6 @@ func (iw *invalidatingWriter) Unwrap() http.ResponseWriter { return iw.ResponseW
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*CacheInvalidate)(nil)
+	_ caddy.Validator             = (*CacheInvalidate)(nil)
 	_ caddyhttp.MiddlewareHandler = (*CacheInvalidate)(nil)
 )

@@ -1,28 +1,21 @@
 package gateway
 
 import (
-	"context"
+	"cmp"
 	"errors"
 	"fmt"
-	"hash/maphash"
-	"math/rand/v2"
 	"net/http"
-	"net/netip"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/dunglas/httpsfv"
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/gateway/internal/limiter"
-	"github.com/caddy-gateway/gateway/internal/redisstore"
 )
 
 func init() {
@@ -128,21 +121,6 @@ type ZoneConfig struct {
 	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
 }
 
-// zoneRef is a zone as one handler uses it.
-type zoneRef struct {
-	name     string
-	cfg      *ZoneConfig
-	limit    limiter.Limit
-	zone     *zoneEntry
-	matchers caddyhttp.MatcherSets
-	cost     int64 // when Cost is a constant
-	policy   string
-	sfName   string // the zone's name as a Structured Field string
-	err      error  // what a refusal in this zone says
-	keyVar   string // the placeholder, when the key is exactly one
-	remKey   string // the placeholder of the zone's remaining units
-}
-
 // CaddyModule returns the Caddy module information.
 func (RateLimit) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
@@ -157,43 +135,22 @@ func (h *RateLimit) Provision(ctx caddy.Context) error {
 	if h.now == nil {
 		h.now = time.Now
 	}
-	if h.MaxKeys == 0 {
-		h.MaxKeys = DefaultMaxKeys
-	}
-	if h.SweepInterval == 0 {
-		h.SweepInterval = caddy.Duration(DefaultSweepInterval)
-	}
-	switch h.Headers {
-	case "", "ietf":
-		h.headerI = true
-	case "legacy":
-		h.headerL = true
-	case "both":
-		h.headerI, h.headerL = true, true
-	case "off":
-	default:
-		return fmt.Errorf("rate_limit: headers must be ietf, legacy, both or off, not %q", h.Headers)
-	}
-	switch {
-	case h.MaxKeys < 0:
-		return fmt.Errorf("rate_limit: max_keys must be positive")
-	case h.Jitter < 0 || h.Jitter > 1:
-		return fmt.Errorf("rate_limit: jitter must be between 0 and 1")
-	case h.SweepInterval < 0:
-		return fmt.Errorf("rate_limit: sweep_interval must be positive")
-	case len(h.RateLimits) == 0:
-		return fmt.Errorf("rate_limit: no zone")
-	}
-	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+	if err := h.Validate(); err != nil {
 		return err
 	}
-	switch h.FailMode {
-	case "", "local", "open", "closed":
-	default:
-		return fmt.Errorf("rate_limit: fail_mode must be local, open or closed, not %q", h.FailMode)
+	h.MaxKeys = cmp.Or(h.MaxKeys, DefaultMaxKeys)
+	h.SweepInterval = cmp.Or(h.SweepInterval, caddy.Duration(DefaultSweepInterval))
+	h.Timeout = cmp.Or(h.Timeout, caddy.Duration(DefaultRedisTimeout))
+	h.headerI = h.Headers == "" || h.Headers == "ietf" || h.Headers == "both"
+	h.headerL = h.Headers == "legacy" || h.Headers == "both"
+	if err := registerCollector(ctx.GetMetricsRegistry(), rateLimitCollector{}); err != nil {
+		return err
 	}
-	if h.Timeout == 0 {
-		h.Timeout = caddy.Duration(DefaultRedisTimeout)
+	for _, name := range sortedKeys(h.RateLimits) {
+		cfg := h.RateLimits[name]
+		if err := checkHeaderPlaceholders(ctx, cfg.Key, cfg.Cost); err != nil {
+			return fmt.Errorf("rate_limit: zone %s: key: %v", name, err)
+		}
 	}
 	if h.Redis != "" {
 		c, err := acquireRedis(h.Redis, time.Duration(h.Timeout))
@@ -216,214 +173,104 @@ func (h *RateLimit) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// Validate checks the handler's options and every zone's, before and
+// after provisioning alike. The Caddyfile parser calls it too, so that a
+// bad value in JSON and in a Caddyfile gets the same message.
+func (h *RateLimit) Validate() error {
+	if err := h.validateOptions(); err != nil {
+		return err
+	}
+	if len(h.RateLimits) == 0 {
+		return fmt.Errorf("rate_limit: at least one zone is required (rate_limits)")
+	}
+	for _, name := range sortedKeys(h.RateLimits) {
+		if err := h.RateLimits[name].validate(name); err != nil {
+			return fmt.Errorf("rate_limit: zone %s: %v", name, err)
+		}
+	}
+	return nil
+}
+
+// validateOptions checks the options of the handler beside its zones.
+func (h *RateLimit) validateOptions() error {
+	switch {
+	case !slices.Contains([]string{"", "ietf", "legacy", "both", "off"}, h.Headers):
+		return fmt.Errorf("rate_limit: headers must be ietf, legacy, both or off, not %q", h.Headers)
+	case !slices.Contains([]string{"", "local", "open", "closed"}, h.FailMode):
+		return fmt.Errorf("rate_limit: fail_mode must be local, open or closed, not %q", h.FailMode)
+	case h.MaxKeys < 0:
+		return fmt.Errorf("rate_limit: max_keys must be positive, not %d", h.MaxKeys)
+	case h.Jitter < 0 || h.Jitter > 1:
+		return fmt.Errorf("rate_limit: jitter must be a fraction between 0 and 1, not %v", h.Jitter)
+	case h.SweepInterval < 0:
+		return fmt.Errorf("rate_limit: sweep_interval must be positive, not %v", time.Duration(h.SweepInterval))
+	case h.Timeout < 0:
+		return fmt.Errorf("rate_limit: timeout must be positive, not %v", time.Duration(h.Timeout))
+	}
+	if err := validateRedisURL(h.Redis); err != nil {
+		return fmt.Errorf("rate_limit: redis: %v", err)
+	}
+	return nil
+}
+
 // zoneName is what a zone may be called: it appears in placeholders,
 // headers and Redis keys.
 var zoneName = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
-func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfig) (*zoneRef, error) {
+// validate checks one zone's settings.
+func (z *ZoneConfig) validate(name string) error {
 	if !zoneName.MatchString(name) {
-		return nil, fmt.Errorf("a zone name holds only letters, digits, '_', '.' and '-'")
+		return fmt.Errorf("a zone name holds only letters, digits, '_', '.' and '-'")
 	}
-	if cfg == nil || cfg.Key == "" {
-		return nil, fmt.Errorf("key is required")
+	if z == nil || z.Key == "" {
+		return fmt.Errorf("key is required")
 	}
-	algo, err := limiter.ParseAlgorithm(cfg.Algorithm)
+	l, err := z.limit()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ref := &zoneRef{name: name, cfg: cfg, cost: 1, remKey: "http.rate_limit." + name + ".remaining"}
-	ref.limit = limiter.Limit{Algorithm: algo, Events: cfg.MaxEvents, Window: time.Duration(cfg.Window), Burst: cfg.Burst}
-	if err := ref.limit.Validate(); err != nil {
-		return nil, err
+	if err := l.Validate(); err != nil {
+		return err
 	}
-	if cfg.Cost != "" && !strings.Contains(cfg.Cost, "{") {
-		if ref.cost, err = strconv.ParseInt(cfg.Cost, 10, 64); err != nil || ref.cost <= 0 {
-			return nil, fmt.Errorf("cost must be a positive number or a placeholder, not %q", cfg.Cost)
-		}
-	}
-	if algo == limiter.TokenBucket || algo == limiter.LeakyBucket {
-		if b := ref.limit.Burst; b > 0 && b < ref.cost {
-			return nil, fmt.Errorf("burst %d is below the cost %d: no request could ever pass", b, ref.cost)
-		}
-	}
-	if cfg.IPv4Prefix < 0 || cfg.IPv4Prefix > 32 || cfg.IPv6Prefix < 0 || cfg.IPv6Prefix > 128 {
-		return nil, fmt.Errorf("ipv4_prefix must be 0 to 32 and ipv6_prefix 0 to 128")
-	}
-	if cfg.MatcherSetsRaw != nil {
-		mods, err := ctx.LoadModule(cfg, "MatcherSetsRaw")
-		if err != nil {
-			return nil, fmt.Errorf("loading matchers: %v", err)
-		}
-		if err := ref.matchers.FromInterface(mods); err != nil {
-			return nil, err
-		}
-	}
-	if err := claimZone(ctx, name, zoneDef{ref.limit, h.MaxKeys, h.Redis}); err != nil {
-		return nil, err
-	}
-	val, loaded, err := rateZones.LoadOrNew(name, func() (caddy.Destructor, error) {
-		return newZoneEntry(name, ref.limit, h.MaxKeys, time.Duration(h.SweepInterval), h.now), nil
-	})
+	cost, err := z.constantCost()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ref.zone = val.(*zoneEntry)
-	if loaded {
-		ref.zone.Reconfigure(ref.limit, h.MaxKeys)
-	}
-	ref.zone.redis.Store(h.redis)
-	ref.keyVar = singlePlaceholder(cfg.Key)
-	ref.err = fmt.Errorf("%w in zone %s", errRateLimited, name)
-	ref.policy = policyMember(name, ref.limit)
-	ref.sfName, _ = httpsfv.Marshal(httpsfv.NewItem(name))
-	return ref, nil
-}
-
-// policyMember is one zone's member of RateLimit-Policy.
-func policyMember(name string, l limiter.Limit) string {
-	item := httpsfv.NewItem(name)
-	item.Params.Add("q", l.Events)
-	item.Params.Add("w", int64(max(l.Window/time.Second, 1)))
-	s, _ := httpsfv.Marshal(httpsfv.List{item})
-	return s
-}
-
-// zoneDefs remembers, per config load, the limit each zone name was given,
-// so two handlers of one config cannot give one zone two limits.
-var zoneDefs sync.Map // context.Context → *sync.Map of name → zoneDef
-
-type zoneDef struct {
-	limit   limiter.Limit
-	maxKeys int
-	redis   string
-}
-
-func claimZone(ctx caddy.Context, name string, def zoneDef) error {
-	defs, loaded := zoneDefs.LoadOrStore(ctx.Context, new(sync.Map))
-	if !loaded {
-		key := ctx.Context
-		ctx.OnCancel(func() { zoneDefs.Delete(key) })
-	}
-	prev, ok := defs.(*sync.Map).LoadOrStore(name, def)
-	if ok && prev != def {
-		return fmt.Errorf("another rate_limit of this config defines the zone with other settings; a zone name is global")
-	}
-	return nil
-}
-
-// rateZones holds every zone of the running configs, by name.
-var rateZones = caddy.NewUsagePool()
-
-// zoneEntry is a zone with its sweeper and its counters.
-type zoneEntry struct {
-	*limiter.Zone
-	allowed       atomic.Uint64
-	limited       atomic.Uint64
-	dryRunLimited atomic.Uint64
-	storeErrors   atomic.Uint64
-	redis         atomic.Pointer[redisClient] // the shared store, if any
-	stop          chan struct{}
-	done          chan struct{}
-}
-
-func newZoneEntry(name string, l limiter.Limit, maxKeys int, sweep time.Duration, now func() time.Time) *zoneEntry {
-	z := &zoneEntry{Zone: limiter.NewZone(name, l, maxKeys), stop: make(chan struct{}), done: make(chan struct{})}
-	go z.sweep(sweep, now)
-	return z
-}
-
-// sweep drops keys back at rest, so idle keys cost no memory.
-func (z *zoneEntry) sweep(every time.Duration, now func() time.Time) {
-	defer close(z.done)
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			z.Sweep(now())
-		case <-z.stop:
-			return
-		}
-	}
-}
-
-// Destruct stops the sweeper when no config uses the zone any longer.
-func (z *zoneEntry) Destruct() error {
-	close(z.stop)
-	<-z.done
-	return nil
-}
-
-// rangeZones calls f for each live zone, in name order.
-func rangeZones(f func(*zoneEntry)) { rangePool(rateZones, f) }
-
-var keySeed = maphash.MakeSeed()
-
-// hashKey turns a key into the table's 64-bit key.
-func hashKey(key string) uint64 { return maphash.String(keySeed, key) }
-
-// maskKey limits a whole network together: an IP key becomes its prefix.
-func (ref *zoneRef) maskKey(key string) string {
-	if ref.cfg.IPv4Prefix == 0 && ref.cfg.IPv6Prefix == 0 {
-		return key
-	}
-	addr, err := netip.ParseAddr(key)
-	if err != nil {
-		return key
-	}
-	bits := ref.cfg.IPv6Prefix
-	if addr.Is4() || addr.Is4In6() {
-		addr, bits = addr.Unmap(), ref.cfg.IPv4Prefix
-	}
-	if bits == 0 {
-		return key
-	}
-	p, err := addr.Prefix(bits)
-	if err != nil {
-		return key
-	}
-	return p.String()
-}
-
-// keyOf expands the zone's key template for the request. A key that is one
-// placeholder, the usual case, is looked up without parsing the template,
-// and the commonest ones without the replacer's long switch.
-func (ref *zoneRef) keyOf(r *http.Request, repl *caddy.Replacer) string {
 	switch {
-	case ref.keyVar == "":
-		return repl.ReplaceAll(ref.cfg.Key, "")
-	case strings.HasPrefix(ref.keyVar, "http.vars."):
-		return caddy.ToString(caddyhttp.GetVar(r.Context(), ref.keyVar[len("http.vars."):]))
-	case strings.HasPrefix(ref.keyVar, "http.request.header."):
-		// As the replacer does: every field line, joined by commas.
-		vals := r.Header.Values(ref.keyVar[len("http.request.header."):])
-		if len(vals) == 1 {
-			return vals[0]
+	case (l.Algorithm == limiter.TokenBucket || l.Algorithm == limiter.LeakyBucket) && l.Burst > 0:
+		if l.Burst < cost {
+			return fmt.Errorf("burst %d is below cost %d: no request could ever pass", l.Burst, cost)
 		}
-		return strings.Join(vals, ",")
+	case l.Events < cost:
+		return fmt.Errorf("cost %d is above events (max_events) %d: no request could ever pass", cost, l.Events)
 	}
-	v, _ := repl.Get(ref.keyVar)
-	return caddy.ToString(v)
+	if z.IPv4Prefix < 0 || z.IPv4Prefix > 32 {
+		return fmt.Errorf("ipv4_prefix must be 1 to 32, not %d", z.IPv4Prefix)
+	}
+	if z.IPv6Prefix < 0 || z.IPv6Prefix > 128 {
+		return fmt.Errorf("ipv6_prefix must be 1 to 128, not %d", z.IPv6Prefix)
+	}
+	return nil
 }
 
-// singlePlaceholder returns the name of the placeholder that t consists
-// of, such as "http.vars.client_ip" for "{http.vars.client_ip}", or "".
-func singlePlaceholder(t string) string {
-	if len(t) < 3 || t[0] != '{' || t[len(t)-1] != '}' || strings.ContainsAny(t[1:len(t)-1], "{}\\:") {
-		return ""
+// limit returns the zone's limit.
+func (z *ZoneConfig) limit() (limiter.Limit, error) {
+	algo, err := limiter.ParseAlgorithm(z.Algorithm)
+	if err != nil {
+		return limiter.Limit{}, err
 	}
-	return t[1 : len(t)-1]
+	return limiter.Limit{Algorithm: algo, Events: z.MaxEvents, Window: time.Duration(z.Window), Burst: z.Burst}, nil
 }
 
-// costOf returns the units the request costs in the zone.
-func (ref *zoneRef) costOf(repl *caddy.Replacer) (int64, error) {
-	if ref.cfg.Cost == "" || !strings.Contains(ref.cfg.Cost, "{") {
-		return ref.cost, nil
+// constantCost returns the units every request costs, or 1 when the cost
+// is a placeholder, decided per request.
+func (z *ZoneConfig) constantCost() (int64, error) {
+	if z.Cost == "" || strings.Contains(z.Cost, "{") {
+		return 1, nil
 	}
-	v := repl.ReplaceAll(ref.cfg.Cost, "")
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("zone %s: cost %q is not a non-negative number", ref.name, v)
+	n, err := strconv.ParseInt(z.Cost, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("cost must be a positive number or a placeholder, not %q", z.Cost)
 	}
 	return n, nil
 }
@@ -497,256 +344,6 @@ func (h *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	return next.ServeHTTP(w, r)
 }
 
-// remainingPlaceholders answers {http.rate_limit.<zone>.remaining} for the
-// zones of one request, when a placeholder asks. Setting each value on
-// the replacer instead costs every request the replacer's map and a boxed
-// value, about 2% of a small response's throughput.
-type remainingPlaceholders struct {
-	keys      [maxZonesInline]string
-	remaining [maxZonesInline]int64
-	more      map[string]int64 // zones beyond the inline ones, rare
-}
-
-func newRemainingPlaceholders(refs []*zoneRef, out []limiter.Decision) remainingPlaceholders {
-	var p remainingPlaceholders
-	for i, ref := range refs {
-		if i < maxZonesInline {
-			p.keys[i], p.remaining[i] = ref.remKey, out[i].Remaining
-			continue
-		}
-		if p.more == nil {
-			p.more = make(map[string]int64, len(refs)-maxZonesInline)
-		}
-		p.more[ref.remKey] = out[i].Remaining
-	}
-	return p
-}
-
-func (p remainingPlaceholders) replace(key string) (any, bool) {
-	for i, k := range p.keys {
-		if k == key && k != "" {
-			return p.remaining[i], true
-		}
-	}
-	if v, ok := p.more[key]; ok {
-		return v, true
-	}
-	return nil, false
-}
-
-// arrival returns when Caddy began to handle the request, which it has
-// read from the clock already: reading it again costs about a quarter of a
-// microsecond per request under load on a virtual machine. A request
-// decided after a later arrival is fine: every limiter counts a time
-// behind the key's state as the key's own, which is never more lenient.
-func (h *RateLimit) arrival(r *http.Request) time.Time {
-	if t, ok := caddyhttp.GetVar(r.Context(), "start_time").(time.Time); ok {
-		return t
-	}
-	return h.now()
-}
-
-// errStoreDown refuses requests while Redis fails under fail_mode closed.
-var errStoreDown = errors.New("rate-limit store unavailable")
-
-// storeVerdict tells how a decision was made.
-type storeVerdict int
-
-const (
-	storeDecided storeVerdict = iota // by Redis or in memory
-	storeOpen                        // Redis failed; fail_mode open admits
-	storeClosed                      // Redis failed; fail_mode closed refuses
-)
-
-// decide makes the decision in Redis when the handler has one, else in
-// memory. When Redis fails, fail_mode says what happens: local decides in
-// memory, open admits undecided, closed refuses with 503.
-func (h *RateLimit) decide(ctx context.Context, now time.Time, refs []*zoneRef, keys []string, reqs []limiter.Request, out []limiter.Decision) (bool, storeVerdict) {
-	if h.redis == nil {
-		return limiter.Decide(now, reqs, out), storeDecided
-	}
-	if h.breaker.allow(now) {
-		admitted, err := h.decideInRedis(ctx, refs, keys, reqs, out)
-		if err == nil {
-			return admitted, storeDecided
-		}
-		h.breaker.fail(now)
-		for _, ref := range refs {
-			ref.zone.storeErrors.Add(1)
-		}
-		h.breaker.log.warn(h.logger, now, "rate-limit store failing; using fail_mode",
-			zap.String("fail_mode", h.failMode()), zap.Error(err))
-	}
-	switch h.failMode() {
-	case "open":
-		return true, storeOpen
-	case "closed":
-		return false, storeClosed
-	}
-	return limiter.Decide(now, reqs, out), storeDecided
-}
-
-func (h *RateLimit) decideInRedis(ctx context.Context, refs []*zoneRef, keys []string, reqs []limiter.Request, out []limiter.Decision) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
-	defer cancel()
-	var buf [maxZonesInline]redisstore.Request
-	rr := buf[:0]
-	for i, ref := range refs {
-		rr = append(rr, redisstore.Request{StateKey: redisstore.StateKey(ref.name, keys[i]), Limit: ref.limit, Cost: reqs[i].Cost, DryRun: reqs[i].DryRun})
-	}
-	return redisstore.Decide(ctx, h.redis, 0, rr, out)
-}
-
-func (h *RateLimit) failMode() string {
-	if h.FailMode == "" {
-		return "local"
-	}
-	return h.FailMode
-}
-
-// sleep waits for a leaky bucket's slot; the wait ends early, with an
-// error, when the client goes away.
-func (h *RateLimit) sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (h *RateLimit) count(refs []*zoneRef, out []limiter.Decision, admitted bool) {
-	if h.DisableMetrics {
-		return
-	}
-	for i, ref := range refs {
-		switch {
-		case out[i].Allowed && admitted:
-			ref.zone.allowed.Add(1)
-		case !out[i].Allowed && ref.cfg.DryRun:
-			ref.zone.dryRunLimited.Add(1)
-		case !out[i].Allowed:
-			ref.zone.limited.Add(1)
-		}
-	}
-}
-
-// refuse answers 429 through Caddy's error handling, with Retry-After
-// never earlier than the moment the request would be admitted.
-func (h *RateLimit) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, refs []*zoneRef, keys []string, out []limiter.Decision) error {
-	var retry time.Duration
-	var refusing string
-	var refusingRef *zoneRef
-	for i, ref := range refs {
-		if out[i].Allowed || ref.cfg.DryRun {
-			continue
-		}
-		if refusing == "" {
-			refusing, refusingRef = ref.name, ref
-		}
-		retry = max(retry, out[i].RetryAfter)
-		if ce := h.logger.Check(zap.DebugLevel, "rate limit exceeded"); ce != nil {
-			ce.Write(zap.String("zone", ref.name), zap.String("key", h.loggedKey(keys[i])),
-				zap.Duration("retry_after", out[i].RetryAfter))
-		}
-	}
-	repl.Set("http.rate_limit.exceeded.name", refusing)
-	if retry < time.Duration(1<<62) {
-		if h.Jitter > 0 {
-			retry += time.Duration(rand.Float64() * h.Jitter * float64(retry))
-		}
-		secs := (retry + time.Second - 1) / time.Second
-		w.Header().Set("Retry-After", strconv.FormatInt(int64(secs), 10))
-	}
-	if !hasErrorRoutes(r) {
-		// Without handle_errors, Caddy would answer a bare 429 after
-		// logging the error with a stack trace and a fresh logger: write
-		// the same answer directly, so a refusal costs less than a reply.
-		w.WriteHeader(http.StatusTooManyRequests)
-		return nil
-	}
-	return caddyhttp.Error(http.StatusTooManyRequests, refusingRef.refusal())
-}
-
-// hasErrorRoutes reports whether the request's server shapes errors with
-// handle_errors.
-func hasErrorRoutes(r *http.Request) bool {
-	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	return !ok || (srv.Errors != nil && len(srv.Errors.Routes) > 0)
-}
-
-// errorIDs numbers refusals for the logs, cheaper than random IDs.
-var errorIDs atomic.Uint64
-
-// refusal is the error that handle_errors sees; filled in here, so that
-// caddyhttp.Error spends no time on a random ID or a stack trace.
-func (ref *zoneRef) refusal() caddyhttp.HandlerError {
-	return caddyhttp.HandlerError{
-		Err:        ref.err,
-		StatusCode: http.StatusTooManyRequests,
-		ID:         "rl" + strconv.FormatUint(errorIDs.Add(1), 36),
-		Trace:      "gateway.(*RateLimit).refuse (ratelimit.go)",
-	}
-}
-
-func (h *RateLimit) loggedKey(key string) string {
-	if h.LogKey {
-		return key
-	}
-	return strconv.FormatUint(hashKey(key), 16)
-}
-
-// setHeaders writes the rate-limit headers for the matching zones.
-func (h *RateLimit) setHeaders(hdr http.Header, refs []*zoneRef, out []limiter.Decision) {
-	if h.headerI {
-		if len(refs) == len(h.zones) {
-			hdr["Ratelimit-Policy"] = h.policy
-		} else {
-			policies := make([]string, len(refs))
-			for i, ref := range refs {
-				policies[i] = ref.policy
-			}
-			hdr["Ratelimit-Policy"] = []string{strings.Join(policies, ", ")}
-		}
-		hdr["Ratelimit"] = []string{rateLimitField(refs, out)}
-	}
-	if h.headerL {
-		// The legacy headers speak of one limit: the zone with the least left.
-		m := 0
-		for i := range out {
-			if out[i].Remaining < out[m].Remaining {
-				m = i
-			}
-		}
-		hdr["X-Ratelimit-Limit"] = []string{strconv.FormatInt(refs[m].limit.Events, 10)}
-		hdr["X-Ratelimit-Remaining"] = []string{strconv.FormatInt(out[m].Remaining, 10)}
-		hdr["X-Ratelimit-Reset"] = []string{strconv.FormatInt(ceilSeconds(out[m].Reset), 10)}
-	}
-}
-
-// rateLimitField serializes the RateLimit field: a list of the zones'
-// names, as Structured Field strings serialized once by httpsfv at
-// provisioning, each with the integer parameters r and t.
-func rateLimitField(refs []*zoneRef, out []limiter.Decision) string {
-	var buf [128]byte
-	b := buf[:0]
-	for i, ref := range refs {
-		if i > 0 {
-			b = append(b, ", "...)
-		}
-		b = append(b, ref.sfName...)
-		b = append(b, ";r="...)
-		b = strconv.AppendInt(b, out[i].Remaining, 10)
-		b = append(b, ";t="...)
-		b = strconv.AppendInt(b, ceilSeconds(out[i].Reset), 10)
-	}
-	return string(b)
-}
-
-func ceilSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
-
 // Cleanup releases the zones Provision acquired; a zone no config uses
 // any longer stops.
 func (h *RateLimit) Cleanup() error {
@@ -773,6 +370,7 @@ func sortedKeys[V any](m map[string]V) []string {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*RateLimit)(nil)
+	_ caddy.Validator             = (*RateLimit)(nil)
 	_ caddy.CleanerUpper          = (*RateLimit)(nil)
 	_ caddyhttp.MiddlewareHandler = (*RateLimit)(nil)
 )

@@ -50,6 +50,19 @@ func acquireRedis(rawURL string, timeout time.Duration) (*redisClient, error) {
 	return val.(*redisClient), nil
 }
 
+// validateRedisURL checks a Redis URL as acquireRedis will read it. A URL
+// with placeholders is checked when they are expanded, at provisioning.
+func validateRedisURL(rawURL string) error {
+	if rawURL == "" {
+		return nil
+	}
+	url := caddy.NewReplacer().ReplaceAll(rawURL, "")
+	if _, err := redis.ParseURL(url); err != nil {
+		return fmt.Errorf("invalid URL: %v", err)
+	}
+	return nil
+}
+
 func releaseRedis(c *redisClient) {
 	if c != nil {
 		redisClients.Delete(c.url)

@@ -2,6 +2,7 @@ package httpcache
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -109,37 +110,51 @@ func TestDecide(t *testing.T) {
 		status  int
 		h       http.Header
 		wantTTL time.Duration
-		reason  string
+		outcome Outcome
 	}{
-		{"operator ttl beats max-age", ttl, header(), 200, header("Cache-Control", "max-age=5"), time.Minute, ""},
-		{"operator ttl without freshness", ttl, header(), 200, header(), time.Minute, ""},
+		{"operator ttl beats max-age", ttl, header(), 200, header("Cache-Control", "max-age=5"), time.Minute, Stored},
+		{"operator ttl without freshness", ttl, header(), 200, header(), time.Minute, Stored},
 		{"status not listed", ttl, header(), 500, header(), 0, ReasonStatus},
 		{"206 never by default", ttl, header(), 206, header(), 0, ReasonStatus},
-		{"configured status", Policy{TTL: time.Minute, Statuses: []int{404}}, header(), 404, header(), time.Minute, ""},
+		{"configured status", Policy{TTL: time.Minute, Statuses: []int{404}}, header(), 404, header(), time.Minute, Stored},
 		{"no-store response", ttl, header(), 200, header("Cache-Control", "no-store"), 0, ReasonNoStore},
 		{"no-store request", ttl, header("Cache-Control", "no-store"), 200, header(), 0, ReasonNoStore},
 		{"private", ttl, header(), 200, header("Cache-Control", "private, max-age=60"), 0, ReasonPrivate},
 		{"set-cookie", ttl, header(), 200, header("Set-Cookie", "a=b"), 0, ReasonSetCookie},
 		{"vary star", ttl, header(), 200, header("Vary", "Accept, *"), 0, ReasonVaryStar},
 		{"authorization", ttl, auth, 200, header(), 0, ReasonAuthorization},
-		{"authorization public", ttl, auth, 200, header("Cache-Control", "public"), time.Minute, ""},
-		{"authorization s-maxage", ttl, auth, 200, header("Cache-Control", "s-maxage=5"), time.Minute, ""},
-		{"authorization must-revalidate", ttl, auth, 200, header("Cache-Control", "must-revalidate"), time.Minute, ""},
-		{"authorization identity in key", identity, auth, 200, header(), time.Minute, ""},
-		{"origin max-age", origin, header(), 200, header("Cache-Control", "max-age=60"), time.Minute, ""},
-		{"origin age subtracted", origin, header(), 200, header("Cache-Control", "max-age=60", "Age", "20"), 40 * time.Second, ""},
+		{"authorization public", ttl, auth, 200, header("Cache-Control", "public"), time.Minute, Stored},
+		{"authorization s-maxage", ttl, auth, 200, header("Cache-Control", "s-maxage=5"), time.Minute, Stored},
+		{"authorization must-revalidate", ttl, auth, 200, header("Cache-Control", "must-revalidate"), time.Minute, Stored},
+		{"authorization identity in key", identity, auth, 200, header(), time.Minute, Stored},
+		{"origin max-age", origin, header(), 200, header("Cache-Control", "max-age=60"), time.Minute, Stored},
+		{"origin age subtracted", origin, header(), 200, header("Cache-Control", "max-age=60", "Age", "20"), 40 * time.Second, Stored},
 		{"origin no freshness", origin, header(), 200, header(), 0, ReasonNoFreshness},
 		{"origin stale on arrival", origin, header(), 200, header("Cache-Control", "max-age=10", "Age", "10"), 0, ReasonNoFreshness},
 		{"origin no-cache", origin, header(), 200, header("Cache-Control", "no-cache, max-age=60"), 0, ReasonNoFreshness},
-		{"origin 404 with freshness", origin, header(), 404, header("Cache-Control", "max-age=60"), time.Minute, ""},
+		{"origin 404 with freshness", origin, header(), 404, header("Cache-Control", "max-age=60"), time.Minute, Stored},
 		{"origin 500", origin, header(), 500, header("Cache-Control", "max-age=60"), 0, ReasonStatus},
-		{"origin capped", capped, header(), 200, header("Cache-Control", "max-age=600"), 10 * time.Second, ""},
+		{"origin capped", capped, header(), 200, header("Cache-Control", "max-age=600"), 10 * time.Second, Stored},
 	}
 	for _, tt := range tests {
-		got, reason := tt.p.Decide(Exchange{RequestHeader: tt.reqH, Status: tt.status, Header: tt.h, RequestTime: now, ResponseTime: now})
-		if got != tt.wantTTL || reason != tt.reason {
-			t.Errorf("%s: got %v %q, want %v %q", tt.name, got, reason, tt.wantTTL, tt.reason)
+		got, outcome := tt.p.Decide(Exchange{RequestHeader: tt.reqH, Status: tt.status, Header: tt.h, RequestTime: now, ResponseTime: now})
+		if got != tt.wantTTL || outcome != tt.outcome {
+			t.Errorf("%s: got %v %v, want %v %v", tt.name, got, outcome, tt.wantTTL, tt.outcome)
 		}
+	}
+}
+
+func TestOutcomeNames(t *testing.T) {
+	seen := map[string]bool{}
+	for o := range Outcome(NumOutcomes) {
+		name := o.String()
+		if name == "" || seen[name] || strings.HasPrefix(name, "OUTCOME-") {
+			t.Errorf("outcome %d is named %q", o, name)
+		}
+		seen[name] = true
+	}
+	if got := Outcome(NumOutcomes).String(); got != "OUTCOME-12" {
+		t.Errorf("an unknown outcome is named %q", got)
 	}
 }
 

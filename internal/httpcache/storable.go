@@ -3,23 +3,47 @@ package httpcache
 import (
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 )
 
-// Reasons a response is not stored, as RFC 9211 Cache-Status details.
+// Outcome is what became of a response offered to a cache: Stored, or the
+// reason it was not. The set is fixed, so counters indexed by it and metric
+// labels made of it stay bounded.
+type Outcome uint8
+
+// The outcomes. Every reason but Stored is an RFC 9211 Cache-Status detail.
 const (
-	ReasonStatus        = "STATUS"
-	ReasonNoStore       = "NO-STORE"
-	ReasonPrivate       = "PRIVATE"
-	ReasonSetCookie     = "SET-COOKIE"
-	ReasonAuthorization = "AUTHORIZATION"
-	ReasonVaryStar      = "VARY-STAR"
-	ReasonNoFreshness   = "NO-FRESHNESS"
-	ReasonTooLarge      = "TOO-LARGE"
-	ReasonIncomplete    = "INCOMPLETE"
-	ReasonInvalidated   = "INVALIDATED"
-	ReasonRefused       = "REFUSED"
+	Stored Outcome = iota
+	ReasonStatus
+	ReasonNoStore
+	ReasonPrivate
+	ReasonSetCookie
+	ReasonAuthorization
+	ReasonVaryStar
+	ReasonNoFreshness
+	ReasonTooLarge
+	ReasonIncomplete
+	ReasonInvalidated
+	ReasonRefused
+
+	// NumOutcomes is how many outcomes there are: an array of this length
+	// holds a counter for each.
+	NumOutcomes = iota
 )
+
+var outcomeNames = [NumOutcomes]string{
+	"STORED", "STATUS", "NO-STORE", "PRIVATE", "SET-COOKIE", "AUTHORIZATION",
+	"VARY-STAR", "NO-FRESHNESS", "TOO-LARGE", "INCOMPLETE", "INVALIDATED", "REFUSED",
+}
+
+// String returns the outcome as a Cache-Status detail, such as NO-STORE.
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "OUTCOME-" + strconv.Itoa(int(o))
+}
 
 // DefaultStatuses are the statuses stored when none are configured in
 // operator-TTL mode.
@@ -57,10 +81,10 @@ type Exchange struct {
 }
 
 // Decide applies the storage rules to an exchange. It returns how long the
-// stored response stays fresh from ResponseTime, or the reason it must not
-// be stored. The request method is the caller's concern: only GET
+// stored response stays fresh from ResponseTime and Stored, or the reason
+// it must not be stored. The request method is the caller's concern: only GET
 // responses reach here.
-func (p Policy) Decide(x Exchange) (ttl time.Duration, reason string) {
+func (p Policy) Decide(x Exchange) (ttl time.Duration, outcome Outcome) {
 	resCC := ParseCacheControl(x.Header)
 	reqCC := ParseCacheControl(x.RequestHeader)
 	switch {
@@ -79,7 +103,7 @@ func (p Policy) Decide(x Exchange) (ttl time.Duration, reason string) {
 		return 0, ReasonAuthorization
 	}
 	if p.TTL > 0 {
-		return p.TTL, ""
+		return p.TTL, Stored
 	}
 	if resCC.NoCache {
 		// Each use would need validation with the origin.
@@ -96,7 +120,7 @@ func (p Policy) Decide(x Exchange) (ttl time.Duration, reason string) {
 	if ttl <= 0 {
 		return 0, ReasonNoFreshness
 	}
-	return ttl, ""
+	return ttl, Stored
 }
 
 func (p Policy) statusAllowed(status int) bool {

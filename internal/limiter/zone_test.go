@@ -3,6 +3,7 @@ package limiter
 import (
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,19 +64,79 @@ func TestSameZoneTwiceInOneDecision(t *testing.T) {
 	}
 }
 
+// TestTableIsBounded: max_keys is exact, whatever the bound, also when
+// keys gather in few shards, and also after the bound shrinks.
 func TestTableIsBounded(t *testing.T) {
-	z := NewZone("flood", Limit{Algorithm: FixedWindow, Events: 100, Window: time.Hour}, 1000)
+	for _, maxKeys := range []int{1, 5, 63, 1000} {
+		z := NewZone("flood", Limit{Algorithm: FixedWindow, Events: 100, Window: time.Hour}, maxKeys)
+		now := time.Unix(1_700_000_000, 0)
+		out := make([]Decision, 1)
+		for k := range uint64(3 * maxKeys) {
+			Decide(now, []Request{{Zone: z, Key: k*2654435761 + 1, Cost: 1}}, out)
+			if n := z.Keys(); n > maxKeys {
+				t.Fatalf("max_keys %d: zone holds %d keys", maxKeys, n)
+			}
+		}
+		// Keys of one shard only: the room comes from the others.
+		for k := range uint64(maxKeys) {
+			Decide(now, []Request{{Zone: z, Key: 7 + k*shardCount, Cost: 1}}, out)
+		}
+		if n, held := z.Keys(), heldKeys(z); n != maxKeys || held != n {
+			t.Errorf("max_keys %d: counts %d keys, holds %d", maxKeys, n, held)
+		}
+		if z.Evictions() == 0 {
+			t.Errorf("max_keys %d: no eviction counted", maxKeys)
+		}
+	}
+	z := NewZone("shrink", Limit{Algorithm: TokenBucket, Events: 100, Window: time.Hour}, 1000)
 	now := time.Unix(1_700_000_000, 0)
 	out := make([]Decision, 1)
-	for k := range uint64(50_000) {
-		Decide(now, []Request{{Zone: z, Key: k*2654435761 + 1, Cost: 1}}, out)
+	for k := range uint64(1000) {
+		Decide(now, []Request{{Zone: z, Key: k, Cost: 1}}, out)
 	}
-	if n := z.Keys(); n > 1000+shardCount {
-		t.Errorf("zone holds %d keys, bound 1000", n)
+	z.Reconfigure(Limit{Algorithm: TokenBucket, Events: 100, Window: time.Hour}, 10)
+	Decide(now, []Request{{Zone: z, Key: 5000, Cost: 1}}, out)
+	if n := z.Keys(); n != 10 || heldKeys(z) != 10 {
+		t.Errorf("after shrinking to 10, a new key leaves %d keys (%d held)", n, heldKeys(z))
 	}
-	if z.Evictions() == 0 {
-		t.Error("no eviction counted")
+}
+
+// TestTableIsBoundedUnderConcurrency decides many new keys from many
+// goroutines, in one zone and in two at once: the bound holds and the
+// count agrees with the maps.
+func TestTableIsBoundedUnderConcurrency(t *testing.T) {
+	a := NewZone("a", Limit{Algorithm: SlidingWindow, Events: 100, Window: time.Hour}, 100)
+	b := NewZone("b", Limit{Algorithm: FixedWindow, Events: 100, Window: time.Hour}, 3)
+	now := time.Unix(1_700_000_000, 0)
+	var wg sync.WaitGroup
+	for g := range uint64(8) {
+		wg.Go(func() {
+			out := make([]Decision, 2)
+			for k := range uint64(5000) {
+				key := g<<32 | k
+				Decide(now, []Request{{Zone: a, Key: key, Cost: 1}, {Zone: b, Key: key * 7, Cost: 1}}, out)
+				if n := a.Keys(); n > 100+8 {
+					t.Errorf("zone a holds %d keys", n)
+					return
+				}
+			}
+		})
 	}
+	wg.Wait()
+	for _, z := range []*Zone{a, b} {
+		if n, held := z.Keys(), heldKeys(z); n != held || n > int(z.state.Load().maxKeys()) {
+			t.Errorf("zone %s counts %d keys, holds %d", z.Name, n, held)
+		}
+	}
+}
+
+// heldKeys counts the keys in a zone's maps.
+func heldKeys(z *Zone) int {
+	s := z.state.Load()
+	if s.cells != nil {
+		return s.cells.held()
+	}
+	return s.windows.held()
 }
 
 func TestKeysAtRestAreSwept(t *testing.T) {
@@ -174,4 +235,24 @@ func BenchmarkDecide(b *testing.B) {
 			})
 		}
 	}
+}
+
+// held counts the keys in the shards' maps, for tests of the count.
+func (t *Table[S]) held() int {
+	n := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// maxKeys returns the bound of the zone's table.
+func (s *zoneState) maxKeys() int64 {
+	if s.cells != nil {
+		return s.cells.maxKeys.Load()
+	}
+	return s.windows.maxKeys.Load()
 }

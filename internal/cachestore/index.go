@@ -1,4 +1,4 @@
-package gateway
+package cachestore
 
 import (
 	"strings"
@@ -12,35 +12,37 @@ import (
 // memory is part of each entry's cost.
 type index struct {
 	mu     sync.Mutex
-	byPath map[string]*entry // the head of each path's list
-	byTag  map[string]map[*entry]struct{}
+	byPath map[string]*Entry // the head of each path's list
+	byTag  map[string]map[*Entry]struct{}
 	count  int
 }
 
-// purgeTarget selects entries: by URL (a path, on one host or on any),
-// by path prefix, or by tag.
-type purgeTarget struct {
-	urls     []purgeURL
-	prefixes []string
-	tags     []string
+// Target selects entries to purge: by URL (a path, on one host or on
+// any), by path prefix, or by tag.
+type Target struct {
+	URLs     []URL    `json:"urls,omitempty"`
+	Prefixes []string `json:"prefixes,omitempty"`
+	Tags     []string `json:"tags,omitempty"`
 }
 
-// purgeURL is a resource to purge; an empty Host matches any host.
-type purgeURL struct {
+// URL is a resource to purge, every variant and query string of it: an
+// escaped path, on the canonical Host or, when Host is empty, on any.
+type URL struct {
 	Host string `json:"host,omitempty"`
 	Path string `json:"path"`
 }
 
-func (t purgeTarget) empty() bool {
-	return len(t.urls) == 0 && len(t.prefixes) == 0 && len(t.tags) == 0
+// Empty reports whether t selects nothing.
+func (t Target) Empty() bool {
+	return len(t.URLs) == 0 && len(t.Prefixes) == 0 && len(t.Tags) == 0
 }
 
 func (ix *index) init() {
-	ix.byPath = make(map[string]*entry)
-	ix.byTag = make(map[string]map[*entry]struct{})
+	ix.byPath = make(map[string]*Entry)
+	ix.byTag = make(map[string]map[*Entry]struct{})
 }
 
-func (ix *index) add(e *entry) {
+func (ix *index) add(e *Entry) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if e.indexed {
@@ -48,17 +50,17 @@ func (ix *index) add(e *entry) {
 	}
 	e.indexed = true
 	ix.count++
-	if head := ix.byPath[e.path]; head != nil {
+	if head := ix.byPath[e.Path]; head != nil {
 		head.prevPath = e
 		e.nextPath = head
 	}
-	ix.byPath[e.path] = e
-	for _, t := range e.tags {
+	ix.byPath[e.Path] = e
+	for _, t := range e.Tags {
 		addTo(ix.byTag, t, e)
 	}
 }
 
-func (ix *index) remove(e *entry) {
+func (ix *index) remove(e *Entry) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if !e.indexed {
@@ -70,15 +72,15 @@ func (ix *index) remove(e *entry) {
 	case e.prevPath != nil:
 		e.prevPath.nextPath = e.nextPath
 	case e.nextPath != nil:
-		ix.byPath[e.path] = e.nextPath
+		ix.byPath[e.Path] = e.nextPath
 	default:
-		delete(ix.byPath, e.path)
+		delete(ix.byPath, e.Path)
 	}
 	if e.nextPath != nil {
 		e.nextPath.prevPath = e.prevPath
 	}
 	e.prevPath, e.nextPath = nil, nil
-	for _, t := range e.tags {
+	for _, t := range e.Tags {
 		removeFrom(ix.byTag, t, e)
 	}
 }
@@ -106,20 +108,20 @@ func (ix *index) entries() int {
 }
 
 // match returns the entries that t selects.
-func (ix *index) match(t purgeTarget) []*entry {
+func (ix *index) match(t Target) []*Entry {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	seen := make(map[*entry]struct{})
-	for _, u := range t.urls {
+	seen := make(map[*Entry]struct{})
+	for _, u := range t.URLs {
 		for e := ix.byPath[u.Path]; e != nil; e = e.nextPath {
-			if u.Host == "" || u.Host == e.host {
+			if u.Host == "" || u.Host == e.Host {
 				seen[e] = struct{}{}
 			}
 		}
 	}
-	if len(t.prefixes) > 0 {
+	if len(t.Prefixes) > 0 {
 		for path, head := range ix.byPath {
-			if !hasAnyPrefix(path, t.prefixes) {
+			if !hasAnyPrefix(path, t.Prefixes) {
 				continue
 			}
 			for e := head; e != nil; e = e.nextPath {
@@ -127,12 +129,12 @@ func (ix *index) match(t purgeTarget) []*entry {
 			}
 		}
 	}
-	for _, tag := range t.tags {
+	for _, tag := range t.Tags {
 		for e := range ix.byTag[tag] {
 			seen[e] = struct{}{}
 		}
 	}
-	out := make([]*entry, 0, len(seen))
+	out := make([]*Entry, 0, len(seen))
 	for e := range seen {
 		out = append(out, e)
 	}
@@ -148,16 +150,16 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 	return false
 }
 
-func addTo(m map[string]map[*entry]struct{}, k string, e *entry) {
+func addTo(m map[string]map[*Entry]struct{}, k string, e *Entry) {
 	set := m[k]
 	if set == nil {
-		set = make(map[*entry]struct{}, 1)
+		set = make(map[*Entry]struct{}, 1)
 		m[k] = set
 	}
 	set[e] = struct{}{}
 }
 
-func removeFrom(m map[string]map[*entry]struct{}, k string, e *entry) {
+func removeFrom(m map[string]map[*Entry]struct{}, k string, e *Entry) {
 	set := m[k]
 	delete(set, e)
 	if len(set) == 0 {

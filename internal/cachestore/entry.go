@@ -1,0 +1,180 @@
+package cachestore
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/caddy-gateway/gateway/internal/httpcache"
+)
+
+// Entry is one stored response, or, when Vary is set, the marker that
+// tells which request headers select the variants of a resource. Once
+// handed to Put it is shared by every request that finds it: read-only.
+type Entry struct {
+	Key  []byte // the key it is stored under
+	Host string // canonical host, for purges by absolute URL
+	Path string // escaped path, for purges by URL and prefix
+	Tags []string
+
+	// Vary, on a marker, lists the request headers that select a variant.
+	Vary []string
+
+	Status      int
+	Fields      []Field
+	CacheStatus []string // the upstream's Cache-Status members
+	Validators  httpcache.Validators
+	Body        []byte
+	StoredAt    time.Time
+	InitialAge  time.Duration // RFC 9111 section 4.2.3 corrected_initial_age
+	Expires     time.Time     // the end of freshness
+
+	cost int64
+
+	// The entries of one path form a list that the index owns.
+	indexed            bool
+	prevPath, nextPath *Entry
+}
+
+// Field is one stored header field. A slice of them costs far less than
+// an http.Header map, and a hit copies them into the response as fast.
+type Field struct {
+	Name   string
+	Values []string
+}
+
+// Memory accounted per entry beyond its strings and body, measured with
+// TestFloodStaysBounded: the entry, its slot in the store's maps and
+// policy, and its place in the index.
+const (
+	entryOverhead       = 640
+	headerValueOverhead = 40
+)
+
+// computeCost sets e.cost to the bytes the entry holds in memory.
+func (e *Entry) computeCost() {
+	n := int64(entryOverhead + len(e.Key) + len(e.Host) + len(e.Path) + cap(e.Body))
+	for _, t := range e.Tags {
+		n += int64(len(t) + 2*headerValueOverhead)
+	}
+	for _, v := range e.Vary {
+		n += int64(len(v) + headerValueOverhead)
+	}
+	for _, f := range e.Fields {
+		n += int64(len(f.Name)) + valuesSize(f.Values)
+	}
+	e.cost = n + valuesSize(e.CacheStatus)
+}
+
+func valuesSize(values []string) int64 {
+	n := int64(headerValueOverhead)
+	for _, v := range values {
+		n += int64(len(v) + 16)
+	}
+	return n
+}
+
+// HeaderSize estimates the bytes a header holds once stored, so a writer
+// can tell before copying anything whether a response can fit.
+func HeaderSize(h http.Header) int64 {
+	var n int64
+	for k, vs := range h {
+		n += int64(len(k)) + valuesSize(vs)
+	}
+	return n
+}
+
+// OuterField is a header field as it was before the next handler ran: its
+// name and the first element of its values slice.
+type OuterField struct {
+	name  string
+	first *string
+}
+
+// OuterFields records in buf which value slices the header holds now, to
+// tell later which fields no inner handler touched.
+func OuterFields(buf []OuterField, h http.Header) []OuterField {
+	for name, v := range h {
+		if len(v) > 0 {
+			buf = append(buf, OuterField{name, &v[0]})
+		}
+	}
+	return buf
+}
+
+// untouched reports whether the values are still those an outer handler
+// set.
+func untouched(outer []OuterField, name string, values []string) bool {
+	for _, o := range outer {
+		if o.name == name {
+			return &values[0] == o.first
+		}
+	}
+	return false
+}
+
+// StoredFields copies the header fields a stored response keeps: not the
+// upstream's Cache-Status, which is returned apart so a hit can add its own
+// member; not the fields that describe one connection; not Content-Length,
+// which the writer sets from the body; and not the fields that outer
+// handlers set (outer) and no inner handler replaced: they belong to one
+// request, and a hit gets its own. One block holds every value, and each
+// field's values are clipped, so a handler that appends to them on a hit
+// copies them.
+func StoredFields(h http.Header, outer []OuterField) (fields []Field, cacheStatus []string) {
+	n := 0
+	for _, values := range h {
+		n += len(values)
+	}
+	block := make([]string, 0, n)
+	fields = make([]Field, 0, len(h)+2) // room for Content-Length and Etag
+	for name, values := range h {
+		if len(values) == 0 || notStored(name) || untouched(outer, name, values) {
+			continue
+		}
+		start := len(block)
+		block = append(block, values...)
+		kept := block[start:len(block):len(block)]
+		if name == "Cache-Status" {
+			cacheStatus = kept
+			continue
+		}
+		fields = append(fields, Field{name, kept})
+	}
+	return fields, cacheStatus
+}
+
+// notStored reports whether a header field is one that describes one
+// connection, never the stored response, or Content-Length, which the
+// writer sets from the body.
+func notStored(name string) bool {
+	switch name {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length":
+		return true
+	}
+	return false
+}
+
+// Bounds on the tags one entry carries, so a hostile origin header cannot
+// grow the index beyond what the entry's cost accounts for.
+const (
+	MaxTagsPerEntry = 64
+	MaxTagLen       = 256
+)
+
+// Tags collects an entry's tags from the named response headers, whose
+// values are separated by spaces or commas. Tags beyond the bounds are
+// dropped.
+func Tags(h http.Header, names []string) []string {
+	var tags []string
+	for _, name := range names {
+		for _, line := range h.Values(name) {
+			for _, t := range strings.FieldsFunc(line, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }) {
+				if len(t) <= MaxTagLen && len(tags) < MaxTagsPerEntry {
+					tags = append(tags, t)
+				}
+			}
+		}
+	}
+	return tags
+}

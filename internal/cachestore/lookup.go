@@ -1,0 +1,153 @@
+package cachestore
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/caddy-gateway/gateway/internal/httpcache"
+)
+
+// Result is what a lookup found.
+type Result uint8
+
+// The results, as counted and as the {http.cache.status} placeholder.
+const (
+	Hit    Result = iota // a fresh entry, served
+	Miss                 // no entry
+	Stale                // an entry past its freshness
+	Bypass               // the request may not be answered from a cache
+
+	// NumResults is how many results there are.
+	NumResults = iota
+)
+
+var resultNames = [NumResults]string{"hit", "miss", "stale", "bypass"}
+
+// String returns the result's name, such as "hit".
+func (r Result) String() string {
+	if int(r) < len(resultNames) {
+		return resultNames[r]
+	}
+	return fmt.Sprintf("result(%d)", r)
+}
+
+// Expander expands the placeholders of a template for one request;
+// *caddy.Replacer is one.
+type Expander interface {
+	ReplaceAll(input, empty string) string
+}
+
+// KeyRule is how one writer builds keys: the spec and the placeholder
+// templates whose values join the key. Writers with equal rules share one.
+type KeyRule struct {
+	spec         *httpcache.KeySpec
+	placeholders []string
+	id           string
+}
+
+// NewKeyRule returns the rule of a writer that keys on the named query
+// parameters (nil: every one), request headers and placeholder templates.
+func NewKeyRule(query, headers, placeholders []string) *KeyRule {
+	spec := httpcache.NewKeySpec(query, headers, placeholders)
+	return &KeyRule{spec: spec, placeholders: placeholders, id: fmt.Sprintf("%016x", spec.ID())}
+}
+
+// ID tells rules apart: equal rules have equal IDs.
+func (k *KeyRule) ID() string { return k.id }
+
+// Build returns the key of r under the rule, for the resource's primary
+// entry (vary nil) or for one of its variants. x expands the rule's
+// placeholders. The result is valid until b's next use.
+func (k *KeyRule) Build(b *httpcache.KeyBuilder, r *http.Request, x Expander, vary []string) []byte {
+	var values []string
+	if len(k.placeholders) > 0 {
+		values = make([]string, len(k.placeholders))
+		for i, t := range k.placeholders {
+			values[i] = x.ReplaceAll(t, "")
+		}
+	}
+	return b.Build(k.spec, r, values, vary)
+}
+
+var keyBuilders = sync.Pool{New: func() any { return new(httpcache.KeyBuilder) }}
+
+// GetKeyBuilder takes a key builder from a pool shared by every store.
+func GetKeyBuilder() *httpcache.KeyBuilder { return keyBuilders.Get().(*httpcache.KeyBuilder) }
+
+// PutKeyBuilder returns a key builder to the pool.
+func PutKeyBuilder(b *httpcache.KeyBuilder) {
+	b.Reset()
+	keyBuilders.Put(b)
+}
+
+// Lookup is what a reader found for one request without a fresh entry,
+// handed to the writer that fetches the response so it need not look
+// again: the store and the epochs before the lookup, the primary key
+// under a writer's rule, and the stale entry when there is one.
+type Lookup struct {
+	Store  *Store
+	Result Result // Miss or Stale
+
+	// Snapshot was taken before the lookup: an invalidation after it
+	// drops what the writer stores.
+	Snapshot Snapshot
+
+	// Host, Path and RawQuery are the request's as looked up; a writer
+	// that sees another request (rewritten on the way) looks again.
+	Host, Path, RawQuery string
+
+	// Rule is the writer's rule that Primary was built under: the one
+	// that found Stale, or else the first. Nil when no writer has
+	// registered a rule yet.
+	Rule    *KeyRule
+	Primary []byte
+
+	// Stale is the entry found past its freshness, if any.
+	Stale *Entry
+}
+
+// Matches reports whether the lookup was made for r in s.
+func (l *Lookup) Matches(s *Store, r *http.Request) bool {
+	return l != nil && l.Store == s && l.Host == r.Host && l.RawQuery == r.URL.RawQuery && l.Path == r.URL.EscapedPath()
+}
+
+// Find looks r up under the rule of every writer of the store at now. It
+// returns a fresh entry, or nil and what was found instead. x expands the
+// rules' placeholders. A fresh hit allocates nothing.
+func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup) {
+	path := r.URL.EscapedPath()
+	l := Lookup{
+		Store:    s,
+		Result:   Miss,
+		Snapshot: s.Snapshot(path),
+		Host:     r.Host,
+		Path:     path,
+		RawQuery: r.URL.RawQuery,
+	}
+	rules := s.Rules()
+	if len(rules) == 0 {
+		return nil, l
+	}
+	kb := GetKeyBuilder()
+	defer PutKeyBuilder(kb)
+	found := rules[0]
+	for _, rule := range rules {
+		e := s.Get(rule.Build(kb, r, x, nil))
+		if e != nil && e.Vary != nil {
+			e = s.Get(rule.Build(kb, r, x, e.Vary))
+		}
+		switch {
+		case e == nil:
+		case now.Before(e.Expires):
+			return e, Lookup{}
+		case l.Stale == nil:
+			l.Result, l.Stale, found = Stale, e, rule
+		}
+	}
+	l.Rule = found
+	l.Primary = slices.Clone(found.Build(kb, r, x, nil))
+	return nil, l
+}

@@ -1,0 +1,349 @@
+// Package cachestore is the engine of a named response cache: a store
+// bounded in bytes (ristretto underneath), the index that finds entries by
+// path and tag, the invalidation epochs that make flushes and purges exact
+// against stores in flight, the key rules of the writers, and the
+// counters. It knows nothing of Caddy: the handlers at the repository's
+// root build entries and hand them over, and every time is a parameter.
+package cachestore
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+
+	"github.com/caddy-gateway/gateway/internal/httpcache"
+)
+
+// Size defaults and bounds of a store, in bytes.
+const (
+	DefaultMaxSize      = 64 << 20
+	DefaultMaxEntrySize = 1 << 20
+	MinMaxSize          = 1 << 20
+)
+
+// Config is what a store is made with.
+type Config struct {
+	// Name identifies the store in errors and in Cache-Status.
+	Name string
+	// MaxSize bounds the memory the store holds, in bytes: bodies,
+	// headers, keys and bookkeeping. At least MinMaxSize.
+	MaxSize int64
+	// MaxEntrySize is the largest entry, headers and body, the store
+	// takes. Positive and at most half of MaxSize.
+	MaxEntrySize int64
+}
+
+// Validate reports what is wrong with the config's sizes, naming the
+// fields as the cache_pool app's JSON does.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxSize < MinMaxSize:
+		return fmt.Errorf("max_size %d is below the minimum of 1MiB", c.MaxSize)
+	case c.MaxEntrySize <= 0:
+		return fmt.Errorf("max_entry_size must be positive")
+	case c.MaxEntrySize > c.MaxSize/2:
+		return fmt.Errorf("max_entry_size %d exceeds half of max_size %d", c.MaxEntrySize, c.MaxSize)
+	}
+	return nil
+}
+
+// invalidationSlots spreads per-path invalidation counters: a store that
+// started before an invalidation of its path, or of the whole cache, is
+// dropped rather than written after it.
+const invalidationSlots = 256
+
+// Store is one named cache.
+type Store struct {
+	name  string
+	store *ristretto.Cache[[]byte, *Entry]
+	index index
+
+	maxSize      atomic.Int64
+	maxEntrySize atomic.Int64
+	fixedCost    int64
+
+	// mu orders stores against invalidations: a store holds it shared
+	// while it checks the epochs and writes; an invalidation holds it
+	// exclusively while it bumps the epochs, deletes and waits for the
+	// store's buffers to drain.
+	mu    sync.RWMutex
+	epoch atomic.Uint64
+	slots [invalidationSlots]atomic.Uint64
+
+	rulesMu sync.Mutex
+	rules   atomic.Pointer[[]*KeyRule]
+	refs    map[string]int // writers per rule ID, under rulesMu
+
+	flushing atomic.Bool
+	stats    counters
+}
+
+// New returns an empty store, or what is wrong with cfg.
+func New(cfg Config) (*Store, error) {
+	if cfg.Name == "" {
+		return nil, fmt.Errorf("a cache needs a name")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cache %q: %v", cfg.Name, err)
+	}
+	counters := counterCount(cfg.MaxSize)
+	s := &Store{name: cfg.Name, refs: make(map[string]int)}
+	// The admission counters and the store's write buffer are memory the
+	// cache holds; they come out of MaxSize.
+	s.fixedCost = counters*4 + 256<<10
+	store, err := ristretto.NewCache(&ristretto.Config[[]byte, *Entry]{
+		NumCounters: counters,
+		MaxCost:     cfg.MaxSize - s.fixedCost,
+		BufferItems: 64,
+		OnEvict:     s.onEvict,
+		OnReject:    s.onReject,
+		OnExit:      s.onExit,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cache %q: %v", cfg.Name, err)
+	}
+	s.store = store
+	s.maxSize.Store(cfg.MaxSize)
+	s.maxEntrySize.Store(cfg.MaxEntrySize)
+	s.index.init()
+	s.rules.Store(new([]*KeyRule))
+	return s, nil
+}
+
+// counterCount sizes ristretto's admission counters: about one per 256
+// bytes of capacity, ten per entry of 2.5 KiB.
+func counterCount(maxSize int64) int64 {
+	return min(max(maxSize/256, 1<<10), 1<<24)
+}
+
+// Name returns the store's name.
+func (s *Store) Name() string { return s.name }
+
+// MaxEntrySize returns the largest entry the store takes.
+func (s *Store) MaxEntrySize() int64 { return s.maxEntrySize.Load() }
+
+// Resize applies new sizes in place; entries are kept, and the store
+// evicts down to a smaller bound as new entries arrive.
+func (s *Store) Resize(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("cache %q: %v", s.name, err)
+	}
+	s.maxEntrySize.Store(cfg.MaxEntrySize)
+	if s.maxSize.Swap(cfg.MaxSize) != cfg.MaxSize {
+		s.store.UpdateMaxCost(cfg.MaxSize - s.fixedCost)
+	}
+	return nil
+}
+
+// Close releases the store's goroutines and memory.
+func (s *Store) Close() { s.store.Close() }
+
+func (s *Store) onEvict(item *ristretto.Item[*Entry]) {
+	if s.flushing.Load() {
+		return
+	}
+	if !item.Expiration.IsZero() && !item.Expiration.After(time.Now()) {
+		return // expired, not evicted for room
+	}
+	s.stats.evicted.Add(1)
+}
+
+func (s *Store) onReject(*ristretto.Item[*Entry]) {
+	s.stats.rejected.Add(1)
+	s.stats.record(httpcache.ReasonRefused)
+}
+
+// onExit runs whenever a value leaves the store, for any reason.
+func (s *Store) onExit(e *Entry) {
+	if e != nil {
+		s.index.remove(e)
+	}
+}
+
+// Snapshot is the state of the invalidation epochs that a store of one
+// path started under. Take it before the response is asked for: Put drops
+// the entry when the path, or the whole store, was invalidated since.
+type Snapshot struct{ global, slot uint64 }
+
+// pathSlot hashes the path with 32-bit FNV-1a.
+func pathSlot(path string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(path); i++ {
+		h ^= uint32(path[i])
+		h *= 16777619
+	}
+	return int(h % invalidationSlots)
+}
+
+// Snapshot returns the epochs that invalidations of path bump.
+func (s *Store) Snapshot(path string) Snapshot {
+	return Snapshot{s.epoch.Load(), s.slots[pathSlot(path)].Load()}
+}
+
+// Put stores the entry written for one request, and the Vary marker that
+// leads to it if there is one, unless an invalidation of their path
+// happened since snap was taken. It computes their costs, and returns
+// Stored or the reason nothing was stored. When it returns, a later Get
+// finds what was stored. ttl is how long the entry stays fresh; the store
+// keeps it a second longer.
+func (s *Store) Put(snap Snapshot, ttl time.Duration, e, marker *Entry) httpcache.Outcome {
+	e.computeCost()
+	if marker != nil {
+		marker.computeCost()
+	}
+	s.mu.RLock()
+	if snap != s.Snapshot(e.Path) {
+		s.mu.RUnlock()
+		return httpcache.ReasonInvalidated
+	}
+	storeTTL := ttl + time.Second
+	refused := false
+	for _, x := range [2]*Entry{e, marker} {
+		if x == nil {
+			continue
+		}
+		s.index.add(x)
+		if !s.store.SetWithTTL(x.Key, x, x.cost, storeTTL) {
+			s.index.remove(x)
+			refused = true
+		}
+	}
+	s.mu.RUnlock()
+	s.store.Wait()
+	if refused {
+		return httpcache.ReasonRefused
+	}
+	return httpcache.Stored
+}
+
+// Get returns the entry stored under key, if its key matches exactly.
+func (s *Store) Get(key []byte) *Entry {
+	e, ok := s.store.Get(key)
+	if !ok || e == nil || string(e.Key) != string(key) {
+		return nil
+	}
+	return e
+}
+
+// Flush drops every entry. When it returns, no Get finds any entry stored
+// before it, nor one from a Put whose snapshot was taken before it.
+func (s *Store) Flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.epoch.Add(1)
+	s.flushing.Store(true)
+	s.store.Clear()
+	s.index.clear()
+	s.flushing.Store(false)
+}
+
+// Purge drops the entries that t selects, and returns how many responses
+// it dropped (Vary markers are not counted). When it returns, no Get finds
+// them, nor an entry of a selected path from a Put whose snapshot was
+// taken before it.
+func (s *Store) Purge(t Target) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(t.Prefixes) > 0 || len(t.Tags) > 0 {
+		s.epoch.Add(1)
+	}
+	for _, u := range t.URLs {
+		s.slots[pathSlot(u.Path)].Add(1)
+	}
+	victims := s.index.match(t)
+	for _, e := range victims {
+		s.store.Del(e.Key)
+	}
+	s.store.Wait()
+	removed := 0
+	for _, e := range victims {
+		if e.Vary == nil {
+			removed++
+		}
+	}
+	return removed
+}
+
+// Stats is a store's state and counters at one moment.
+type Stats struct {
+	// Entries counts responses and Vary markers held.
+	Entries int
+	// UsedBytes is the memory held now, bookkeeping included; MaxSize its
+	// bound.
+	UsedBytes, MaxSize int64
+	// Requests counts lookups by result.
+	Requests [NumResults]uint64
+	// Outcomes counts the responses offered to the store, by outcome.
+	Outcomes [httpcache.NumOutcomes]uint64
+	// Evicted counts entries evicted for room; Rejected, entries the
+	// store's admission policy refused.
+	Evicted, Rejected uint64
+}
+
+// Stats returns the store's state and counters.
+func (s *Store) Stats() Stats {
+	st := Stats{
+		Entries:   s.index.entries(),
+		UsedBytes: s.store.MaxCost() - s.store.RemainingCost() + s.fixedCost,
+		MaxSize:   s.maxSize.Load(),
+		Evicted:   s.stats.evicted.Load(),
+		Rejected:  s.stats.rejected.Load(),
+	}
+	for i := range st.Requests {
+		st.Requests[i] = s.stats.requests[i].Load()
+	}
+	for i := range st.Outcomes {
+		st.Outcomes[i] = s.stats.outcomes[i].Load()
+	}
+	return st
+}
+
+// Count records the result of a lookup that the caller made.
+func (s *Store) Count(r Result) { s.stats.requests[r].Add(1) }
+
+// Record records the outcome of offering a response to the store, when
+// the caller decided it without calling Put.
+func (s *Store) Record(o httpcache.Outcome) { s.stats.record(o) }
+
+// counters count what happens to one store.
+type counters struct {
+	requests [NumResults]atomic.Uint64
+	outcomes [httpcache.NumOutcomes]atomic.Uint64
+	evicted  atomic.Uint64
+	rejected atomic.Uint64
+}
+
+func (c *counters) record(o httpcache.Outcome) { c.outcomes[o].Add(1) }
+
+// AddRule makes a writer's key rule known to readers of the store.
+func (s *Store) AddRule(r *KeyRule) {
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	s.refs[r.id]++
+	if s.refs[r.id] > 1 {
+		return
+	}
+	rules := slices.Clone(*s.rules.Load())
+	rules = append(rules, r)
+	s.rules.Store(&rules)
+}
+
+// RemoveRule forgets a writer's key rule once no writer uses it.
+func (s *Store) RemoveRule(r *KeyRule) {
+	s.rulesMu.Lock()
+	defer s.rulesMu.Unlock()
+	s.refs[r.id]--
+	if s.refs[r.id] > 0 {
+		return
+	}
+	delete(s.refs, r.id)
+	rules := slices.DeleteFunc(slices.Clone(*s.rules.Load()), func(x *KeyRule) bool { return x.id == r.id })
+	s.rules.Store(&rules)
+}
+
+// Rules returns the key rules of the store's writers, read-only.
+func (s *Store) Rules() []*KeyRule { return *s.rules.Load() }

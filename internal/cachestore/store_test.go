@@ -1,0 +1,406 @@
+package cachestore
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-gateway/gateway/internal/httpcache"
+)
+
+// now is the explicit time of every test here.
+var now = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+
+func newTestStore(t testing.TB, maxSize int64) *Store {
+	t.Helper()
+	s, err := New(Config{Name: "test", MaxSize: maxSize, MaxEntrySize: maxSize / 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// noPlaceholders expands nothing: the rules of these tests have none.
+type noPlaceholders struct{}
+
+func (noPlaceholders) ReplaceAll(s, _ string) string { return s }
+
+// put stores a response with body under the target's primary key, fresh
+// for an hour from now.
+func put(t testing.TB, s *Store, rule *KeyRule, target string, body []byte, tags ...string) *Entry {
+	t.Helper()
+	r := httptest.NewRequest("GET", target, nil)
+	var kb httpcache.KeyBuilder
+	e := &Entry{
+		Key:     slices.Clone(rule.Build(&kb, r, noPlaceholders{}, nil)),
+		Host:    "example.com",
+		Path:    r.URL.EscapedPath(),
+		Tags:    tags,
+		Status:  200,
+		Fields:  []Field{{"Content-Type", []string{"text/plain"}}},
+		Body:    body,
+		Expires: now.Add(time.Hour),
+	}
+	s.Put(s.Snapshot(e.Path), time.Hour, e, nil)
+	return e
+}
+
+// checkIndex fails unless the index and the store agree: every indexed
+// entry is the one the store holds under its key, by path as by tag.
+func checkIndex(t testing.TB, s *Store) {
+	t.Helper()
+	s.store.Wait()
+	s.index.mu.Lock()
+	defer s.index.mu.Unlock()
+	var indexed []*Entry
+	for _, head := range s.index.byPath {
+		for e := head; e != nil; e = e.nextPath {
+			indexed = append(indexed, e)
+		}
+	}
+	if len(indexed) != s.index.count {
+		t.Errorf("index lists %d entries but counts %d", len(indexed), s.index.count)
+	}
+	for _, e := range indexed {
+		if got, _ := s.store.Get(e.Key); got != e {
+			t.Fatalf("index holds %s, which the store does not", e.Path)
+		}
+	}
+	for tag, set := range s.index.byTag {
+		for e := range set {
+			if !slices.Contains(e.Tags, tag) || !e.indexed {
+				t.Fatalf("tag %s lists an entry it should not", tag)
+			}
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Name: "a", MaxSize: MinMaxSize, MaxEntrySize: MinMaxSize / 2}, ""},
+		{Config{Name: "a", MaxSize: MinMaxSize - 1, MaxEntrySize: 1}, "max_size 1048575 is below the minimum of 1MiB"},
+		{Config{Name: "a", MaxSize: 4 << 20, MaxEntrySize: 0}, "max_entry_size must be positive"},
+		{Config{Name: "a", MaxSize: 4 << 20, MaxEntrySize: 2<<20 + 1}, "exceeds half of max_size"},
+	}
+	for _, tt := range tests {
+		err := tt.cfg.Validate()
+		if (err == nil) != (tt.want == "") || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%+v: got %v, want %q", tt.cfg, err, tt.want)
+		}
+		if _, err := New(tt.cfg); (err == nil) != (tt.want == "") {
+			t.Errorf("New(%+v) gave %v, unlike Validate", tt.cfg, err)
+		}
+	}
+	if _, err := New(Config{MaxSize: 4 << 20, MaxEntrySize: 1 << 20}); err == nil {
+		t.Error("New accepted a store without a name")
+	}
+}
+
+func TestPutGetPurgeFlush(t *testing.T) {
+	s := newTestStore(t, 4<<20)
+	rule := NewKeyRule(nil, nil, nil)
+	a := put(t, s, rule, "/a", []byte("a"), "t1")
+	b := put(t, s, rule, "/b/1", []byte("b"), "t2")
+	c := put(t, s, rule, "/c/2", []byte("c"), "t2")
+	d := put(t, s, rule, "http://other.example/d", []byte("d"))
+	for _, e := range []*Entry{a, b, c, d} {
+		if s.Get(e.Key) != e {
+			t.Fatalf("%s is not found at once", e.Path)
+		}
+	}
+	if st := s.Stats(); st.Entries != 4 || st.UsedBytes <= 0 || st.MaxSize != 4<<20 {
+		t.Errorf("stats %+v", st)
+	}
+	if n := s.Purge(Target{Tags: []string{"t2"}}); n != 2 || s.Get(b.Key) != nil || s.Get(c.Key) != nil {
+		t.Errorf("purge by tag removed %d", n)
+	}
+	if n := s.Purge(Target{URLs: []URL{{Host: "elsewhere.example", Path: "/a"}}}); n != 0 || s.Get(a.Key) != a {
+		t.Errorf("a purge on another host removed %d", n)
+	}
+	if n := s.Purge(Target{URLs: []URL{{Path: "/a"}}}); n != 1 || s.Get(a.Key) != nil {
+		t.Errorf("purge by URL on any host removed %d", n)
+	}
+	e := put(t, s, rule, "/p/x", []byte("x"))
+	if n := s.Purge(Target{Prefixes: []string{"/p/"}}); n != 1 || s.Get(e.Key) != nil || s.Get(d.Key) != d {
+		t.Errorf("purge by prefix removed %d", n)
+	}
+	s.Flush()
+	if s.Stats().Entries != 0 || s.Get(d.Key) != nil {
+		t.Error("entries remain after a flush")
+	}
+	if s.Stats().Evicted != 0 {
+		t.Error("purges and a flush counted evictions")
+	}
+	checkIndex(t, s)
+}
+
+// TestEpochsDropLateStores: a store whose snapshot was taken before an
+// invalidation of its path, or of the whole store, is dropped.
+func TestEpochsDropLateStores(t *testing.T) {
+	s := newTestStore(t, 4<<20)
+	late := func(path string) *Entry {
+		return &Entry{Key: []byte("k" + path), Path: path, Expires: now.Add(time.Hour)}
+	}
+	for _, tt := range []struct {
+		name       string
+		invalidate func()
+		path       string
+		want       httpcache.Outcome
+	}{
+		{"same path", func() { s.Purge(Target{URLs: []URL{{Path: "/a"}}}) }, "/a", httpcache.ReasonInvalidated},
+		{"prefix", func() { s.Purge(Target{Prefixes: []string{"/zzz"}}) }, "/b", httpcache.ReasonInvalidated},
+		{"tag", func() { s.Purge(Target{Tags: []string{"none"}}) }, "/c", httpcache.ReasonInvalidated},
+		{"flush", s.Flush, "/d", httpcache.ReasonInvalidated},
+		{"nothing", func() {}, "/e", httpcache.Stored},
+	} {
+		snap := s.Snapshot(tt.path)
+		tt.invalidate()
+		e := late(tt.path)
+		if got := s.Put(snap, time.Hour, e, nil); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+		if found := s.Get(e.Key) != nil; found != (tt.want == httpcache.Stored) {
+			t.Errorf("%s: found %v after %v", tt.name, found, tt.want)
+		}
+	}
+	if st := s.Stats(); st.Outcomes[httpcache.ReasonInvalidated] != 0 {
+		t.Error("Put counted an outcome: the caller records it")
+	}
+}
+
+// TestEpochsRaceStores runs stores against flushes and purges: whatever
+// the interleaving, nothing whose snapshot predates the last invalidation
+// survives it, and the index agrees with the store.
+func TestEpochsRaceStores(t *testing.T) {
+	s := newTestStore(t, 8<<20)
+	rule := NewKeyRule(nil, nil, nil)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				put(t, s, rule, fmt.Sprintf("/r/%d/%d", g, i%64), []byte("x"), "t")
+			}
+		})
+	}
+	for i := range 300 {
+		switch i % 3 {
+		case 0:
+			s.Purge(Target{URLs: []URL{{Path: fmt.Sprintf("/r/0/%d", i%64)}}})
+		case 1:
+			s.Purge(Target{Tags: []string{"t"}})
+		default:
+			s.Flush()
+		}
+	}
+	close(stop)
+	wg.Wait()
+	checkIndex(t, s)
+	snap := s.Snapshot("/r/0/1")
+	s.Flush()
+	if s.Stats().Entries != 0 {
+		t.Errorf("%d entries after the last flush", s.Stats().Entries)
+	}
+	if s.Put(snap, time.Hour, &Entry{Key: []byte("late"), Path: "/r/0/1"}, nil) != httpcache.ReasonInvalidated {
+		t.Error("a store from before the last flush was kept")
+	}
+}
+
+// TestIndexFollowsEvictions fills a small store far beyond its bound: the
+// index must drop what the store evicts or refuses, and hold nothing the
+// store does not.
+func TestIndexFollowsEvictions(t *testing.T) {
+	s := newTestStore(t, 1<<20)
+	rule := NewKeyRule(nil, nil, nil)
+	body := make([]byte, 1024)
+	for i := range 5000 {
+		put(t, s, rule, fmt.Sprintf("/item/%d", i), body, fmt.Sprintf("tag-%d", i%10))
+	}
+	s.store.Wait()
+	st := s.Stats()
+	if st.UsedBytes > 1<<20 {
+		t.Errorf("store holds %d bytes, over its bound of %d", st.UsedBytes, 1<<20)
+	}
+	if st.Entries == 0 || st.Entries >= 5000 {
+		t.Fatalf("index holds %d entries after 5000 stores into 1MiB", st.Entries)
+	}
+	checkIndex(t, s)
+	if st.Evicted+st.Rejected == 0 {
+		t.Error("no eviction or rejection counted")
+	}
+}
+
+// TestFloodStaysBounded stores many unique responses and measures the live
+// heap: it must stay within the store's bound, whatever the flood's size.
+// (Live bytes, not the spans that hold them: after heavy churn the Go
+// allocator keeps partly empty spans, which the benchmarks measure as RSS.)
+func TestFloodStaysBounded(t *testing.T) {
+	const maxSize = 8 << 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s := newTestStore(t, maxSize)
+	rule := NewKeyRule(nil, nil, nil)
+	for i := range 200_000 {
+		put(t, s, rule, fmt.Sprintf("/flood/%d?q=%d", i, i), make([]byte, 200+i%300))
+	}
+	s.store.Wait()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	st := s.Stats()
+	t.Logf("heap grew by %d bytes for a store of %d (used %d, %d entries)", grown, maxSize, st.UsedBytes, st.Entries)
+	if limit := int64(maxSize) * 110 / 100; grown > limit {
+		t.Errorf("heap grew by %d bytes, over %d", grown, limit)
+	}
+}
+
+// TestFind looks up fresh, stale, varied and missing entries under the
+// rules of two writers, at explicit times.
+func TestFind(t *testing.T) {
+	s := newTestStore(t, 4<<20)
+	all := NewKeyRule(nil, nil, nil)
+	pageOnly := NewKeyRule([]string{"page"}, nil, nil)
+	s.AddRule(all)
+	s.AddRule(pageOnly)
+	s.AddRule(NewKeyRule(nil, nil, nil)) // a second writer with an equal rule
+	if n := len(s.Rules()); n != 2 {
+		t.Fatalf("%d rules, want 2", n)
+	}
+	fresh := put(t, s, pageOnly, "/f?page=1", []byte("f"))
+	stale := put(t, s, all, "/s", []byte("s"))
+
+	if e, _ := s.Find(httptest.NewRequest("GET", "/f?page=1&utm=x", nil), noPlaceholders{}, now); e != fresh {
+		t.Error("a fresh entry stored under the second rule is not found")
+	}
+	e, l := s.Find(httptest.NewRequest("GET", "/s", nil), noPlaceholders{}, now.Add(2*time.Hour))
+	if e != nil || l.Result != Stale || l.Stale != stale || l.Rule != all || string(l.Primary) != string(stale.Key) {
+		t.Errorf("stale lookup: %v %+v", e, l)
+	}
+	if l.Snapshot != s.Snapshot("/s") || l.Path != "/s" || l.Store != s {
+		t.Errorf("the lookup does not carry its snapshot and request: %+v", l)
+	}
+	e, l = s.Find(httptest.NewRequest("GET", "/none", nil), noPlaceholders{}, now)
+	if e != nil || l.Result != Miss || l.Stale != nil || l.Rule != all || len(l.Primary) == 0 {
+		t.Errorf("miss: %v %+v", e, l)
+	}
+
+	// A Vary marker leads to the variant of the request's header values.
+	r := httptest.NewRequest("GET", "/v", nil)
+	r.Header.Set("Accept", "text/html")
+	var kb httpcache.KeyBuilder
+	primary := slices.Clone(all.Build(&kb, r, noPlaceholders{}, nil))
+	variant := &Entry{Key: slices.Clone(all.Build(&kb, r, noPlaceholders{}, []string{"Accept"})), Path: "/v", Expires: now.Add(time.Hour)}
+	marker := &Entry{Key: primary, Path: "/v", Vary: []string{"Accept"}, Expires: now.Add(time.Hour)}
+	if got := s.Put(s.Snapshot("/v"), time.Hour, variant, marker); got != httpcache.Stored {
+		t.Fatalf("variant: %v", got)
+	}
+	if e, _ := s.Find(r, noPlaceholders{}, now); e != variant {
+		t.Error("the variant is not found through its marker")
+	}
+	r.Header.Set("Accept", "application/json")
+	if e, l := s.Find(r, noPlaceholders{}, now); e != nil || l.Result != Miss {
+		t.Error("another Accept found the variant")
+	}
+	if n := s.Purge(Target{URLs: []URL{{Path: "/v"}}}); n != 1 {
+		t.Errorf("purging a varied resource counted %d responses", n)
+	}
+}
+
+func TestFindAllocatesNothingOnAHit(t *testing.T) {
+	s := newTestStore(t, 4<<20)
+	rule := NewKeyRule([]string{"page"}, []string{"Accept"}, nil)
+	s.AddRule(rule)
+	put(t, s, rule, "/f?page=1", []byte("f"))
+	r := httptest.NewRequest("GET", "/f?page=1", nil)
+	allocs := testing.AllocsPerRun(100, func() {
+		if e, _ := s.Find(r, noPlaceholders{}, now); e == nil {
+			t.Fatal("no hit")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("a hit allocates %v times", allocs)
+	}
+}
+
+// TestStoredFields keeps the response's own fields, without those of one
+// connection, Content-Length, and the fields outer handlers set that no
+// inner handler replaced; the upstream's Cache-Status comes apart.
+func TestStoredFields(t *testing.T) {
+	h := http.Header{"X-Outer": {"request's"}, "X-Replaced": {"old"}}
+	outer := OuterFields(nil, h)
+	h["X-Replaced"] = []string{"new"}
+	h["Content-Type"] = []string{"application/json"}
+	h["Vary"] = []string{"Accept", "Accept-Language"}
+	h["Cache-Status"] = []string{"origin; hit"}
+	for _, name := range []string{"Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Trailer", "Upgrade"} {
+		h[name] = []string{"x"}
+	}
+	fields, cacheStatus := StoredFields(h, outer)
+	got := map[string][]string{}
+	for _, f := range fields {
+		got[f.Name] = f.Values
+	}
+	want := map[string][]string{
+		"X-Replaced":   {"new"},
+		"Content-Type": {"application/json"},
+		"Vary":         {"Accept", "Accept-Language"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("stored %v, want %v", got, want)
+	}
+	if len(cacheStatus) != 1 || cacheStatus[0] != "origin; hit" {
+		t.Errorf("Cache-Status %q", cacheStatus)
+	}
+	// A handler that appends to a stored value on a hit must copy it, not
+	// write into the field next to it in the shared block.
+	for _, f := range append(fields, Field{"Cache-Status", cacheStatus}) {
+		if cap(f.Values) != len(f.Values) {
+			t.Errorf("%s has room to grow in place", f.Name)
+		}
+	}
+	// The stored values are copies: a later change to the live header
+	// leaves them as they were.
+	h["Content-Type"][0] = "text/html"
+	if got["Content-Type"][0] != "application/json" {
+		t.Errorf("the stored Content-Type followed the live header")
+	}
+}
+
+func TestTagsAreBounded(t *testing.T) {
+	h := http.Header{}
+	h.Add("Surrogate-Key", "a b,c")
+	h.Add("Surrogate-Key", strings.Repeat("x", MaxTagLen+1)+" d")
+	h.Add("X-Tags", strings.Repeat("t ", 2*MaxTagsPerEntry))
+	got := Tags(h, []string{"Surrogate-Key", "X-Tags"})
+	if len(got) != MaxTagsPerEntry || !slices.Equal(got[:4], []string{"a", "b", "c", "d"}) {
+		t.Errorf("tags %q (%d)", got[:min(len(got), 5)], len(got))
+	}
+}
+
+func TestResultNames(t *testing.T) {
+	want := []string{"hit", "miss", "stale", "bypass"}
+	for r := range Result(NumResults) {
+		if r.String() != want[r] {
+			t.Errorf("result %d is %q", r, r.String())
+		}
+	}
+	if Result(NumResults).String() != "result(4)" {
+		t.Error("an unknown result has a known name")
+	}
+}
