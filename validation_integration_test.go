@@ -1,0 +1,187 @@
+package gateway_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// validateJSON runs `caddy validate` on a JSON config and returns its
+// output and whether it passed.
+func validateJSON(t *testing.T, config string) (string, bool) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "caddy.json")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddyBin(t), "validate", "--config", path)
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	// Caddy logs the error as JSON: quotes in it come escaped.
+	return strings.ReplaceAll(string(out), `\"`, `"`), err == nil
+}
+
+// jsonConfig is a whole config: one server whose route runs handler, and
+// the cache_pool app when pool is not empty.
+func jsonConfig(pool, handler string) string {
+	apps := ""
+	if pool != "" {
+		apps = `"cache_pool": ` + pool + `,`
+	}
+	return fmt.Sprintf(`{"admin": {"disabled": true}, "apps": {%s "http": {"servers": {"s": {"listen": [":0"],
+		"routes": [{"handle": [%s, {"handler": "static_response", "body": "ok"}]}]}}}}}`, apps, handler)
+}
+
+// caddyfileIn is a Caddyfile with the global options globals and one site
+// whose body is site; line 1 is the opening brace of the globals.
+func caddyfileIn(globals, site string) string {
+	return "{\n\tadmin off\n" + globals + "}\n:0 {\n" + site + "\trespond ok\n}\n"
+}
+
+// TestValidationRules: every rule refuses the same bad value in JSON, through
+// `caddy validate`, and in a Caddyfile, with the file and line; both
+// messages name the field. A rule that a Caddyfile cannot express (a
+// negative number, which its parsers refuse as such) has no Caddyfile.
+func TestValidationRules(t *testing.T) {
+	const read = `{"handler": "cache_read", "cache": "products"}`
+	zone := func(fields string) string {
+		return `{"handler": "rate_limit", "rate_limits": {"z": {"key": "k", "max_events": 3, "window": 60000000000` + fields + `}}}`
+	}
+	zoneBlock := func(lines string) string {
+		return "\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 3\n\t\t\twindow 1m\n" + lines + "\t\t}\n\t}\n"
+	}
+	tests := []struct {
+		name          string
+		pool, handler string // the JSON config's
+		globals, site string // the Caddyfile's; both empty when it cannot say it
+		want          string
+		line          int
+	}{
+		{"pool max_size", `{"max_size": 524288}`, read, "\tcache_pool {\n\t\tmax_size 512KiB\n\t}\n", "\tcache_read products\n",
+			"max_size 524288 is below the minimum of 1MiB", 4},
+		{"cache max_entry_size", `{"caches": {"products": {"max_size": 2097152, "max_entry_size": 1536000}}}`, read,
+			"\tcache_pool {\n\t\tcache products {\n\t\t\tmax_size 2MiB\n\t\t\tmax_entry_size 1500KiB\n\t\t}\n\t}\n", "\tcache_read products\n",
+			`cache "products": max_entry_size 1536000 exceeds half of max_size 2097152`, 7},
+		{"negative pool size", `{"max_entry_size": -1}`, read, "", "", "max_entry_size must be positive", 0},
+		{"pool redis", `{"redis": "http://127.0.0.1:1"}`, read, "\tcache_pool {\n\t\tredis http://127.0.0.1:1\n\t}\n", "\tcache_read products\n",
+			"redis: invalid URL", 4},
+		{"cache_write name", "", `{"handler": "cache_write"}`, "", "\tcache_write\n", "cache_write: missing cache name", 5},
+		{"cache_write status", "", `{"handler": "cache_write", "cache": "p", "status": [99]}`, "", "\tcache_write p {\n\t\tstatus 99\n\t}\n",
+			"cache_write p: status: 99 is not a final status code", 6},
+		{"cache_write ttl", "", `{"handler": "cache_write", "cache": "p", "ttl": -1}`, "", "", "cache_write p: ttl must not be negative", 0},
+		{"cache_write max_ttl", "", `{"handler": "cache_write", "cache": "p", "max_ttl": -1}`, "", "", "cache_write p: max_ttl must not be negative", 0},
+		{"cache_write key_headers", "", `{"handler": "cache_write", "cache": "p", "key_headers": ["a b"]}`, "", "\tcache_write p {\n\t\tkey_headers \"a b\"\n\t}\n",
+			`cache_write p: key_headers: "a b" is not a header field name`, 6},
+		{"cache_write tags_from", "", `{"handler": "cache_write", "cache": "p", "tags_from": ["x:y"]}`, "", "\tcache_write p {\n\t\ttags_from x:y\n\t}\n",
+			`cache_write p: tags_from: "x:y" is not a header field name`, 6},
+		{"cache_read name", "", `{"handler": "cache_read"}`, "", "\tcache_read\n", "cache_read: missing cache name", 5},
+		{"cache_invalidate prefixes", "", `{"handler": "cache_invalidate", "cache": "p", "prefixes": ["p/"]}`, "", "\tcache_invalidate p {\n\t\tprefixes p/\n\t}\n",
+			`cache_invalidate p: prefixes: "p/" must start with /`, 6},
+		{"cache_invalidate urls", "", `{"handler": "cache_invalidate", "cache": "p", "urls": ["ftp://h/a"]}`, "", "\tcache_invalidate p {\n\t\turls ftp://h/a\n\t}\n",
+			`cache_invalidate p: urls: "ftp://h/a": unsupported scheme "ftp"`, 6},
+		{"cache_invalidate methods", "", `{"handler": "cache_invalidate", "cache": "p", "methods": ["GET POST"]}`, "", "\tcache_invalidate p {\n\t\tmethods \"GET POST\"\n\t}\n",
+			`cache_invalidate p: methods: "GET POST" is not a method`, 6},
+		{"rate_limit headers", "", `{"handler": "rate_limit", "headers": "x", "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\theaders x\n\t}\n", "rate_limit: headers must be ietf, legacy, both or off", 6},
+		{"rate_limit fail_mode", "", `{"handler": "rate_limit", "fail_mode": "x", "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\tfail_mode x\n\t}\n", "rate_limit: fail_mode must be local, open or closed", 6},
+		{"rate_limit jitter", "", `{"handler": "rate_limit", "jitter": 2, "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\tjitter 2\n\t}\n", "rate_limit: jitter must be a fraction between 0 and 1", 6},
+		{"rate_limit max_keys", "", `{"handler": "rate_limit", "max_keys": -1, "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
+			"", "rate_limit: max_keys must be positive", 0},
+		{"rate_limit redis", "", `{"handler": "rate_limit", "redis": "http://h", "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\tredis http://h\n\t}\n", "rate_limit: redis: invalid URL", 6},
+		{"rate_limit no zone", "", `{"handler": "rate_limit"}`, "", "\trate_limit {\n\t\tfail_mode open\n\t}\n",
+			"rate_limit: at least one zone is required", 7},
+		{"zone name", "", `{"handler": "rate_limit", "rate_limits": {"a/b": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\tzone a/b {\n\t\t\tkey k\n\t\t\tevents 1\n\t\t\twindow 1m\n\t\t}\n\t}\n", "zone a/b: a zone name holds only letters", 10},
+		{"zone key", "", `{"handler": "rate_limit", "rate_limits": {"z": {"max_events": 1, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\tzone z {\n\t\t\tevents 1\n\t\t\twindow 1m\n\t\t}\n\t}\n", "zone z: key is required", 9},
+		{"zone algorithm", "", zone(`, "algorithm": "gcra"`), "", zoneBlock("\t\t\talgorithm gcra\n"), `zone z: unknown algorithm "gcra"`, 10},
+		{"zone events", "", `{"handler": "rate_limit", "rate_limits": {"z": {"key": "k", "max_events": 0, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 0\n\t\t\twindow 1m\n\t\t}\n\t}\n", "zone z: events must be", 8},
+		{"zone window", "", `{"handler": "rate_limit", "rate_limits": {"z": {"key": "k", "max_events": 1}}}`, "",
+			"\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 1\n\t\t}\n\t}\n", "zone z: window must be positive", 9},
+		{"zone cost above events", "", zone(`, "cost": "5"`), "", zoneBlock("\t\t\tcost 5\n"), "zone z: cost 5 is above events (max_events) 3", 11},
+		{"zone burst below cost", "", zone(`, "algorithm": "token_bucket", "burst": 2, "cost": "3"`), "",
+			zoneBlock("\t\t\talgorithm token_bucket\n\t\t\tburst 2\n\t\t\tcost 3\n"), "zone z: burst 2 is below cost 3", 13},
+		{"zone cost", "", zone(`, "cost": "abc"`), "", zoneBlock("\t\t\tcost abc\n"), `zone z: cost must be a positive number or a placeholder, not "abc"`, 11},
+		{"zone ipv4_prefix", "", zone(`, "ipv4_prefix": 40`), "", zoneBlock("\t\t\tipv4_prefix 40\n"), "zone z: ipv4_prefix must be 1 to 32", 10},
+		{"zone ipv6_prefix", "", zone(`, "ipv6_prefix": -1`), "", "", "zone z: ipv6_prefix must be 1 to 128", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			out, ok := validateJSON(t, jsonConfig(tt.pool, tt.handler))
+			if ok || !strings.Contains(out, tt.want) {
+				t.Errorf("JSON: validate passed=%v, want a failure saying %q:\n%s", ok, tt.want, tail(out, 3))
+			}
+			if tt.globals == "" && tt.site == "" {
+				return
+			}
+			_, err := adapt(caddyfileIn(tt.globals, tt.site), "Caddyfile")
+			where := fmt.Sprintf("Caddyfile:%d", tt.line)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !regexp.MustCompile(regexp.QuoteMeta(where)+`\b`).MatchString(err.Error()) {
+				t.Errorf("Caddyfile: got %v, want %q at %s", err, tt.want, where)
+			}
+		})
+	}
+}
+
+// TestKeyHeadersCaddyDrops: a key that reads a request header whose name
+// holds '_' or '.' is refused at load unless a server keeps the header,
+// in cache_write and in rate_limit, and the message names the option
+// that fixes it.
+func TestKeyHeadersCaddyDrops(t *testing.T) {
+	tests := []struct {
+		name, globals, site, want string
+	}{
+		{"cache_write", "", "\tcache_write p {\n\t\tkey_headers client_id\n\t}\n", "expected_underscore_headers"},
+		{"cache_write placeholder", "", "\tcache_write p {\n\t\tkey_placeholders {http.request.header.X.Api}\n\t}\n", "expected_dot_headers"},
+		{"rate_limit", "", "\trate_limit {\n\t\tzone z {\n\t\t\tkey {http.request.header.access_token}\n\t\t\tevents 1\n\t\t\twindow 1m\n\t\t}\n\t}\n", "expected_underscore_headers"},
+		{"kept", "\tservers {\n\t\texpected_underscore_headers client_id access_*\n\t}\n",
+			"\tcache_write p {\n\t\tkey_headers client_id\n\t}\n\trate_limit {\n\t\tzone z {\n\t\t\tkey {header.access_token}\n\t\t\tevents 1\n\t\t\twindow 1m\n\t\t}\n\t}\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			out, ok := validate(t, caddyfileIn(tt.globals, tt.site))
+			switch {
+			case tt.want == "" && !ok:
+				t.Errorf("refused a header the server keeps:\n%s", tail(out, 3))
+			case tt.want != "" && (ok || !strings.Contains(out, tt.want)):
+				t.Errorf("validate passed=%v, want a failure naming %s:\n%s", ok, tt.want, tail(out, 3))
+			}
+		})
+	}
+}
+
+// TestKeyHeaderWithUnderscoreKeys: once the server keeps client_id, two
+// client_id values are two entries.
+func TestKeyHeaderWithUnderscoreKeys(t *testing.T) {
+	up := newUpstream(t, serial("Cache-Control", "max-age=60"))
+	g := startGateway(t, "\tservers {\n\t\texpected_underscore_headers client_id\n\t}\n", `
+	cache_read p
+	cache_write p {
+		key_headers client_id
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	a1 := g.get("/r", "client_id: a")
+	b1 := g.get("/r", "client_id: b")
+	a2 := g.get("/r", "client_id: a")
+	if !a2.isHit() || a2.body != a1.body {
+		t.Errorf("client a's second request: %q %s", a2.cacheStatus(), a2.body)
+	}
+	if b1.isHit() || b1.body == a1.body {
+		t.Errorf("client b was served client a's entry: %q", b1.cacheStatus())
+	}
+	if n := up.count("/r"); n != 2 {
+		t.Errorf("origin reached %d times, want 2", n)
+	}
+}
