@@ -32,8 +32,16 @@ const (
 // admits it, and refuses it with 429 otherwise. Zones are named globally:
 // handlers that name the same zone share its state, and a config reload
 // keeps it.
+//
+// It reads the placeholders of each zone's key and cost, and sets:
+//
+// Placeholder | Description
+// ------------|-------------
+// `{http.rate_limit.exceeded.name}` | the zone that refused the request
+// `{http.rate_limit.<zone>.remaining}` | the units the request's key has left in the zone, after it
 type RateLimit struct {
-	// RateLimits are the zones, by name.
+	// RateLimits are the zones, by name: letters, digits, '_', '.' and
+	// '-'. At least one. Placeholders do not work in names.
 	RateLimits map[string]*ZoneConfig `json:"rate_limits,omitempty"`
 
 	// Headers selects the rate-limit response headers: "ietf" (default;
@@ -42,14 +50,15 @@ type RateLimit struct {
 	// "both" or "off".
 	Headers string `json:"headers,omitempty"`
 
-	// MaxKeys bounds the keys each zone holds in memory. Default 1000000.
+	// MaxKeys bounds the keys each zone holds in memory, exactly; a new key
+	// beyond it evicts the key closest to rest. Default 1000000.
 	MaxKeys int `json:"max_keys,omitempty"`
 
-	// Jitter adds up to this fraction of the wait, at random, to
-	// Retry-After, so refused clients do not return all at once.
+	// Jitter adds up to this fraction (0 to 1) of the wait, at random, to
+	// Retry-After, so refused clients do not return all at once. Default 0.
 	Jitter float64 `json:"jitter,omitempty"`
 
-	// LogKey puts the raw key in the logs of decisions; by default logs
+	// LogKey puts the raw key in the logs of decisions. Default: logs
 	// show a hash of it.
 	LogKey bool `json:"log_key,omitempty"`
 
@@ -57,11 +66,12 @@ type RateLimit struct {
 	SweepInterval caddy.Duration `json:"sweep_interval,omitempty"`
 
 	// DisableMetrics stops this handler from counting its decisions.
+	// Default: counted.
 	DisableMetrics bool `json:"disable_metrics,omitempty"`
 
 	// Redis is the URL of a Redis that holds the zones' state for a cluster
-	// of nodes (redis:// or rediss://, user, password, database).
-	// Placeholders such as {env.REDIS_URL} work. Default: process memory.
+	// of nodes (redis:// or rediss://, user, password, database). Global
+	// placeholders such as {env.REDIS_URL} work. Default: process memory.
 	Redis string `json:"redis,omitempty"`
 
 	// FailMode says what happens while Redis fails: "local" (default)
@@ -90,14 +100,17 @@ type ZoneConfig struct {
 	// MatcherSetsRaw selects the requests the zone applies to. Default: all.
 	MatcherSetsRaw caddyhttp.RawMatcherSets `json:"match,omitempty" caddy:"namespace=http.matchers"`
 
-	// Key is a placeholder template whose value tells apart the callers
-	// limited separately, such as {client_ip}. Required.
+	// Key is a template whose value tells apart the callers limited
+	// separately, such as {client_ip}; placeholders work. A request header
+	// whose name holds '_' or '.' must be kept by the server's
+	// expected_underscore_headers or expected_dot_headers. Required.
 	Key string `json:"key"`
 
-	// MaxEvents is the limit's N: events allowed per Window. Required.
+	// MaxEvents is the limit's N: units allowed per Window. Required,
+	// positive (the Caddyfile's events).
 	MaxEvents int64 `json:"max_events"`
 
-	// Window is the limit's W. Required.
+	// Window is the limit's W, from 16ms to 366 days. Required.
 	Window caddy.Duration `json:"window"`
 
 	// Algorithm is fixed_window, sliding_window (default), token_bucket or
@@ -105,18 +118,20 @@ type ZoneConfig struct {
 	Algorithm string `json:"algorithm,omitempty"`
 
 	// Burst is the token bucket's capacity or the leaky bucket's queue
-	// length. Default: MaxEvents.
+	// length, at least Cost; the windows ignore it. Default: MaxEvents.
 	Burst int64 `json:"burst,omitempty"`
 
-	// Cost is the units a request takes: a number or a placeholder that
-	// expands to one. Default 1.
+	// Cost is the units a request takes: a positive number, at most the
+	// zone's capacity (MaxEvents, or Burst for a bucket), or a placeholder
+	// that expands to a number for each request. Default 1.
 	Cost string `json:"cost,omitempty"`
 
-	// DryRun counts and reports, but never refuses.
+	// DryRun counts and reports, but never refuses. Default: off.
 	DryRun bool `json:"dry_run,omitempty"`
 
-	// IPv4Prefix and IPv6Prefix, when the key is an IP address, limit its
-	// whole network of that prefix length together.
+	// IPv4Prefix (1 to 32) and IPv6Prefix (1 to 128), when the key is an
+	// IP address, limit its whole network of that prefix length together.
+	// Default: each address alone.
 	IPv4Prefix int `json:"ipv4_prefix,omitempty"`
 	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
 }

@@ -50,8 +50,8 @@ func acquireRedis(rawURL string, timeout time.Duration) (*redisClient, error) {
 	return val.(*redisClient), nil
 }
 
-// validateRedisURL checks a Redis URL as acquireRedis will read it. A URL
-// with placeholders is checked when they are expanded, at provisioning.
+// validateRedisURL checks a Redis URL as acquireRedis will read it, with
+// its global placeholders expanded. Nothing is dialled.
 func validateRedisURL(rawURL string) error {
 	if rawURL == "" {
 		return nil
