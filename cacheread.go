@@ -107,9 +107,7 @@ func (h *CacheRead) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		}
 		h.cache.Count(found.Result)
 		repl.Set(placeholderStatus, resultValues[found.Result])
-		handed := new(cachestore.Lookup)
-		*handed = found
-		return next.ServeHTTP(w, r.WithContext(withLookup(r.Context(), handed)))
+		return next.ServeHTTP(w, r.WithContext(withLookup(r.Context(), found)))
 	}
 	h.cache.Count(cachestore.Hit)
 	repl.Set(placeholderStatus, resultValues[cachestore.Hit])

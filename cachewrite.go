@@ -292,9 +292,23 @@ func newCacheStatusMembers(cache string) cacheStatusMembers {
 // lookup to cache_write.
 type lookupKey struct{}
 
+// handoff is a request context that carries what cache_read found: one
+// allocation for the context and the lookup both.
+type handoff struct {
+	context.Context
+	lookup cachestore.Lookup
+}
+
+func (h *handoff) Value(key any) any {
+	if key == (lookupKey{}) {
+		return &h.lookup
+	}
+	return h.Context.Value(key)
+}
+
 // withLookup returns ctx carrying what cache_read found.
-func withLookup(ctx context.Context, l *cachestore.Lookup) context.Context {
-	return context.WithValue(ctx, lookupKey{}, l)
+func withLookup(ctx context.Context, l cachestore.Lookup) context.Context {
+	return &handoff{ctx, l}
 }
 
 // lookupOf returns what cache_read found for the request, or nil.

@@ -116,7 +116,8 @@ func (l *Lookup) Matches(s *Store, r *http.Request) bool {
 
 // Find looks r up under the rule of every writer of the store at now. It
 // returns a fresh entry, or nil and what was found instead. x expands the
-// rules' placeholders. A fresh hit allocates nothing.
+// rules' placeholders. A fresh hit found under the first rule allocates
+// nothing.
 func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup) {
 	path := r.URL.EscapedPath()
 	l := Lookup{
@@ -133,10 +134,18 @@ func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup
 	}
 	kb := GetKeyBuilder()
 	defer PutKeyBuilder(kb)
-	found := rules[0]
+	found, built := rules[0], (*KeyRule)(nil)
 	for _, rule := range rules {
-		e := s.Get(rule.Build(kb, r, x, nil))
-		if e != nil && e.Vary != nil {
+		key := rule.Build(kb, r, x, nil)
+		e := s.Get(key)
+		if e == nil {
+			// The usual miss: keep the key now rather than build it again.
+			if built == nil {
+				built, l.Primary = rule, slices.Clone(key)
+			}
+			continue
+		}
+		if e.Vary != nil {
 			e = s.Get(rule.Build(kb, r, x, e.Vary))
 		}
 		switch {
@@ -148,6 +157,8 @@ func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup
 		}
 	}
 	l.Rule = found
-	l.Primary = slices.Clone(found.Build(kb, r, x, nil))
+	if built != found {
+		l.Primary = slices.Clone(found.Build(kb, r, x, nil))
+	}
 	return nil, l
 }
