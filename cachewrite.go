@@ -25,8 +25,8 @@ func init() {
 // member. Only complete responses to GET requests that the storage rules
 // allow are stored.
 //
-// It reads the placeholders of KeyPlaceholders. It sets, when no
-// cache_read before it did:
+// Of its options, only KeyPlaceholders takes placeholders, expanded for
+// each request. It sets, when no cache_read before it did:
 //
 // Placeholder | Description
 // ------------|-------------

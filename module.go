@@ -27,7 +27,8 @@ func init() {
 // Pool is the cache_pool app: it holds the named caches that cache_write,
 // cache_read and cache_invalidate use. A named cache is shared by every
 // site and route of a config and keeps its entries across config reloads
-// that keep its name; a changed max_size resizes it in place.
+// that keep its name; a changed max_size resizes it in place. Of its
+// options, only Redis takes placeholders (global ones, such as {env.*}).
 type Pool struct {
 	// MaxSize is the default bound, in bytes, on the memory each named
 	// cache holds: bodies, headers, keys and bookkeeping. At least 1 MiB.

@@ -33,7 +33,8 @@ const (
 // handlers that name the same zone share its state, and a config reload
 // keeps it.
 //
-// It reads the placeholders of each zone's key and cost, and sets:
+// Of its options, a zone's key and cost take placeholders, expanded for
+// each request, and Redis takes global ones such as {env.*}. It sets:
 //
 // Placeholder | Description
 // ------------|-------------
