@@ -14,15 +14,23 @@ import (
 // whether it passed. Validation provisions every module.
 func validate(t *testing.T, caddyfile string) (string, bool) {
 	t.Helper()
+	return validateFile(t, "Caddyfile", caddyfile, "--adapter", "caddyfile")
+}
+
+// validateFile writes a config to a file of that name and runs `caddy
+// validate` on it with the extra arguments. Caddy logs the error as JSON:
+// the quotes in the output are unescaped.
+func validateFile(t *testing.T, name, config string, args ...string) (string, bool) {
+	t.Helper()
 	dir := t.TempDir()
-	path := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(caddyBin(t), "validate", "--config", path, "--adapter", "caddyfile")
+	cmd := exec.Command(caddyBin(t), append([]string{"validate", "--config", path}, args...)...)
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	out, err := cmd.CombinedOutput()
-	return string(out), err == nil
+	return strings.ReplaceAll(string(out), `\"`, `"`), err == nil
 }
 
 func TestProvisionErrors(t *testing.T) {

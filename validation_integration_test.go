@@ -2,9 +2,6 @@ package gateway_test
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,16 +11,7 @@ import (
 // output and whether it passed.
 func validateJSON(t *testing.T, config string) (string, bool) {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "caddy.json")
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(caddyBin(t), "validate", "--config", path)
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	out, err := cmd.CombinedOutput()
-	// Caddy logs the error as JSON: quotes in it come escaped.
-	return strings.ReplaceAll(string(out), `\"`, `"`), err == nil
+	return validateFile(t, "caddy.json", config)
 }
 
 // jsonConfig is a whole config: one server whose route runs handler, and
