@@ -277,3 +277,46 @@ func TestHandOffCarriesTheStaleEntry(t *testing.T) {
 		t.Errorf("the rewritten request was not stored under its own key: %q", rec.Header().Get("Cache-Status"))
 	}
 }
+
+// TestHandOffIgnoredWhenTheKeyChanged: a handler between cache_read and
+// cache_write sets a key header (as authentication sets an identity). The
+// writer must store under the key of the request it sees, never under the
+// key cache_read built, or the next caller without that header would be
+// served the response meant for the first.
+func TestHandOffIgnoredWhenTheKeyChanged(t *testing.T) {
+	c := newTestCache(t, 8<<20)
+	w := &CacheWrite{Cache: "test", TTL: caddy.Duration(time.Minute), KeyHeaders: []string{"X-User"}}
+	w.cache, w.rule, w.logger, w.now = c, cachestore.NewKeyRule(nil, w.KeyHeaders, nil), zap.NewNop(), time.Now
+	w.members = newCacheStatusMembers("test")
+	w.policy = httpcache.Policy{TTL: time.Minute}
+	c.AddRule(w.rule)
+	rd := &CacheRead{Cache: "test", cache: c, nameVal: "test", logger: zap.NewNop(), now: time.Now}
+	var calls atomic.Int64
+	origin := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error {
+		calls.Add(1)
+		_, err := rw.Write([]byte("for " + r.Header.Get("X-User")))
+		return err
+	})
+	setUser := ""
+	chain := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error {
+		return rd.ServeHTTP(rw, r, caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error {
+			if setUser != "" {
+				r.Header.Set("X-User", setUser)
+			}
+			return w.ServeHTTP(rw, r, origin)
+		}))
+	})
+	serve := func() string {
+		rec := httptest.NewRecorder()
+		if err := chain.ServeHTTP(rec, newCaddyRequest("http://api.example.com/p")); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Body.String()
+	}
+	setUser = "alice"
+	serve()
+	setUser = ""
+	if body := serve(); body != "for " || calls.Load() != 2 {
+		t.Errorf("a caller without X-User got %q after %d origin calls", body, calls.Load())
+	}
+}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -224,10 +225,6 @@ func (h *CacheWrite) maxEntrySize() int64 {
 // ServeHTTP passes the request on and stores the response on its way back.
 func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	found := lookupOf(r.Context())
-	if !found.Matches(h.cache.Store, r) {
-		found = nil
-	}
 	if status, _ := repl.GetString(placeholderStatus); status == "" {
 		repl.Set(placeholderName, h.Cache)
 		repl.Set(placeholderStatus, resultValues[cachestore.Miss])
@@ -245,12 +242,12 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		h:              h,
 		r:              r,
 		repl:           repl,
-		found:          found,
 		requestTime:    h.now(),
 		declared:       -1,
 	}
-	if found != nil {
-		cw.path, cw.snap = found.Path, found.Snapshot
+	cw.primary, cw.found = h.primaryKey(r, repl, lookupOf(r.Context()))
+	if cw.found != nil {
+		cw.path, cw.snap = cw.found.Path, cw.found.Snapshot
 	} else {
 		cw.path = r.URL.EscapedPath()
 		cw.snap = h.cache.Snapshot(cw.path)
@@ -261,14 +258,21 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	return err
 }
 
-// primaryKey returns the key of the resource's primary entry: the one the
-// reader built under this writer's rule when it handed one over, else a
-// new one.
-func (h *CacheWrite) primaryKey(kb *httpcache.KeyBuilder, r *http.Request, repl *caddy.Replacer, found *cachestore.Lookup) []byte {
-	if found != nil && found.Rule != nil && found.Rule.ID() == h.rule.ID() {
-		return found.Primary
+// primaryKey builds the key of the request's primary entry as the request
+// goes upstream, and returns with it what cache_read found when that was
+// looked up under the same key of the same cache. A handler between the
+// two that changed anything the key holds (a rewrite, a key header, an
+// identity placeholder) makes the hand-off another request's: the writer
+// then neither uses its stale entry nor stores under its key.
+func (h *CacheWrite) primaryKey(r *http.Request, repl *caddy.Replacer, found *cachestore.Lookup) ([]byte, *cachestore.Lookup) {
+	kb := cachestore.GetKeyBuilder()
+	defer cachestore.PutKeyBuilder(kb)
+	key := h.rule.Build(kb, r, repl, nil)
+	if found != nil && found.Store == h.cache.Store && found.Rule != nil &&
+		found.Rule.ID() == h.rule.ID() && bytes.Equal(found.Primary, key) {
+		return found.Primary, found
 	}
-	return slices.Clone(h.rule.Build(kb, r, repl, nil))
+	return slices.Clone(key), nil
 }
 
 // cacheStatusMembers are the Cache-Status members a writer sends, built

@@ -22,9 +22,12 @@ type cacheWriter struct {
 	h     *CacheWrite
 	r     *http.Request
 	repl  *caddy.Replacer
-	found *cachestore.Lookup // what cache_read found, if it ran
+	found *cachestore.Lookup // what cache_read found for this key, if it ran
 	path  string
 	snap  cachestore.Snapshot
+
+	// primary is the key of the resource's primary entry.
+	primary []byte
 
 	// outer marks the fields set before this handler ran (by rate_limit or
 	// header, say): they belong to this request, not to the response, and
@@ -196,7 +199,7 @@ func (cw *cacheWriter) commit() {
 	}
 	e.Body = cw.body
 	kb := cachestore.GetKeyBuilder()
-	primary := h.primaryKey(kb, cw.r, cw.repl, cw.found)
+	primary := cw.primary
 	var marker *cachestore.Entry
 	if cw.vary == nil {
 		e.Key = primary

@@ -86,7 +86,8 @@ func PutKeyBuilder(b *httpcache.KeyBuilder) {
 // Lookup is what a reader found for one request without a fresh entry,
 // handed to the writer that fetches the response so it need not look
 // again: the store and the epochs before the lookup, the primary key
-// under a writer's rule, and the stale entry when there is one.
+// under a writer's rule, and the stale entry when there is one. A writer
+// uses it only when its own key of the request equals Primary.
 type Lookup struct {
 	Store  *Store
 	Result Result // Miss or Stale
@@ -95,9 +96,8 @@ type Lookup struct {
 	// drops what the writer stores.
 	Snapshot Snapshot
 
-	// Host, Path and RawQuery are the request's as looked up; a writer
-	// that sees another request (rewritten on the way) looks again.
-	Host, Path, RawQuery string
+	// Path is the request's escaped path as looked up.
+	Path string
 
 	// Rule is the writer's rule that Primary was built under: the one
 	// that found Stale, or else the first. Nil when no writer has
@@ -107,11 +107,6 @@ type Lookup struct {
 
 	// Stale is the entry found past its freshness, if any.
 	Stale *Entry
-}
-
-// Matches reports whether the lookup was made for r in s.
-func (l *Lookup) Matches(s *Store, r *http.Request) bool {
-	return l != nil && l.Store == s && l.Host == r.Host && l.RawQuery == r.URL.RawQuery && l.Path == r.URL.EscapedPath()
 }
 
 // Find looks r up under the rule of every writer of the store at now. It
@@ -124,9 +119,7 @@ func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup
 		Store:    s,
 		Result:   Miss,
 		Snapshot: s.Snapshot(path),
-		Host:     r.Host,
 		Path:     path,
-		RawQuery: r.URL.RawQuery,
 	}
 	rules := s.Rules()
 	if len(rules) == 0 {
