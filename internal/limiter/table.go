@@ -79,7 +79,8 @@ func (t *Table[S]) Put(key uint64, s S, now int64) {
 			if !t.makeRoom(i, now) {
 				// Every other shard is locked, or empty, right now: take
 				// the place anyway rather than wait on locks whose holders
-				// may wait on this one. The next new key evicts again.
+				// may wait on this one. Trim, called once the caller holds
+				// no lock, gives it back.
 				t.count.Add(1)
 				break
 			}
@@ -87,6 +88,22 @@ func (t *Table[S]) Put(key uint64, s S, now int64) {
 	}
 	sh.m[key] = s
 }
+
+// Trim evicts until the table is within its bound. Call it holding no
+// shard lock of the table: it waits for each.
+func (t *Table[S]) Trim() {
+	for i := 0; i < shardCount && t.count.Load() > t.maxKeys.Load(); i++ {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for len(sh.m) > 0 && t.count.Load() > t.maxKeys.Load() {
+			t.evictOne(sh)
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// over reports whether the table holds more keys than its bound.
+func (t *Table[S]) over() bool { return t.count.Load() > t.maxKeys.Load() }
 
 // reserve takes a place for a new key, if the table has one.
 func (t *Table[S]) reserve() bool {

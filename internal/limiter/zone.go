@@ -134,11 +134,26 @@ func Decide(now time.Time, reqs []Request, out []Decision) bool {
 	var buf [4]lockRef
 	locks := buf[:0]
 	states := make([]*zoneState, 0, 4)
-	for _, r := range reqs {
+	for i, r := range reqs {
+		// One state per zone, even when the zone comes twice and is
+		// reconfigured meanwhile: its locks must be one table's.
 		s := r.Zone.state.Load()
+		for j := range i {
+			if reqs[j].Zone == r.Zone {
+				s = states[j]
+				break
+			}
+		}
 		states = append(states, s)
 		locks = append(locks, lockRef{r.Zone.id, int(r.Key % shardCount), s})
 	}
+	// Runs last, once every lock is released: a Put that found no room
+	// without waiting took a place beyond the bound, given back here.
+	defer func() {
+		for _, s := range states {
+			s.trim()
+		}
+	}()
 	slices.SortFunc(locks, func(a, b lockRef) int {
 		return cmp.Or(cmp.Compare(a.zone, b.zone), cmp.Compare(a.shard, b.shard))
 	})
@@ -197,6 +212,17 @@ func Decide(now time.Time, reqs []Request, out []Decision) bool {
 		}
 	}
 	return true
+}
+
+// trim gives back the places a decision took beyond the bound.
+func (s *zoneState) trim() {
+	if s.cells != nil {
+		if s.cells.over() {
+			s.cells.Trim()
+		}
+	} else if s.windows.over() {
+		s.windows.Trim()
+	}
 }
 
 func (s *zoneState) lock(shard int) {

@@ -115,6 +115,8 @@ func TestTableIsBoundedUnderConcurrency(t *testing.T) {
 			for k := range uint64(5000) {
 				key := g<<32 | k
 				Decide(now, []Request{{Zone: a, Key: key, Cost: 1}, {Zone: b, Key: key * 7, Cost: 1}}, out)
+				// Within a decision, a Put that finds every other shard
+				// locked may take a place beyond the bound, for an instant.
 				if n := a.Keys(); n > 100+8 {
 					t.Errorf("zone a holds %d keys", n)
 					return
