@@ -10,8 +10,6 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
-
-	"github.com/caddy-gateway/gateway/internal/limiter"
 )
 
 func init() {
@@ -109,9 +107,9 @@ func parseCachePool(d *caddyfile.Dispenser, existing any) (any, error) {
 		default:
 			return nil, d.Errf("cache_pool: unknown subdirective '%s'", opt)
 		}
-		if err := pool.Validate(); err != nil {
-			return nil, d.Err(err.Error())
-		}
+	}
+	if err := pool.Validate(); err != nil {
+		return nil, d.Err(err.Error())
 	}
 	return httpcaddyfile.App{Name: "cache_pool", Value: caddyconfig.JSON(pool, nil)}, nil
 }
@@ -174,6 +172,22 @@ func parseDurationArg(d *caddyfile.Dispenser, dir string, dst *caddy.Duration) e
 	}
 	dur, err := caddy.ParseDuration(arg)
 	if err != nil || dur <= 0 {
+		return d.Errf("%s: %s: invalid duration '%s'", dir, opt, arg)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// parseAnyDurationArg reads one duration argument; the handler's Validate
+// judges its value.
+func parseAnyDurationArg(d *caddyfile.Dispenser, dir string, dst *caddy.Duration) error {
+	opt := d.Val()
+	var arg string
+	if !oneArg(d, &arg) {
+		return d.Errf("%s: %s takes exactly one duration", dir, opt)
+	}
+	dur, err := caddy.ParseDuration(arg)
+	if err != nil {
 		return d.Errf("%s: %s: invalid duration '%s'", dir, opt, arg)
 	}
 	*dst = caddy.Duration(dur)
@@ -401,10 +415,7 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%s: headers takes one of ietf, legacy, both, off", dir)
 			}
 		case "max_keys":
-			var n int64
-			if n, err = parsePositiveInt(d, dir); err == nil {
-				h.MaxKeys = int(n)
-			}
+			err = parseIntField(d, dir, &h.MaxKeys)
 		case "jitter":
 			var arg string
 			if !oneArg(d, &arg) {
@@ -428,10 +439,10 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseDurationArg(d, dir, &h.SweepInterval)
 		case "ipv4_prefix":
 			v4 = new(int)
-			err = parsePrefix(d, dir, 32, v4)
+			err = parseIntField(d, dir, v4)
 		case "ipv6_prefix":
 			v6 = new(int)
-			err = parsePrefix(d, dir, 128, v6)
+			err = parseIntField(d, dir, v6)
 		case "redis":
 			if !oneArg(d, &h.Redis) {
 				return d.Errf("%s: redis takes one URL", dir)
@@ -498,18 +509,15 @@ func (h *RateLimit) parseZone(d *caddyfile.Dispenser) error {
 				return d.Errf("%s: key takes one template", zdir)
 			}
 		case "events":
-			z.MaxEvents, err = parsePositiveInt(d, zdir)
+			z.MaxEvents, err = parseIntArg(d, zdir)
 		case "window":
-			err = parseDurationArg(d, zdir, &z.Window)
+			err = parseAnyDurationArg(d, zdir, &z.Window)
 		case "algorithm":
 			if !oneArg(d, &z.Algorithm) {
 				return d.Errf("%s: algorithm takes one name", zdir)
 			}
-			if _, aerr := limiter.ParseAlgorithm(z.Algorithm); aerr != nil {
-				return d.Errf("%s: %v", zdir, aerr)
-			}
 		case "burst":
-			z.Burst, err = parsePositiveInt(d, zdir)
+			z.Burst, err = parseIntArg(d, zdir)
 		case "cost":
 			if !oneArg(d, &z.Cost) {
 				return d.Errf("%s: cost takes a number or a placeholder", zdir)
@@ -520,9 +528,9 @@ func (h *RateLimit) parseZone(d *caddyfile.Dispenser) error {
 			}
 			z.DryRun = true
 		case "ipv4_prefix":
-			err = parsePrefix(d, zdir, 32, &z.IPv4Prefix)
+			err = parseIntField(d, zdir, &z.IPv4Prefix)
 		case "ipv6_prefix":
-			err = parsePrefix(d, zdir, 128, &z.IPv6Prefix)
+			err = parseIntField(d, zdir, &z.IPv6Prefix)
 		default:
 			return d.Errf("%s: unknown subdirective '%s'", zdir, opt)
 		}
@@ -540,32 +548,29 @@ func (h *RateLimit) parseZone(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// parsePositiveInt reads one positive integer argument.
-func parsePositiveInt(d *caddyfile.Dispenser, dir string) (int64, error) {
+// parseIntArg reads one integer argument; the handler's Validate judges
+// its value.
+func parseIntArg(d *caddyfile.Dispenser, dir string) (int64, error) {
 	opt := d.Val()
 	var arg string
 	if !oneArg(d, &arg) {
 		return 0, d.Errf("%s: %s takes one number", dir, opt)
 	}
 	n, err := strconv.ParseInt(arg, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, d.Errf("%s: %s must be a positive integer, not '%s'", dir, opt, arg)
+	if err != nil {
+		return 0, d.Errf("%s: %s: '%s' is not an integer", dir, opt, arg)
 	}
 	return n, nil
 }
 
-func parsePrefix(d *caddyfile.Dispenser, dir string, maxBits int, dst *int) error {
-	opt := d.Val()
-	var arg string
-	if !oneArg(d, &arg) {
-		return d.Errf("%s: %s takes one prefix length", dir, opt)
+// parseIntField reads one integer argument into an int.
+func parseIntField(d *caddyfile.Dispenser, dir string, dst *int) error {
+	n, err := parseIntArg(d, dir)
+	if err == nil && (n < -1<<31 || n > 1<<31) {
+		err = d.Errf("%s: %d is out of range", dir, n)
 	}
-	n, err := strconv.Atoi(arg)
-	if err != nil || n <= 0 || n > maxBits {
-		return d.Errf("%s: %s must be 1 to %d, not '%s'", dir, opt, maxBits, arg)
-	}
-	*dst = n
-	return nil
+	*dst = int(n)
+	return err
 }
 
 // onceEach refuses an option given twice in one block.

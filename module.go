@@ -95,13 +95,15 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate checks the default sizes, those of every declared cache, and
-// the Redis URL.
+// Validate checks the sizes of every declared cache, the defaults alone
+// (a cache that only a handler names is checked with them when it is
+// acquired), and the Redis URL.
 func (p *Pool) Validate() error {
-	if p.MaxSize != 0 || p.MaxEntrySize != 0 {
-		if err := p.config("").Validate(); err != nil {
-			return fmt.Errorf("cache_pool: %v", err)
-		}
+	switch {
+	case p.MaxSize != 0 && p.MaxSize < cachestore.MinMaxSize:
+		return fmt.Errorf("cache_pool: max_size %d is below the minimum of 1MiB", p.MaxSize)
+	case p.MaxEntrySize < 0:
+		return fmt.Errorf("cache_pool: max_entry_size must be positive")
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.Caches)) {
 		if name == "" {

@@ -245,12 +245,22 @@ func (z *ZoneConfig) validate(name string) error {
 	if err != nil {
 		return err
 	}
+	switch {
+	case z.MaxEvents <= 0:
+		return fmt.Errorf("events (max_events) must be a positive integer, not %d", z.MaxEvents)
+	case z.Window <= 0:
+		return fmt.Errorf("window must be a positive duration, not %v", time.Duration(z.Window))
+	case z.IPv4Prefix < 0 || z.IPv4Prefix > 32:
+		return fmt.Errorf("ipv4_prefix must be 1 to 32, not %d", z.IPv4Prefix)
+	case z.IPv6Prefix < 0 || z.IPv6Prefix > 128:
+		return fmt.Errorf("ipv6_prefix must be 1 to 128, not %d", z.IPv6Prefix)
+	}
 	if err := l.Validate(); err != nil {
 		return err
 	}
 	cost, err := z.constantCost()
-	if err != nil {
-		return err
+	if err != nil || z.DryRun {
+		return err // a dry-run zone never refuses, whatever a request costs
 	}
 	switch {
 	case (l.Algorithm == limiter.TokenBucket || l.Algorithm == limiter.LeakyBucket) && l.Burst > 0:
@@ -259,12 +269,6 @@ func (z *ZoneConfig) validate(name string) error {
 		}
 	case l.Events < cost:
 		return fmt.Errorf("cost %d is above events (max_events) %d: no request could ever pass", cost, l.Events)
-	}
-	if z.IPv4Prefix < 0 || z.IPv4Prefix > 32 {
-		return fmt.Errorf("ipv4_prefix must be 1 to 32, not %d", z.IPv4Prefix)
-	}
-	if z.IPv6Prefix < 0 || z.IPv6Prefix > 128 {
-		return fmt.Errorf("ipv6_prefix must be 1 to 128, not %d", z.IPv6Prefix)
 	}
 	return nil
 }

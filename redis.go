@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -50,14 +51,15 @@ func acquireRedis(rawURL string, timeout time.Duration) (*redisClient, error) {
 	return val.(*redisClient), nil
 }
 
-// validateRedisURL checks a Redis URL as acquireRedis will read it, with
-// its global placeholders expanded. Nothing is dialled.
+// validateRedisURL checks a Redis URL as acquireRedis will read it. A URL
+// with placeholders, such as {env.REDIS_URL}, is checked once they are
+// expanded, when the config is provisioned: the environment that adapts a
+// config is not always the one that runs it.
 func validateRedisURL(rawURL string) error {
-	if rawURL == "" {
+	if rawURL == "" || strings.Contains(rawURL, "{") {
 		return nil
 	}
-	url := caddy.NewReplacer().ReplaceAll(rawURL, "")
-	if _, err := redis.ParseURL(url); err != nil {
+	if _, err := redis.ParseURL(rawURL); err != nil {
 		return fmt.Errorf("invalid URL: %v", err)
 	}
 	return nil

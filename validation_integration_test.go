@@ -51,13 +51,13 @@ func TestValidationRules(t *testing.T) {
 		line          int
 	}{
 		{"pool max_size", `{"max_size": 524288}`, read, "\tcache_pool {\n\t\tmax_size 512KiB\n\t}\n", "\tcache_read products\n",
-			"max_size 524288 is below the minimum of 1MiB", 4},
+			"cache_pool: max_size 524288 is below the minimum of 1MiB", 5},
 		{"cache max_entry_size", `{"caches": {"products": {"max_size": 2097152, "max_entry_size": 1536000}}}`, read,
 			"\tcache_pool {\n\t\tcache products {\n\t\t\tmax_size 2MiB\n\t\t\tmax_entry_size 1500KiB\n\t\t}\n\t}\n", "\tcache_read products\n",
-			`cache "products": max_entry_size 1536000 exceeds half of max_size 2097152`, 7},
-		{"negative pool size", `{"max_entry_size": -1}`, read, "", "", "max_entry_size must be positive", 0},
+			`cache_pool: cache "products": max_entry_size 1536000 exceeds half of max_size 2097152`, 8},
+		{"negative pool size", `{"max_entry_size": -1}`, read, "", "", "cache_pool: max_entry_size must be positive", 0},
 		{"pool redis", `{"redis": "http://127.0.0.1:1"}`, read, "\tcache_pool {\n\t\tredis http://127.0.0.1:1\n\t}\n", "\tcache_read products\n",
-			"redis: invalid URL", 4},
+			"cache_pool: redis: invalid URL", 5},
 		{"cache_write name", "", `{"handler": "cache_write"}`, "", "\tcache_write\n", "cache_write: missing cache name", 5},
 		{"cache_write status", "", `{"handler": "cache_write", "cache": "p", "status": [99]}`, "", "\tcache_write p {\n\t\tstatus 99\n\t}\n",
 			"cache_write p: status: 99 is not a final status code", 6},
@@ -87,20 +87,20 @@ func TestValidationRules(t *testing.T) {
 		{"rate_limit no zone", "", `{"handler": "rate_limit"}`, "", "\trate_limit {\n\t\tfail_mode open\n\t}\n",
 			"rate_limit: at least one zone is required", 7},
 		{"zone name", "", `{"handler": "rate_limit", "rate_limits": {"a/b": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
-			"\trate_limit {\n\t\tzone a/b {\n\t\t\tkey k\n\t\t\tevents 1\n\t\t\twindow 1m\n\t\t}\n\t}\n", "zone a/b: a zone name holds only letters", 10},
+			"\trate_limit {\n\t\tzone a/b {\n\t\t\tkey k\n\t\t\tevents 1\n\t\t\twindow 1m\n\t\t}\n\t}\n", "rate_limit: zone a/b: a zone name holds only letters", 10},
 		{"zone key", "", `{"handler": "rate_limit", "rate_limits": {"z": {"max_events": 1, "window": 60000000000}}}`, "",
-			"\trate_limit {\n\t\tzone z {\n\t\t\tevents 1\n\t\t\twindow 1m\n\t\t}\n\t}\n", "zone z: key is required", 9},
-		{"zone algorithm", "", zone(`, "algorithm": "gcra"`), "", zoneBlock("\t\t\talgorithm gcra\n"), `zone z: unknown algorithm "gcra"`, 10},
+			"\trate_limit {\n\t\tzone z {\n\t\t\tevents 1\n\t\t\twindow 1m\n\t\t}\n\t}\n", "rate_limit: zone z: key is required", 9},
+		{"zone algorithm", "", zone(`, "algorithm": "gcra"`), "", zoneBlock("\t\t\talgorithm gcra\n"), `rate_limit: zone z: unknown algorithm "gcra"`, 11},
 		{"zone events", "", `{"handler": "rate_limit", "rate_limits": {"z": {"key": "k", "max_events": 0, "window": 60000000000}}}`, "",
-			"\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 0\n\t\t\twindow 1m\n\t\t}\n\t}\n", "zone z: events must be", 8},
+			"\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 0\n\t\t\twindow 1m\n\t\t}\n\t}\n", "rate_limit: zone z: events (max_events) must be a positive integer, not 0", 10},
 		{"zone window", "", `{"handler": "rate_limit", "rate_limits": {"z": {"key": "k", "max_events": 1}}}`, "",
-			"\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 1\n\t\t}\n\t}\n", "zone z: window must be positive", 9},
-		{"zone cost above events", "", zone(`, "cost": "5"`), "", zoneBlock("\t\t\tcost 5\n"), "zone z: cost 5 is above events (max_events) 3", 11},
+			"\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 1\n\t\t}\n\t}\n", "rate_limit: zone z: window must be a positive duration, not 0s", 9},
+		{"zone cost above events", "", zone(`, "cost": "5"`), "", zoneBlock("\t\t\tcost 5\n"), "rate_limit: zone z: cost 5 is above events (max_events) 3", 11},
 		{"zone burst below cost", "", zone(`, "algorithm": "token_bucket", "burst": 2, "cost": "3"`), "",
-			zoneBlock("\t\t\talgorithm token_bucket\n\t\t\tburst 2\n\t\t\tcost 3\n"), "zone z: burst 2 is below cost 3", 13},
-		{"zone cost", "", zone(`, "cost": "abc"`), "", zoneBlock("\t\t\tcost abc\n"), `zone z: cost must be a positive number or a placeholder, not "abc"`, 11},
-		{"zone ipv4_prefix", "", zone(`, "ipv4_prefix": 40`), "", zoneBlock("\t\t\tipv4_prefix 40\n"), "zone z: ipv4_prefix must be 1 to 32", 10},
-		{"zone ipv6_prefix", "", zone(`, "ipv6_prefix": -1`), "", "", "zone z: ipv6_prefix must be 1 to 128", 0},
+			zoneBlock("\t\t\talgorithm token_bucket\n\t\t\tburst 2\n\t\t\tcost 3\n"), "rate_limit: zone z: burst 2 is below cost 3", 13},
+		{"zone cost", "", zone(`, "cost": "abc"`), "", zoneBlock("\t\t\tcost abc\n"), `rate_limit: zone z: cost must be a positive number or a placeholder, not "abc"`, 11},
+		{"zone ipv4_prefix", "", zone(`, "ipv4_prefix": 40`), "", zoneBlock("\t\t\tipv4_prefix 40\n"), "rate_limit: zone z: ipv4_prefix must be 1 to 32, not 40", 11},
+		{"zone ipv6_prefix", "", zone(`, "ipv6_prefix": -1`), "", "", "rate_limit: zone z: ipv6_prefix must be 1 to 128, not -1", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,6 +118,30 @@ func TestValidationRules(t *testing.T) {
 				t.Errorf("Caddyfile: got %v, want %q at %s", err, tt.want, where)
 			}
 		})
+	}
+}
+
+// TestValidConfigsStayValid: configs the rules must not refuse: pool
+// options in either order, a dry-run zone whose cost exceeds its events
+// (it never refuses), a Redis URL from the environment (checked when it
+// is expanded, at provisioning, not when the Caddyfile is adapted).
+func TestValidConfigsStayValid(t *testing.T) {
+	for _, cf := range []string{
+		caddyfileIn("\tcache_pool {\n\t\tmax_size 1MiB\n\t\tmax_entry_size 256KiB\n\t}\n", "\tcache_read p\n"),
+		caddyfileIn("\tcache_pool {\n\t\tmax_entry_size 40MiB\n\t\tmax_size 100MiB\n\t}\n", "\tcache_read p\n"),
+		caddyfileIn("", "\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 3\n\t\t\twindow 1m\n\t\t\tcost 5\n\t\t\tdry_run\n\t\t}\n\t}\n"),
+	} {
+		if out, ok := validate(t, cf); !ok {
+			t.Errorf("refused:\n%s\n%s", cf, tail(out, 3))
+		}
+	}
+	for _, cf := range []string{
+		caddyfileIn("\tcache_pool {\n\t\tredis {env.GATEWAY_TEST_UNSET}\n\t}\n", "\tcache_read p\n"),
+		caddyfileIn("", "\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 3\n\t\t\twindow 1m\n\t\t}\n\t\tredis {env.GATEWAY_TEST_UNSET}\n\t}\n"),
+	} {
+		if _, err := adapt(cf, "Caddyfile"); err != nil {
+			t.Errorf("adapt refused a Redis URL from the environment: %v", err)
+		}
 	}
 }
 
