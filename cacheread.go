@@ -34,8 +34,8 @@ var resultValues = func() (values [cachestore.NumResults]any) {
 
 // CacheRead answers requests from a named cache: a fresh stored response
 // is served from memory without calling the next handler; anything else
-// goes on to the next handler, with what the lookup found handed to a
-// cache_write of the same cache. It needs no key options: it finds what
+// goes on to the next handler, with the stale entry the lookup found, if
+// any, handed to a cache_write of the same cache. It needs no key options: it finds what
 // any cache_write of the same cache stored for an equivalent request.
 //
 // It reads the placeholders of the writers' key_placeholders, and sets:
@@ -107,6 +107,11 @@ func (h *CacheRead) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		}
 		h.cache.Count(found.Result)
 		repl.Set(placeholderStatus, resultValues[found.Result])
+		if found.Stale == nil {
+			// A plain miss has nothing a writer needs: it keys the request
+			// and takes its snapshot itself, a moment later.
+			return next.ServeHTTP(w, r)
+		}
 		return next.ServeHTTP(w, r.WithContext(withLookup(r.Context(), found)))
 	}
 	h.cache.Count(cachestore.Hit)

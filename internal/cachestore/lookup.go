@@ -99,9 +99,8 @@ type Lookup struct {
 	// Path is the request's escaped path as looked up.
 	Path string
 
-	// Rule is the writer's rule that Primary was built under: the one
-	// that found Stale, or else the first. Nil when no writer has
-	// registered a rule yet.
+	// Rule is the writer's rule that found Stale, and Primary the key of
+	// the resource's primary entry under it; both nil on a plain miss.
 	Rule    *KeyRule
 	Primary []byte
 
@@ -111,8 +110,7 @@ type Lookup struct {
 
 // Find looks r up under the rule of every writer of the store at now. It
 // returns a fresh entry, or nil and what was found instead. x expands the
-// rules' placeholders. A fresh hit found under the first rule allocates
-// nothing.
+// rules' placeholders. A fresh hit and a plain miss allocate nothing.
 func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup) {
 	path := r.URL.EscapedPath()
 	l := Lookup{
@@ -127,18 +125,9 @@ func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup
 	}
 	kb := GetKeyBuilder()
 	defer PutKeyBuilder(kb)
-	found, built := rules[0], (*KeyRule)(nil)
 	for _, rule := range rules {
-		key := rule.Build(kb, r, x, nil)
-		e := s.Get(key)
-		if e == nil {
-			// The usual miss: keep the key now rather than build it again.
-			if built == nil {
-				built, l.Primary = rule, slices.Clone(key)
-			}
-			continue
-		}
-		if e.Vary != nil {
+		e := s.Get(rule.Build(kb, r, x, nil))
+		if e != nil && e.Vary != nil {
 			e = s.Get(rule.Build(kb, r, x, e.Vary))
 		}
 		switch {
@@ -146,12 +135,11 @@ func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup
 		case now.Before(e.Expires):
 			return e, Lookup{}
 		case l.Stale == nil:
-			l.Result, l.Stale, found = Stale, e, rule
+			l.Result, l.Stale, l.Rule = Stale, e, rule
 		}
 	}
-	l.Rule = found
-	if built != found {
-		l.Primary = slices.Clone(found.Build(kb, r, x, nil))
+	if l.Stale != nil {
+		l.Primary = slices.Clone(l.Rule.Build(kb, r, x, nil))
 	}
 	return nil, l
 }

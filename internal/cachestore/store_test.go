@@ -296,7 +296,7 @@ func TestFind(t *testing.T) {
 		t.Errorf("the lookup does not carry its snapshot and request: %+v", l)
 	}
 	e, l = s.Find(httptest.NewRequest("GET", "/none", nil), noPlaceholders{}, now)
-	if e != nil || l.Result != Miss || l.Stale != nil || l.Rule != all || len(l.Primary) == 0 {
+	if e != nil || l.Result != Miss || l.Stale != nil || l.Rule != nil || l.Primary != nil || l.Path != "/none" {
 		t.Errorf("miss: %v %+v", e, l)
 	}
 
@@ -322,7 +322,7 @@ func TestFind(t *testing.T) {
 	}
 }
 
-func TestFindAllocatesNothingOnAHit(t *testing.T) {
+func TestFindAllocatesNothingOnAHitOrAMiss(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts under the race detector")
 	}
@@ -338,6 +338,15 @@ func TestFindAllocatesNothingOnAHit(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("a hit allocates %v times", allocs)
+	}
+	miss := httptest.NewRequest("GET", "/f?page=2", nil)
+	allocs = testing.AllocsPerRun(100, func() {
+		if e, _ := s.Find(miss, noPlaceholders{}, now); e != nil {
+			t.Fatal("a hit")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("a miss allocates %v times", allocs)
 	}
 }
 
