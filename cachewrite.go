@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddy-gateway/gateway/internal/cachestore"
 	"github.com/caddy-gateway/gateway/internal/httpcache"
@@ -154,27 +155,12 @@ func (h *CacheWrite) Validate() error {
 		names []string
 	}{{"key_headers", h.KeyHeaders}, {"tags_from", h.TagsFrom}} {
 		for _, name := range list.names {
-			if !validHeaderName(name) {
+			if !httpguts.ValidHeaderFieldName(name) {
 				return fmt.Errorf("cache_write %s: %s: %q is not a header field name", h.Cache, list.field, name)
 			}
 		}
 	}
 	return nil
-}
-
-// validHeaderName reports whether name is an HTTP token (RFC 9110
-// section 5.1).
-func validHeaderName(name string) bool {
-	if name == "" {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // Cleanup unregisters the key rule.
@@ -245,7 +231,9 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		requestTime:    h.now(),
 		declared:       -1,
 	}
-	cw.primary, cw.found = h.primaryKey(r, repl, lookupOf(r.Context()))
+	if handed := lookupOf(r.Context()); handed != nil {
+		cw.primary, cw.found = h.takeHandOff(r, repl, handed)
+	}
 	if cw.found != nil {
 		cw.path, cw.snap = cw.found.Path, cw.found.Snapshot
 	} else {
@@ -258,19 +246,20 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	return err
 }
 
-// primaryKey builds the key of the request's primary entry as the request
-// goes upstream, and returns with it what cache_read found when that was
-// looked up under the same key of the same cache. A handler between the
-// two that changed anything the key holds (a rewrite, a key header, an
-// identity placeholder) makes the hand-off another request's: the writer
-// then neither uses its stale entry nor stores under its key.
-func (h *CacheWrite) primaryKey(r *http.Request, repl *caddy.Replacer, found *cachestore.Lookup) ([]byte, *cachestore.Lookup) {
+// takeHandOff builds the key of the request's primary entry as the
+// request goes upstream, and returns with it what cache_read handed over
+// when that was looked up under the same key of the same cache. A handler
+// between the two that changed anything the key holds (a rewrite, a key
+// header, an identity placeholder) makes the hand-off another request's:
+// the writer then neither uses its stale entry nor stores under its key.
+// Without a hand-off, the key is built only when the response is stored.
+func (h *CacheWrite) takeHandOff(r *http.Request, repl *caddy.Replacer, handed *cachestore.Lookup) ([]byte, *cachestore.Lookup) {
 	kb := cachestore.GetKeyBuilder()
 	defer cachestore.PutKeyBuilder(kb)
 	key := h.rule.Build(kb, r, repl, nil)
-	if found != nil && found.Store == h.cache.Store && found.Rule != nil &&
-		found.Rule.ID() == h.rule.ID() && bytes.Equal(found.Primary, key) {
-		return found.Primary, found
+	if handed.Store == h.cache.Store && handed.Rule != nil &&
+		handed.Rule.ID() == h.rule.ID() && bytes.Equal(handed.Primary, key) {
+		return handed.Primary, handed
 	}
 	return slices.Clone(key), nil
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -163,18 +164,16 @@ func oneArg(d *caddyfile.Dispenser, dst *string) bool {
 	return !d.NextArg()
 }
 
-// parseDurationArg reads one duration argument.
+// parseDurationArg reads one positive duration argument, for an option
+// whose zero would mean "unset".
 func parseDurationArg(d *caddyfile.Dispenser, dir string, dst *caddy.Duration) error {
 	opt := d.Val()
-	var arg string
-	if !oneArg(d, &arg) {
-		return d.Errf("%s: %s takes exactly one duration", dir, opt)
+	if err := parseAnyDurationArg(d, dir, dst); err != nil {
+		return err
 	}
-	dur, err := caddy.ParseDuration(arg)
-	if err != nil || dur <= 0 {
-		return d.Errf("%s: %s: invalid duration '%s'", dir, opt, arg)
+	if *dst <= 0 {
+		return d.Errf("%s: %s must be positive, not %v", dir, opt, time.Duration(*dst))
 	}
-	*dst = caddy.Duration(dur)
 	return nil
 }
 

@@ -26,7 +26,8 @@ type cacheWriter struct {
 	path  string
 	snap  cachestore.Snapshot
 
-	// primary is the key of the resource's primary entry.
+	// primary is the key of the resource's primary entry, when it was
+	// built to check a hand-off; else commit builds it.
 	primary []byte
 
 	// outer marks the fields set before this handler ran (by rate_limit or
@@ -200,6 +201,9 @@ func (cw *cacheWriter) commit() {
 	e.Body = cw.body
 	kb := cachestore.GetKeyBuilder()
 	primary := cw.primary
+	if primary == nil {
+		primary = slices.Clone(h.rule.Build(kb, cw.r, cw.repl, nil))
+	}
 	var marker *cachestore.Entry
 	if cw.vary == nil {
 		e.Key = primary

@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddy-gateway/gateway/internal/cachestore"
 	"github.com/caddy-gateway/gateway/internal/httpcache"
@@ -101,7 +102,8 @@ func (h *CacheInvalidate) Validate() error {
 		}
 	}
 	for _, m := range h.Methods {
-		if !validHeaderName(m) {
+		// A method is a token, as a field name is.
+		if !httpguts.ValidHeaderFieldName(m) {
 			return fmt.Errorf("cache_invalidate %s: methods: %q is not a method", h.Cache, m)
 		}
 	}

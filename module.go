@@ -99,11 +99,15 @@ func (p *Pool) Provision(ctx caddy.Context) error {
 // (a cache that only a handler names is checked with them when it is
 // acquired), and the Redis URL.
 func (p *Pool) Validate() error {
-	switch {
-	case p.MaxSize != 0 && p.MaxSize < cachestore.MinMaxSize:
-		return fmt.Errorf("cache_pool: max_size %d is below the minimum of 1MiB", p.MaxSize)
-	case p.MaxEntrySize < 0:
-		return fmt.Errorf("cache_pool: max_entry_size must be positive")
+	if p.MaxSize != 0 {
+		if err := cachestore.CheckMaxSize(p.MaxSize); err != nil {
+			return fmt.Errorf("cache_pool: %v", err)
+		}
+	}
+	if p.MaxEntrySize != 0 {
+		if err := cachestore.CheckMaxEntrySize(p.MaxEntrySize); err != nil {
+			return fmt.Errorf("cache_pool: %v", err)
+		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.Caches)) {
 		if name == "" {
@@ -137,13 +141,7 @@ func (p *Pool) config(name string) cachestore.Config {
 // time it is asked for. An existing cache of that name, kept from an
 // earlier config, is resized in place to this config's settings.
 func (p *Pool) Cache(name string) (*namedCache, error) {
-	if name == "" {
-		return nil, fmt.Errorf("a cache needs a name")
-	}
 	cfg := p.config(name)
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("cache %q: %v", name, err)
-	}
 	p.held.mu.Lock()
 	defer p.held.mu.Unlock()
 	if p.held.caches == nil {
@@ -152,6 +150,8 @@ func (p *Pool) Cache(name string) (*namedCache, error) {
 	if c := p.held.caches[name]; c != nil {
 		return c, nil
 	}
+	// New and Resize validate the settings, the defaults included for a
+	// cache that only a handler names.
 	val, loaded, err := caches.LoadOrNew(name, func() (caddy.Destructor, error) {
 		s, err := cachestore.New(cfg)
 		if err != nil {

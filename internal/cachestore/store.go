@@ -40,13 +40,30 @@ type Config struct {
 // Validate reports what is wrong with the config's sizes, naming the
 // fields as the cache_pool app's JSON does.
 func (c Config) Validate() error {
-	switch {
-	case c.MaxSize < MinMaxSize:
-		return fmt.Errorf("max_size %d is below the minimum of 1MiB", c.MaxSize)
-	case c.MaxEntrySize <= 0:
-		return fmt.Errorf("max_entry_size must be positive")
-	case c.MaxEntrySize > c.MaxSize/2:
+	if err := CheckMaxSize(c.MaxSize); err != nil {
+		return err
+	}
+	if err := CheckMaxEntrySize(c.MaxEntrySize); err != nil {
+		return err
+	}
+	if c.MaxEntrySize > c.MaxSize/2 {
 		return fmt.Errorf("max_entry_size %d exceeds half of max_size %d", c.MaxEntrySize, c.MaxSize)
+	}
+	return nil
+}
+
+// CheckMaxSize reports what is wrong with a store's bound on its own.
+func CheckMaxSize(n int64) error {
+	if n < MinMaxSize {
+		return fmt.Errorf("max_size %d is below the minimum of 1MiB", n)
+	}
+	return nil
+}
+
+// CheckMaxEntrySize reports what is wrong with an entry bound on its own.
+func CheckMaxEntrySize(n int64) error {
+	if n <= 0 {
+		return fmt.Errorf("max_entry_size must be positive")
 	}
 	return nil
 }
