@@ -85,19 +85,19 @@ func PutKeyBuilder(b *httpcache.KeyBuilder) {
 
 // Lookup is what a reader found for one request without a fresh entry,
 // handed to the writer that fetches the response so it need not look
-// again: the store and the epochs before the lookup, the primary key
-// under a writer's rule, and the stale entry when there is one. A writer
+// again: the store, and when it found a stale entry, that entry, the
+// primary key under the writer's rule that found it and the epochs under
+// which it was still stored. A writer
 // uses it only when its own key of the request equals Primary.
 type Lookup struct {
 	Store  *Store
 	Result Result // Miss or Stale
 
-	// Snapshot was taken before the lookup: an invalidation after it
-	// drops what the writer stores.
+	// Snapshot and Path are set with Stale: the epochs of the request's
+	// path while Stale was still stored. An invalidation after them drops
+	// what the writer stores.
 	Snapshot Snapshot
-
-	// Path is the request's escaped path as looked up.
-	Path string
+	Path     string
 
 	// Rule is the writer's rule that found Stale, and Primary the key of
 	// the resource's primary entry under it; both nil on a plain miss.
@@ -112,13 +112,7 @@ type Lookup struct {
 // returns a fresh entry, or nil and what was found instead. x expands the
 // rules' placeholders. A fresh hit and a plain miss allocate nothing.
 func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup) {
-	path := r.URL.EscapedPath()
-	l := Lookup{
-		Store:    s,
-		Result:   Miss,
-		Snapshot: s.Snapshot(path),
-		Path:     path,
-	}
+	l := Lookup{Store: s, Result: Miss}
 	rules := s.Rules()
 	if len(rules) == 0 {
 		return nil, l
@@ -138,8 +132,22 @@ func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup
 			l.Result, l.Stale, l.Rule = Stale, e, rule
 		}
 	}
-	if l.Stale != nil {
+	if l.Stale != nil && s.snapshotHolding(l.Stale, r, &l) {
 		l.Primary = slices.Clone(l.Rule.Build(kb, r, x, nil))
+		return nil, l
 	}
-	return nil, l
+	return nil, Lookup{Store: s, Result: Miss}
+}
+
+// snapshotHolding takes the epochs of the request's path into l, and
+// reports whether the stale entry e is still stored under them: either
+// an invalidation dropped it before, or the snapshot predates the
+// invalidation, which then drops what the writer stores. Only a stale
+// entry needs this, so a hit and a plain miss do not pay for it.
+func (s *Store) snapshotHolding(e *Entry, r *http.Request, l *Lookup) bool {
+	l.Path = r.URL.EscapedPath()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	l.Snapshot = s.Snapshot(l.Path)
+	return s.Get(e.Key) == e
 }
