@@ -68,11 +68,7 @@ func countingChain(tb testing.TB, body []byte) (caddyhttp.Handler, *namedCache, 
 	var calls atomic.Int64
 	c := newTestCache(tb, 64<<20)
 	w := &CacheWrite{Cache: "test", TTL: caddy.Duration(time.Hour), TagsFrom: []string{"Surrogate-Key"}}
-	w.cache, w.rule, w.logger, w.now = c, cachestore.NewKeyRule(nil, nil, nil), zap.NewNop(), time.Now
-	w.members = newCacheStatusMembers("test")
-	w.policy = httpcache.Policy{TTL: time.Hour}
-	c.AddRule(w.rule)
-	rd := &CacheRead{Cache: "test", cache: c, nameVal: "test", logger: zap.NewNop(), now: time.Now}
+	rd := wire(c, w, time.Now)
 	origin := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error {
 		calls.Add(1)
 		rw.Header().Set("Content-Type", "application/json")
@@ -82,6 +78,17 @@ func countingChain(tb testing.TB, body []byte) (caddyhttp.Handler, *namedCache, 
 	})
 	write := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error { return w.ServeHTTP(rw, r, origin) })
 	return caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error { return rd.ServeHTTP(rw, r, write) }), c, &calls
+}
+
+// wire sets up w over c as Provision would, in operator-TTL mode with the
+// clock now, and returns a cache_read of the same cache.
+func wire(c *namedCache, w *CacheWrite, now func() time.Time) *CacheRead {
+	w.cache, w.logger, w.now = c, zap.NewNop(), now
+	w.rule = cachestore.NewKeyRule(w.KeyQuery, w.KeyHeaders, w.KeyPlaceholders)
+	w.members = newCacheStatusMembers(w.Cache)
+	w.policy = httpcache.Policy{TTL: time.Duration(w.TTL)}
+	c.AddRule(w.rule)
+	return &CacheRead{Cache: w.Cache, cache: c, nameVal: w.Cache, logger: zap.NewNop(), now: now}
 }
 
 func newCaddyRequest(target string) *http.Request {
@@ -209,11 +216,7 @@ func TestHandOffCarriesTheStaleEntry(t *testing.T) {
 	now := func() time.Time { return clock }
 	c := newTestCache(t, 8<<20)
 	w := &CacheWrite{Cache: "test", TTL: caddy.Duration(time.Minute), TagsFrom: []string{"Surrogate-Key"}}
-	w.cache, w.rule, w.logger, w.now = c, cachestore.NewKeyRule(nil, nil, nil), zap.NewNop(), now
-	w.members = newCacheStatusMembers("test")
-	w.policy = httpcache.Policy{TTL: time.Minute}
-	c.AddRule(w.rule)
-	rd := &CacheRead{Cache: "test", cache: c, nameVal: "test", logger: zap.NewNop(), now: now}
+	rd := wire(c, w, now)
 
 	var handed *cachestore.Lookup
 	origin := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error {
@@ -289,11 +292,7 @@ func TestHandOffIgnoredWhenTheKeyChanged(t *testing.T) {
 	now := func() time.Time { return clock }
 	c := newTestCache(t, 8<<20)
 	w := &CacheWrite{Cache: "test", TTL: caddy.Duration(time.Minute), KeyHeaders: []string{"X-User"}}
-	w.cache, w.rule, w.logger, w.now = c, cachestore.NewKeyRule(nil, w.KeyHeaders, nil), zap.NewNop(), now
-	w.members = newCacheStatusMembers("test")
-	w.policy = httpcache.Policy{TTL: time.Minute}
-	c.AddRule(w.rule)
-	rd := &CacheRead{Cache: "test", cache: c, nameVal: "test", logger: zap.NewNop(), now: now}
+	rd := wire(c, w, now)
 	var handed *cachestore.Lookup
 	origin := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error {
 		handed = lookupOf(r.Context())
