@@ -24,7 +24,7 @@ func TestMissThenHit(t *testing.T) {
 	g := startGateway(t, "", productsSite, up.addr())
 
 	first := g.get("/products")
-	if first.status != 200 || first.cacheStatus() != "products; fwd=uri-miss; stored" {
+	if first.status != 200 || first.cacheStatus() != "products; fwd=uri-miss; fwd-status=200; stored" {
 		t.Fatalf("first: %d %q", first.status, first.cacheStatus())
 	}
 	second := g.get("/products")
@@ -171,19 +171,20 @@ func TestUnsafeResponsesAreNotStored(t *testing.T) {
 	tests := []struct {
 		path    string
 		headers []string
+		status  int
 		detail  string
 	}{
-		{"/cookie", nil, "SET-COOKIE"},
-		{"/private", nil, "PRIVATE"},
-		{"/no-store", nil, "NO-STORE"},
-		{"/request-no-store", []string{"Cache-Control: no-store"}, "NO-STORE"},
-		{"/auth", []string{"Authorization: Bearer alice"}, "AUTHORIZATION"},
-		{"/error", nil, "STATUS"},
+		{"/cookie", nil, 200, "SET-COOKIE"},
+		{"/private", nil, 200, "PRIVATE"},
+		{"/no-store", nil, 200, "NO-STORE"},
+		{"/request-no-store", []string{"Cache-Control: no-store"}, 200, "NO-STORE"},
+		{"/auth", []string{"Authorization: Bearer alice"}, 200, "AUTHORIZATION"},
+		{"/error", nil, 500, "STATUS"},
 	}
 	for _, tt := range tests {
 		for i := range 2 {
 			r := g.get(tt.path, tt.headers...)
-			want := "products; fwd=uri-miss; detail=" + tt.detail
+			want := fmt.Sprintf("products; fwd=uri-miss; fwd-status=%d; detail=%s", tt.status, tt.detail)
 			if r.cacheStatus() != want {
 				t.Errorf("%s request %d: Cache-Status %q, want %q", tt.path, i+1, r.cacheStatus(), want)
 			}
@@ -254,7 +255,7 @@ func TestTooLargeIsDeliveredNotStored(t *testing.T) {
 			}
 		}
 	}
-	if r := g.get("/big"); r.cacheStatus() != "products; fwd=uri-miss; detail=TOO-LARGE" {
+	if r := g.get("/big"); r.cacheStatus() != "products; fwd=uri-miss; fwd-status=200; detail=TOO-LARGE" {
 		t.Errorf("Cache-Status %q", r.cacheStatus())
 	}
 }

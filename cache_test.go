@@ -245,7 +245,7 @@ func TestHandOffCarriesTheStaleEntry(t *testing.T) {
 
 	serve("http://api.example.com/s") // stored
 	clock = clock.Add(2 * time.Minute)
-	e, found := c.Find(newCaddyRequest("http://api.example.com/s"), caddy.NewReplacer(), clock)
+	e, found := c.Find(newCaddyRequest("http://api.example.com/s"), caddy.NewReplacer(), cachestore.Want{Now: clock, MaxAge: -1})
 	if e != nil || found.Stale == nil {
 		t.Fatalf("setup: no stale entry (%v, %+v)", e, found)
 	}

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"time"
 
@@ -90,7 +92,8 @@ func (h *CacheRead) Validate() error {
 
 var errOnlyIfCached = errors.New("only-if-cached: no stored response")
 
-// ServeHTTP serves a fresh hit or passes the request on.
+// ServeHTTP serves a fresh hit, or a stale entry that a stale window or
+// the request allows, or passes the request on.
 func (h *CacheRead) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set(placeholderName, h.nameVal)
@@ -100,28 +103,99 @@ func (h *CacheRead) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		return next.ServeHTTP(w, r)
 	}
 	now := h.now()
-	e, found := h.cache.Find(r, repl, now)
-	if e == nil {
-		if _, ok := r.Header["Cache-Control"]; ok && httpcache.ParseCacheControl(r.Header).OnlyIfCached {
-			return caddyhttp.Error(http.StatusGatewayTimeout, errOnlyIfCached)
-		}
-		h.cache.Count(found.Result)
-		repl.Set(placeholderStatus, resultValues[found.Result])
-		if found.Stale == nil {
-			// A plain miss has nothing a writer needs: it keys the request
-			// and takes its snapshot itself, a moment later.
-			return next.ServeHTTP(w, r)
-		}
-		return next.ServeHTTP(w, r.WithContext(withLookup(r.Context(), found)))
+	want := cachestore.Want{Now: now, MaxAge: -1}
+	reqCC := httpcache.ParseCacheControl(nil)
+	if _, ok := r.Header["Cache-Control"]; ok {
+		// Of the request's directives, only those that cannot add load
+		// on the origin apply: max-stale and only-if-cached. A client's
+		// no-cache, max-age or min-fresh would let any client bypass
+		// the cache.
+		reqCC = httpcache.ParseCacheControl(r.Header)
 	}
-	h.cache.Count(cachestore.Hit)
-	repl.Set(placeholderStatus, resultValues[cachestore.Hit])
-	if ce := h.logger.Check(zap.DebugLevel, "cache hit"); ce != nil {
+	e, found := h.cache.Find(r, repl, want)
+	if e != nil {
+		h.serve(w, r, repl, e, now, cachestore.Hit)
+		return nil
+	}
+	if st := found.Stale; st != nil {
+		switch {
+		case !want.Validate && reqCC.MaxStale >= 0 && !st.NoStale &&
+			now.Sub(st.Expires) <= time.Duration(reqCC.MaxStale)*time.Second:
+			// The client accepts this much staleness (max-stale).
+			h.serve(w, r, repl, st, now, cachestore.Stale)
+			return nil
+		case !want.Validate && st.StaleUsable(now, st.StaleWhileRevalidate):
+			h.serve(w, r, repl, st, now, cachestore.Stale)
+			h.refresh(r, next, found)
+			return nil
+		}
+	}
+	if reqCC.OnlyIfCached {
+		return caddyhttp.Error(http.StatusGatewayTimeout, errOnlyIfCached)
+	}
+	repl.Set(placeholderStatus, resultValues[cachestore.Miss])
+	if found.Stale == nil {
+		// A plain miss has nothing a writer needs: it keys the request
+		// and takes its snapshot itself, a moment later.
+		h.cache.Count(cachestore.Miss)
+		return next.ServeHTTP(w, r)
+	}
+	ctx := withLookup(r.Context(), found)
+	err := next.ServeHTTP(w, r.WithContext(ctx))
+	if l := lookupOf(ctx); !l.Counted {
+		h.cache.Count(cachestore.Miss)
+	}
+	return err
+}
+
+// serve answers the request from a stored entry, counted as result.
+func (h *CacheRead) serve(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, e *cachestore.Entry, now time.Time, result cachestore.Result) {
+	h.cache.Count(result)
+	repl.Set(placeholderStatus, resultValues[result])
+	if ce := h.logger.Check(zap.DebugLevel, "cache "+result.String()); ce != nil {
 		ce.Write(zap.String("cache", h.Cache), zap.Int("status", e.Status))
 	}
-	serveStored(w, r, h.Cache, e, now)
-	return nil
+	serveStored(w, r, h.Cache, e, now, "hit")
 }
+
+// refreshTimeout bounds a background refresh, whatever the upstream's
+// own timeouts.
+const refreshTimeout = time.Minute
+
+// refresh fetches a stale entry again in the background, through the
+// handlers after this one, on a context that outlives the request: at most
+// one refresh per entry at a time (RFC 5861 section 3). The request is a
+// copy of r whose response goes nowhere but to the cache.
+func (h *CacheRead) refresh(r *http.Request, next caddyhttp.Handler, found cachestore.Lookup) {
+	key := found.Stale.Key
+	if !h.cache.StartRefresh(key) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), refreshTimeout)
+	if vars, ok := ctx.Value(caddyhttp.VarsCtxKey).(map[string]any); ok {
+		// The request's handlers go on using theirs.
+		ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, maps.Clone(vars))
+	}
+	ctx = withLookup(ctx, found)
+	br := r.Clone(ctx)
+	br.Body = http.NoBody
+	go func() {
+		defer h.cache.EndRefresh(key)
+		defer cancel()
+		rw := &nowhere{header: make(http.Header)}
+		if err := next.ServeHTTP(rw, br); err != nil {
+			h.logger.Debug("background refresh failed", zap.String("cache", h.Cache), zap.Error(err))
+		}
+	}()
+}
+
+// nowhere is the response writer of a background refresh: the response is
+// kept by cache_write and dropped here.
+type nowhere struct{ header http.Header }
+
+func (n *nowhere) Header() http.Header         { return n.header }
+func (n *nowhere) Write(p []byte) (int, error) { return len(p), nil }
+func (n *nowhere) WriteHeader(int)             {}
 
 // readable reports whether the request may be answered from the cache:
 // GET or HEAD, and no precondition this cache leaves to the origin.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -79,6 +80,29 @@ type CacheWrite struct {
 	// from the body, so that hits can answer If-None-Match. Default: off.
 	ETag bool `json:"etag,omitempty"`
 
+	// Heuristic allows heuristic freshness in origin mode (RFC 9111
+	// section 4.2.2): a response without explicit freshness but with a
+	// Last-Modified is fresh for a tenth of its age, at most this long.
+	// Default: off.
+	Heuristic caddy.Duration `json:"heuristic,omitempty"`
+
+	// StaleWhileRevalidate and StaleIfError are the stale windows (RFC
+	// 5861) of responses that give none themselves. A stale entry within
+	// the first is served at once while one request refreshes it in the
+	// background; within the second, it is served when the origin answers
+	// 500, 502, 503 or 504 or cannot be reached. Never where
+	// must-revalidate, proxy-revalidate, s-maxage or no-cache forbid
+	// serving stale. Default: none, only the response's own.
+	StaleWhileRevalidate caddy.Duration `json:"stale_while_revalidate,omitempty"`
+	StaleIfError         caddy.Duration `json:"stale_if_error,omitempty"`
+
+	// TargetedCacheControl lists the targeted cache-control fields (RFC
+	// 9213) honoured over Cache-Control and Expires, in order; the first
+	// present with a valid value decides. Fields other than
+	// CDN-Cache-Control are this gateway's own and are removed from the
+	// response. "off" alone honours none. Default: CDN-Cache-Control.
+	TargetedCacheControl []string `json:"targeted_cache_control,omitempty"`
+
 	cache   *namedCache
 	rule    *cachestore.KeyRule
 	policy  httpcache.Policy
@@ -123,11 +147,15 @@ func (h *CacheWrite) Provision(ctx caddy.Context) error {
 	h.members = newCacheStatusMembers(h.Cache)
 	h.rule = cachestore.NewKeyRule(h.KeyQuery, h.KeyHeaders, h.KeyPlaceholders)
 	h.policy = httpcache.Policy{
-		TTL:           time.Duration(h.TTL),
-		MaxTTL:        time.Duration(h.MaxTTL),
-		Statuses:      h.Status,
-		IdentityInKey: identityInKey(h.KeyHeaders, h.KeyPlaceholders),
+		TTL:                  time.Duration(h.TTL),
+		MaxTTL:               time.Duration(h.MaxTTL),
+		Heuristic:            time.Duration(h.Heuristic),
+		Statuses:             h.Status,
+		IdentityInKey:        identityInKey(h.KeyHeaders, h.KeyPlaceholders),
+		StaleWhileRevalidate: time.Duration(h.StaleWhileRevalidate),
+		StaleIfError:         time.Duration(h.StaleIfError),
 	}
+	h.policy.Targeted, h.policy.Own = targetedFields(h.TargetedCacheControl)
 	h.cache.AddRule(h.rule)
 	return nil
 }
@@ -144,6 +172,17 @@ func (h *CacheWrite) Validate() error {
 		return fmt.Errorf("cache_write %s: max_ttl must not be negative", h.Cache)
 	case h.MaxEntrySize < 0:
 		return fmt.Errorf("cache_write %s: max_entry_size must not be negative", h.Cache)
+	case h.Heuristic < 0:
+		return fmt.Errorf("cache_write %s: heuristic must not be negative", h.Cache)
+	case h.StaleWhileRevalidate < 0:
+		return fmt.Errorf("cache_write %s: stale_while_revalidate must not be negative", h.Cache)
+	case h.StaleIfError < 0:
+		return fmt.Errorf("cache_write %s: stale_if_error must not be negative", h.Cache)
+	case h.Heuristic > 0 && h.TTL > 0:
+		return fmt.Errorf("cache_write %s: heuristic applies in origin mode only, not with ttl", h.Cache)
+	}
+	if slices.Contains(h.TargetedCacheControl, "off") && len(h.TargetedCacheControl) > 1 {
+		return fmt.Errorf("cache_write %s: targeted_cache_control: off stands alone", h.Cache)
 	}
 	for _, code := range h.Status {
 		if code < 200 || code > 599 {
@@ -153,8 +192,11 @@ func (h *CacheWrite) Validate() error {
 	for _, list := range []struct {
 		field string
 		names []string
-	}{{"key_headers", h.KeyHeaders}, {"tags_from", h.TagsFrom}} {
+	}{{"key_headers", h.KeyHeaders}, {"tags_from", h.TagsFrom}, {"targeted_cache_control", h.TargetedCacheControl}} {
 		for _, name := range list.names {
+			if list.field == "targeted_cache_control" && name == "off" {
+				continue
+			}
 			if !httpguts.ValidHeaderFieldName(name) {
 				return fmt.Errorf("cache_write %s: %s: %q is not a header field name", h.Cache, list.field, name)
 			}
@@ -169,6 +211,25 @@ func (h *CacheWrite) Cleanup() error {
 		h.cache.RemoveRule(h.rule)
 	}
 	return nil
+}
+
+// targetedFields returns the targeted cache-control fields to honour, in
+// canonical form, and those of them that are this cache's own.
+func targetedFields(names []string) (honoured, own []string) {
+	switch {
+	case len(names) == 0:
+		return httpcache.DefaultTargetedFields, nil
+	case len(names) == 1 && names[0] == "off":
+		return nil, nil
+	}
+	for _, name := range names {
+		name = http.CanonicalHeaderKey(name)
+		honoured = append(honoured, name)
+		if name != "Cdn-Cache-Control" {
+			own = append(own, name)
+		}
+	}
+	return honoured, own
 }
 
 // poolCache returns the named cache from the config's cache_pool app.
@@ -215,21 +276,27 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		repl.Set(placeholderName, h.Cache)
 		repl.Set(placeholderStatus, resultValues[cachestore.Miss])
 	}
-	if r.Method != http.MethodGet {
-		member := h.members.method
-		if r.Method == http.MethodHead {
-			member = h.members.miss
-		}
-		w.Header().Add("Cache-Status", member)
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodHead:
+		w.Header().Add("Cache-Status", h.members.miss)
 		return next.ServeHTTP(w, r)
+	case http.MethodOptions, http.MethodTrace:
+		w.Header().Add("Cache-Status", h.members.method)
+		return next.ServeHTTP(w, r)
+	default:
+		w.Header().Add("Cache-Status", h.members.method)
+		return serveInvalidating(w, r, next, h.invalidateUnsafe)
 	}
 	cw := &cacheWriter{
 		ResponseWriter: w,
 		h:              h,
 		r:              r,
+		ctx:            r.Context(),
 		repl:           repl,
 		requestTime:    h.now(),
 		declared:       -1,
+		outcome:        httpcache.ReasonIncomplete,
 	}
 	if handed := lookupOf(r.Context()); handed != nil {
 		cw.primary, cw.found = h.takeHandOff(r, repl, handed)
@@ -241,9 +308,128 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		cw.snap = h.cache.Snapshot(cw.path)
 	}
 	cw.outer = cachestore.OuterFields(cw.outerBuf[:0], w.Header())
-	err := next.ServeHTTP(cw, r)
+	upstream := r
+	if st := cw.stale(); st != nil && (st.Validators.ETag != "" || st.Validators.LastModified != "") {
+		// Validate the stale entry (RFC 9111 section 4.3.1): the client's
+		// own preconditions are answered from the entry once validated.
+		upstream = r.Clone(r.Context())
+		upstream.Header.Del("If-None-Match")
+		upstream.Header.Del("If-Modified-Since")
+		if st.Validators.ETag != "" {
+			upstream.Header.Set("If-None-Match", st.Validators.ETag)
+		}
+		if st.Validators.LastModified != "" {
+			upstream.Header.Set("If-Modified-Since", st.Validators.LastModified)
+		}
+		cw.revalidating = true
+	}
+	if _, background := w.(*nowhere); !background {
+		done, err := h.collapse(cw, next)
+		if done {
+			return err
+		}
+		if cw.flight != nil {
+			defer func() { h.cache.Land(cw.primary, cw.flight, cw.outcome, h.now()) }()
+			// The leader's fetch outlives its client while others wait on it.
+			ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+			flight := cw.flight
+			stop := context.AfterFunc(r.Context(), func() {
+				if flight.Waiters() == 0 {
+					cancel()
+				}
+			})
+			defer stop()
+			defer cancel()
+			cw.ctx = ctx
+			upstream = upstream.WithContext(ctx)
+		}
+	}
+	err := next.ServeHTTP(cw, upstream)
+	if err != nil && !cw.wroteHeader {
+		err = cw.failed(err)
+	}
 	cw.finish(err)
 	return err
+}
+
+// collapseWait bounds how long a request waits for another request's fetch
+// of the same key before it goes to the origin itself.
+const collapseWait = 10 * time.Second
+
+// collapse joins the request to a fetch of its key in progress (RFC 9111
+// leaves collapsing to the cache; RFC 9211 calls it "collapsed"): the
+// first request leads and fetches; the others wait for it, then are
+// answered from what it stored. done is true when the request was
+// answered so. A waiter whose leader stored nothing the request may use
+// (an unstorable or private response, another variant) fetches its own.
+func (h *CacheWrite) collapse(cw *cacheWriter, next caddyhttp.Handler) (done bool, err error) {
+	r := cw.r
+	if cw.primary == nil {
+		kb := cachestore.GetKeyBuilder()
+		cw.primary = slices.Clone(h.rule.Build(kb, r, cw.repl, nil))
+		cachestore.PutKeyBuilder(kb)
+	}
+	flight, leader := h.cache.Join(cw.primary, cw.requestTime)
+	if flight == nil {
+		return false, nil
+	}
+	if leader {
+		cw.flight = flight
+		return false, nil
+	}
+	if outcome, ok := flight.Wait(r.Context(), collapseWait); !ok || outcome != httpcache.Stored {
+		return false, nil
+	}
+	now := h.now()
+	e, _ := h.cache.Find(r, cw.repl, cachestore.Want{Now: now, MaxAge: -1})
+	if e == nil {
+		return false, nil
+	}
+	serveStored(cw.ResponseWriter, r, h.Cache, e, now, "fwd=uri-miss; collapsed")
+	return true, nil
+}
+
+// invalidateUnsafe drops the stored responses of the target URI of a
+// request with an unsafe method that succeeded, and of the same-origin
+// URIs its Location and Content-Location name (RFC 9111 section 4.4),
+// every variant, on every node.
+func (h *CacheWrite) invalidateUnsafe(r *http.Request, resp http.Header) {
+	host := httpcache.CanonicalHost(r.Host, r.TLS != nil)
+	t := cachestore.Target{URLs: []cachestore.URL{{Host: host, Path: r.URL.EscapedPath()}}}
+	for _, name := range []string{"Location", "Content-Location"} {
+		if path, ok := sameOrigin(r, resp.Get(name)); ok {
+			t.URLs = append(t.URLs, cachestore.URL{Host: host, Path: path})
+		}
+	}
+	_, _, err := h.cache.purgeEverywhere(r.Context(), t)
+	if err != nil {
+		h.logger.Warn("invalidation may not have reached every node", zap.String("cache", h.Cache), zap.Error(err))
+	}
+}
+
+// sameOrigin resolves a URI reference from a response to r, and returns
+// its escaped path when it has r's origin: only those may be invalidated,
+// so that one origin cannot drop another's entries.
+func sameOrigin(r *http.Request, ref string) (string, bool) {
+	if ref == "" {
+		return "", false
+	}
+	u, err := url.Parse(ref)
+	if err != nil {
+		return "", false
+	}
+	if u.IsAbs() || u.Host != "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		if (u.Scheme != "" && !strings.EqualFold(u.Scheme, scheme)) ||
+			httpcache.CanonicalHost(u.Host, r.TLS != nil) != httpcache.CanonicalHost(r.Host, r.TLS != nil) {
+			return "", false
+		}
+	}
+	base := &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath}
+	return base.ResolveReference(u).EscapedPath(), true
 }
 
 // takeHandOff builds the key of the request's primary entry as the
@@ -264,21 +450,18 @@ func (h *CacheWrite) takeHandOff(r *http.Request, repl *caddy.Replacer, handed *
 	return slices.Clone(key), nil
 }
 
-// cacheStatusMembers are the Cache-Status members a writer sends, built
-// once: only the reason a response was not stored varies.
+// cacheStatusMembers are the starts of the Cache-Status members a writer
+// sends, built once.
 type cacheStatusMembers struct {
-	method, miss, stale     string // fwd=method, fwd=uri-miss, fwd=stale
-	storedMiss, storedStale string // the same, with "stored"
+	method, miss, stale string // fwd=method, fwd=uri-miss, fwd=stale
 }
 
 func newCacheStatusMembers(cache string) cacheStatusMembers {
-	m := cacheStatusMembers{
+	return cacheStatusMembers{
 		method: cache + "; fwd=method",
 		miss:   cache + "; fwd=uri-miss",
 		stale:  cache + "; fwd=stale",
 	}
-	m.storedMiss, m.storedStale = m.miss+"; stored", m.stale+"; stored"
-	return m
 }
 
 // lookupKey is the request context key under which cache_read hands its

@@ -227,6 +227,10 @@ func cacheNameArg(d *caddyfile.Dispenser, dir string) (string, error) {
 //		max_ttl          <duration>
 //		tags_from        <header...>
 //		etag
+//		heuristic        <duration>
+//		stale_while_revalidate <duration>
+//		stale_if_error   <duration>
+//		targeted_cache_control <header...> | off
 //	}
 func (h *CacheWrite) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	const dir = "cache_write"
@@ -264,6 +268,14 @@ func (h *CacheWrite) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%s: etag takes no argument", dir)
 			}
 			h.ETag = true
+		case "heuristic":
+			err = parseDurationArg(d, dir, &h.Heuristic)
+		case "stale_while_revalidate":
+			err = parseDurationArg(d, dir, &h.StaleWhileRevalidate)
+		case "stale_if_error":
+			err = parseDurationArg(d, dir, &h.StaleIfError)
+		case "targeted_cache_control":
+			h.TargetedCacheControl, err = parseListArg(d, dir)
 		default:
 			return d.Errf("%s: unknown subdirective '%s'", dir, opt)
 		}

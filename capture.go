@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/gateway/internal/cachestore"
@@ -21,6 +24,7 @@ type cacheWriter struct {
 	http.ResponseWriter
 	h     *CacheWrite
 	r     *http.Request
+	ctx   context.Context // the upstream request's, which may outlive r's
 	repl  *caddy.Replacer
 	found *cachestore.Lookup // what cache_read found for this key, if it ran
 	path  string
@@ -42,8 +46,18 @@ type cacheWriter struct {
 	storing      bool
 	done         bool
 
+	// revalidating is set when the upstream request validates the stale
+	// entry; absorbed once the upstream's response is replaced by a
+	// stored one (validated, or stale on error) and goes nowhere.
+	revalidating bool
+	absorbed     bool
+
+	// flight is the fetch this request leads for others that wait; outcome
+	// is what became of the response, which they learn.
+	flight  *cachestore.Flight
+	outcome httpcache.Outcome
+
 	status   int
-	ttl      time.Duration
 	e        *cachestore.Entry // what is stored once the body is complete
 	vary     []string          // the request fields that select it, if any
 	body     []byte
@@ -52,32 +66,151 @@ type cacheWriter struct {
 }
 
 // WriteHeader decides from the status and headers whether the response
-// may be stored, says so in Cache-Status, and sends the header on.
+// may be stored, says so in Cache-Status, and sends the header on; or,
+// when a stale entry is at hand, answers from it instead: once the origin
+// validated it (304), or within its stale-if-error window when the origin
+// fails.
 func (cw *cacheWriter) WriteHeader(status int) {
 	if cw.wroteHeader || (status >= 100 && status < 200 && status != http.StatusSwitchingProtocols) {
-		cw.ResponseWriter.WriteHeader(status)
+		if !cw.absorbed {
+			cw.ResponseWriter.WriteHeader(status)
+		}
 		return
 	}
 	cw.wroteHeader = true
 	cw.status = status
 	cw.responseTime = cw.h.now()
-	stale := cw.found != nil && cw.found.Stale != nil
-	var member string
-	if outcome := cw.decide(); outcome != httpcache.Stored {
-		cw.h.cache.Record(outcome)
-		member = cw.h.members.miss
-		if stale {
-			member = cw.h.members.stale
-		}
-		member += "; detail=" + outcome.String()
+	st := cw.stale()
+	switch {
+	case cw.revalidating && status == http.StatusNotModified:
+		cw.absorbed = true
+		cw.validated(st)
+		return
+	case st != nil && serverError(status) && st.StaleUsable(cw.responseTime, st.StaleIfError):
+		cw.absorbed = true
+		cw.outcome = httpcache.ReasonStatus
+		cw.h.cache.Record(cw.outcome)
+		cw.serveStale(st, "fwd=stale; fwd-status="+strconv.Itoa(status))
+		return
+	}
+	member := cw.h.members.miss
+	if st != nil {
+		member = cw.h.members.stale
+		cw.found.Counted = true
+		cw.h.cache.Count(cachestore.Miss)
+	}
+	member += "; fwd-status=" + strconv.Itoa(status)
+	if cw.outcome = cw.decide(); cw.outcome != httpcache.Stored {
+		cw.h.cache.Record(cw.outcome)
+		member += "; detail=" + cw.outcome.String()
 	} else {
-		member = cw.h.members.storedMiss
-		if stale {
-			member = cw.h.members.storedStale
-		}
+		member += "; stored"
 	}
 	cw.Header().Add("Cache-Status", member)
 	cw.ResponseWriter.WriteHeader(status)
+}
+
+// serverError reports whether a status is one that stale-if-error covers
+// (RFC 5861 section 4).
+func serverError(status int) bool {
+	switch status {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// stale returns the stale entry handed over for this request, if any.
+func (cw *cacheWriter) stale() *cachestore.Entry {
+	if cw.found == nil {
+		return nil
+	}
+	return cw.found.Stale
+}
+
+// failed handles an upstream that gave no response at all: the stale
+// entry is served within its stale-if-error window; an entry that must
+// not be served stale makes the failure a 504 (RFC 9111 section 4.2.4).
+func (cw *cacheWriter) failed(err error) error {
+	st := cw.stale()
+	if st == nil {
+		return err
+	}
+	now := cw.h.now()
+	if st.StaleUsable(now, st.StaleIfError) {
+		cw.wroteHeader, cw.absorbed = true, true
+		cw.responseTime = now
+		cw.serveStale(st, "fwd=stale; detail=ORIGIN-UNREACHABLE")
+		return nil
+	}
+	if st.NoStale {
+		return caddyhttp.Error(http.StatusGatewayTimeout, err)
+	}
+	return err
+}
+
+// serveStale answers from the stale entry, in place of the origin's
+// response.
+func (cw *cacheWriter) serveStale(st *cachestore.Entry, how string) {
+	cw.found.Counted = true
+	cw.h.cache.Count(cachestore.Stale)
+	cw.repl.Set(placeholderStatus, resultValues[cachestore.Stale])
+	cachestore.KeepOuter(cw.Header(), cw.outer)
+	serveStored(cw.ResponseWriter, cw.r, cw.h.Cache, st, cw.responseTime, how)
+}
+
+// validated answers from the stale entry that the origin's 304 validated,
+// after updating it with the 304's header fields (RFC 9111 sections 3.2
+// and 4.3.4) and storing it again with its new freshness.
+func (cw *cacheWriter) validated(st *cachestore.Entry) {
+	h := cw.h
+	fresh, _ := cachestore.StoredFields(cw.Header(), cw.outer, nil)
+	merged := make(http.Header, len(st.Fields)+len(fresh))
+	for _, f := range st.Fields {
+		merged[f.Name] = f.Values
+	}
+	for _, f := range fresh {
+		if !keptOnUpdate(f.Name) {
+			merged[f.Name] = f.Values
+		}
+	}
+	d := h.policy.Decide(httpcache.Exchange{
+		RequestHeader: cw.r.Header,
+		Status:        st.Status,
+		Header:        merged,
+		RequestTime:   cw.requestTime,
+		ResponseTime:  cw.responseTime,
+	})
+	e := h.newEntry(cw.r, cw.path, st.Status, merged, nil, d, cw.responseTime)
+	e.Key, e.Body = st.Key, st.Body
+	if vals := merged["Content-Length"]; len(vals) > 0 {
+		e.Fields = append(e.Fields, cachestore.Field{Name: "Content-Length", Values: vals})
+	}
+	cw.outcome = d.Outcome
+	if d.Outcome == httpcache.Stored {
+		var marker *cachestore.Entry
+		if vary := httpcache.VaryNames(merged); vary != nil && !bytes.Equal(e.Key, cw.found.Primary) {
+			marker = &cachestore.Entry{Key: cw.found.Primary, Host: e.Host, Path: e.Path, Vary: vary, Expires: e.Expires}
+		}
+		cw.outcome = h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
+	}
+	h.cache.Record(cw.outcome)
+	cw.found.Counted = true
+	h.cache.Count(cachestore.Revalidated)
+	cw.repl.Set(placeholderStatus, resultValues[cachestore.Revalidated])
+	cachestore.KeepOuter(cw.Header(), cw.outer)
+	how := "fwd=stale; fwd-status=304"
+	if cw.outcome == httpcache.Stored {
+		how += "; stored"
+	}
+	serveStored(cw.ResponseWriter, cw.r, h.Cache, e, cw.responseTime, how)
+}
+
+// keptOnUpdate reports whether a stored field keeps its value when a 304
+// updates the stored response: Content-Length describes the stored body,
+// whatever a 304 says (RFC 9111 section 3.2).
+func keptOnUpdate(name string) bool {
+	return name == "Content-Length"
 }
 
 // decide applies the storage rules to the response header and, when the
@@ -85,15 +218,19 @@ func (cw *cacheWriter) WriteHeader(status int) {
 // now: later changes to the header map are not the stored response's.
 func (cw *cacheWriter) decide() httpcache.Outcome {
 	hdr := cw.Header()
-	ttl, outcome := cw.h.policy.Decide(httpcache.Exchange{
+	d := cw.h.policy.Decide(httpcache.Exchange{
 		RequestHeader: cw.r.Header,
 		Status:        cw.status,
 		Header:        hdr,
 		RequestTime:   cw.requestTime,
 		ResponseTime:  cw.responseTime,
 	})
-	if outcome != httpcache.Stored {
-		return outcome
+	for _, name := range cw.h.policy.Own {
+		// This cache's own targeted fields end here.
+		delete(hdr, name)
+	}
+	if d.Outcome != httpcache.Stored {
+		return d.Outcome
 	}
 	cw.limit = cw.h.maxEntrySize() - cachestore.HeaderSize(hdr)
 	if cl := hdr.Get("Content-Length"); cl != "" {
@@ -107,26 +244,34 @@ func (cw *cacheWriter) decide() httpcache.Outcome {
 		return httpcache.ReasonTooLarge
 	}
 	cw.storing = true
-	cw.ttl = ttl
-	fields, cacheStatus := cachestore.StoredFields(hdr, cw.outer)
-	r := cw.r
+	cw.e = cw.h.newEntry(cw.r, cw.path, cw.status, hdr, cw.outer, d, cw.responseTime)
 	cw.vary = httpcache.VaryNames(hdr)
-	cw.e = &cachestore.Entry{
-		Host:        httpcache.CanonicalHost(r.Host, r.TLS != nil),
-		Path:        cw.path,
-		Tags:        cachestore.Tags(hdr, cw.h.TagsFrom),
-		Status:      cw.status,
-		Fields:      fields,
-		CacheStatus: cacheStatus,
-		Validators:  httpcache.ValidatorsOf(hdr),
-		StoredAt:    cw.responseTime,
-		InitialAge:  httpcache.InitialAge(hdr, cw.requestTime, cw.responseTime),
-		Expires:     cw.responseTime.Add(ttl),
-	}
 	if cw.declared >= 0 {
 		cw.body = make([]byte, 0, cw.declared)
 	}
 	return httpcache.Stored
+}
+
+// newEntry prepares the entry of a response that the decision d allows
+// to be stored, from its header as it is now, without its body.
+func (h *CacheWrite) newEntry(r *http.Request, path string, status int, hdr http.Header, outer []cachestore.OuterField, d httpcache.Decision, responseTime time.Time) *cachestore.Entry {
+	fields, cacheStatus := cachestore.StoredFields(hdr, outer, d.Omit)
+	return &cachestore.Entry{
+		Host:                 httpcache.CanonicalHost(r.Host, r.TLS != nil),
+		Path:                 path,
+		Tags:                 cachestore.Tags(hdr, h.TagsFrom),
+		Status:               status,
+		Fields:               fields,
+		CacheStatus:          cacheStatus,
+		Validators:           httpcache.ValidatorsOf(hdr),
+		StoredAt:             responseTime,
+		InitialAge:           d.InitialAge,
+		Expires:              responseTime.Add(d.TTL),
+		StaleWhileRevalidate: d.StaleWhileRevalidate,
+		StaleIfError:         d.StaleIfError,
+		NoStale:              d.NoStale || d.NoCache,
+		Immutable:            d.Immutable,
+	}
 }
 
 // Write sends p on and keeps a copy while the copy fits. Once a response
@@ -135,6 +280,9 @@ func (cw *cacheWriter) decide() httpcache.Outcome {
 func (cw *cacheWriter) Write(p []byte) (int, error) {
 	if !cw.wroteHeader {
 		cw.WriteHeader(http.StatusOK)
+	}
+	if cw.absorbed {
+		return len(p), nil
 	}
 	if cw.storing {
 		if int64(len(cw.body)+len(p)) > cw.limit {
@@ -146,13 +294,22 @@ func (cw *cacheWriter) Write(p []byte) (int, error) {
 			}
 		}
 	}
-	return cw.ResponseWriter.Write(p)
+	n, err := cw.ResponseWriter.Write(p)
+	if err != nil && cw.storing && cw.flight != nil {
+		// The leader's client left; the requests that wait still get
+		// what is stored.
+		return len(p), nil
+	}
+	return n, err
 }
 
 // FlushError passes a flush on, so streamed responses stay streamed.
 func (cw *cacheWriter) FlushError() error {
 	if !cw.wroteHeader {
 		cw.WriteHeader(http.StatusOK)
+	}
+	if cw.absorbed {
+		return nil
 	}
 	return http.NewResponseController(cw.ResponseWriter).Flush()
 }
@@ -164,6 +321,7 @@ func (cw *cacheWriter) drop(outcome httpcache.Outcome) {
 	cw.storing = false
 	cw.body = nil
 	cw.e = nil
+	cw.outcome = outcome
 	cw.h.cache.Record(outcome)
 }
 
@@ -173,7 +331,7 @@ func (cw *cacheWriter) finish(err error) {
 	if !cw.storing || cw.done {
 		return
 	}
-	if err != nil || cw.r.Context().Err() != nil ||
+	if err != nil || cw.ctx.Err() != nil ||
 		(cw.declared >= 0 && int64(len(cw.body)) != cw.declared) {
 		cw.drop(httpcache.ReasonIncomplete)
 		return
@@ -212,11 +370,12 @@ func (cw *cacheWriter) commit() {
 		marker = &cachestore.Entry{Key: primary, Host: e.Host, Path: e.Path, Vary: cw.vary, Expires: e.Expires}
 	}
 	cachestore.PutKeyBuilder(kb)
-	outcome := h.cache.Put(cw.snap, cw.ttl, e, marker)
+	outcome := h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
+	cw.outcome = outcome
 	h.cache.Record(outcome)
 	if ce := h.logger.Check(zap.DebugLevel, "cache store"); ce != nil {
 		ce.Write(zap.String("cache", h.Cache), zap.Stringer("outcome", outcome),
-			zap.Int("bytes", len(cw.body)), zap.Duration("ttl", cw.ttl))
+			zap.Int("bytes", len(cw.body)), zap.Duration("ttl", e.Expires.Sub(e.StoredAt)))
 	}
 	cw.body = nil
 	cw.e = nil

@@ -115,21 +115,28 @@ func (h *CacheInvalidate) ServeHTTP(w http.ResponseWriter, r *http.Request, next
 	if len(h.Methods) > 0 && !slices.Contains(h.Methods, r.Method) {
 		return next.ServeHTTP(w, r)
 	}
-	iw := &invalidatingWriter{ResponseWriter: w, h: h, r: r}
+	return serveInvalidating(w, r, next, h.invalidate)
+}
+
+// serveInvalidating passes the request on and calls invalidate, with the
+// response's header, once the response turns out successful (below 400),
+// before it leaves.
+func serveInvalidating(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, invalidate func(*http.Request, http.Header)) error {
+	iw := &invalidatingWriter{ResponseWriter: w, invalidate: invalidate, r: r}
 	if err := next.ServeHTTP(iw, r); err != nil {
 		return err
 	}
 	if !iw.decided {
 		// Nothing was written: the response is an implicit 200.
 		iw.decided = true
-		h.invalidate(r)
+		invalidate(r, w.Header())
 	}
 	return nil
 }
 
 // invalidate drops what the handler selects, with placeholders expanded
 // for this request.
-func (h *CacheInvalidate) invalidate(r *http.Request) {
+func (h *CacheInvalidate) invalidate(r *http.Request, _ http.Header) {
 	if len(h.URLs) == 0 && len(h.Prefixes) == 0 && len(h.Tags) == 0 {
 		nodes, err := h.cache.flushEverywhere(r.Context())
 		h.logBus(err)
@@ -193,16 +200,16 @@ func parsePurgeURL(s string) (cachestore.URL, error) {
 // written, before any byte of the response reaches the client.
 type invalidatingWriter struct {
 	http.ResponseWriter
-	h       *CacheInvalidate
-	r       *http.Request
-	decided bool
+	invalidate func(*http.Request, http.Header)
+	r          *http.Request
+	decided    bool
 }
 
 func (iw *invalidatingWriter) WriteHeader(status int) {
 	if !iw.decided && status >= 200 {
 		iw.decided = true
 		if status < 400 {
-			iw.h.invalidate(iw.r)
+			iw.invalidate(iw.r, iw.Header())
 		}
 	}
 	iw.ResponseWriter.WriteHeader(status)

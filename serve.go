@@ -16,11 +16,12 @@ var notModifiedFields = []string{"Cache-Control", "Content-Location", "Date", "E
 
 // serveStored writes a stored response of the named cache at now, or 304
 // Not Modified when the request's preconditions allow, with its Age (RFC
-// 9111 section 4.2.3) and a Cache-Status hit member. Its two allocations
-// are the Age and Cache-Status values.
-func serveStored(w http.ResponseWriter, r *http.Request, cache string, e *cachestore.Entry, now time.Time) {
+// 9111 section 4.2.3) and a Cache-Status member: the cache's name, then
+// how (such as "hit"), then the entry's ttl. Its two allocations are the
+// Age and Cache-Status values.
+func serveStored(w http.ResponseWriter, r *http.Request, cache string, e *cachestore.Entry, now time.Time, how string) {
 	hdr := w.Header()
-	notModified := httpcache.NotModified(r.Header, e.Validators)
+	notModified := httpcache.NotModified(r.Header, e.Validators, now)
 	for _, f := range e.Fields {
 		if !notModified || slices.Contains(notModifiedFields, f.Name) {
 			hdr[f.Name] = f.Values
@@ -28,12 +29,14 @@ func serveStored(w http.ResponseWriter, r *http.Request, cache string, e *caches
 	}
 	// One allocation holds both new field values.
 	vals := new([2]string)
-	age := max((e.InitialAge+now.Sub(e.StoredAt))/time.Second, 0)
-	vals[0] = strconv.FormatInt(int64(age), 10)
-	ttl := (e.Expires.Sub(now) + time.Second - 1) / time.Second
+	vals[0] = strconv.FormatInt(int64(e.Age(now)/time.Second), 10)
+	ttl := e.Expires.Sub(now)
+	if ttl > 0 {
+		ttl += time.Second - 1 // rounded up while fresh, down once stale
+	}
 	var buf [128]byte
-	member := append(append(buf[:0], cache...), "; hit; ttl="...)
-	vals[1] = string(strconv.AppendInt(member, int64(ttl), 10))
+	member := append(append(append(append(buf[:0], cache...), "; "...), how...), "; ttl="...)
+	vals[1] = string(strconv.AppendInt(member, int64(ttl/time.Second), 10))
 	hdr["Age"] = vals[0:1:1]
 	if len(e.CacheStatus) == 0 {
 		hdr["Cache-Status"] = vals[1:2:2]

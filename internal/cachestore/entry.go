@@ -2,6 +2,7 @@ package cachestore
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +29,15 @@ type Entry struct {
 	StoredAt    time.Time
 	InitialAge  time.Duration // RFC 9111 section 4.2.3 corrected_initial_age
 	Expires     time.Time     // the end of freshness
+
+	// StaleWhileRevalidate and StaleIfError are how long past Expires the
+	// entry may be served stale (RFC 5861); NoStale forbids it whatever
+	// the windows. Immutable marks a response that a fresh entry answers
+	// even when the client asks for validation (RFC 8246).
+	StaleWhileRevalidate time.Duration
+	StaleIfError         time.Duration
+	NoStale              bool
+	Immutable            bool
 
 	cost int64
 
@@ -102,6 +112,17 @@ func OuterFields(buf []OuterField, h http.Header) []OuterField {
 	return buf
 }
 
+// KeepOuter deletes from h every field but those outer handlers set and no
+// inner handler replaced: what is left belongs to the request, not to the
+// response it is about to be given.
+func KeepOuter(h http.Header, outer []OuterField) {
+	for name, values := range h {
+		if len(values) == 0 || !untouched(outer, name, values) {
+			delete(h, name)
+		}
+	}
+}
+
 // untouched reports whether the values are still those an outer handler
 // set.
 func untouched(outer []OuterField, name string, values []string) bool {
@@ -116,12 +137,13 @@ func untouched(outer []OuterField, name string, values []string) bool {
 // StoredFields copies the header fields a stored response keeps: not the
 // upstream's Cache-Status, which is returned apart so a hit can add its own
 // member; not the fields that describe one connection; not Content-Length,
-// which the writer sets from the body; and not the fields that outer
+// which the writer sets from the body; not the fields omit names (those of
+// private="..." and no-cache="..."); and not the fields that outer
 // handlers set (outer) and no inner handler replaced: they belong to one
 // request, and a hit gets its own. One block holds every value, and each
 // field's values are clipped, so a handler that appends to them on a hit
 // copies them.
-func StoredFields(h http.Header, outer []OuterField) (fields []Field, cacheStatus []string) {
+func StoredFields(h http.Header, outer []OuterField, omit []string) (fields []Field, cacheStatus []string) {
 	n := 0
 	for _, values := range h {
 		n += len(values)
@@ -129,7 +151,7 @@ func StoredFields(h http.Header, outer []OuterField) (fields []Field, cacheStatu
 	block := make([]string, 0, n)
 	fields = make([]Field, 0, len(h)+2) // room for Content-Length and Etag
 	for name, values := range h {
-		if len(values) == 0 || notStored(name) || untouched(outer, name, values) {
+		if len(values) == 0 || notStored(name) || untouched(outer, name, values) || slices.Contains(omit, name) {
 			continue
 		}
 		start := len(block)
@@ -177,4 +199,26 @@ func Tags(h http.Header, names []string) []string {
 		}
 	}
 	return tags
+}
+
+// StaleUsable reports whether the entry, stale at now, may still be served
+// stale within a window: for swr, while one request revalidates it; for
+// the error window, while the origin fails.
+func (e *Entry) StaleUsable(now time.Time, window time.Duration) bool {
+	return !e.NoStale && window > 0 && now.Before(e.Expires.Add(window))
+}
+
+// StaleKeep is how long an entry with a validator is kept past its
+// freshness, to be revalidated rather than fetched again.
+const StaleKeep = time.Hour
+
+// Keep returns how long, from now, the store should hold an entry stored
+// now: its freshness, then whichever of its stale windows is longest, and
+// StaleKeep for an entry that can be revalidated.
+func (e *Entry) Keep(now time.Time) time.Duration {
+	stale := max(e.StaleWhileRevalidate, e.StaleIfError)
+	if e.Validators.ETag != "" || e.Validators.LastModified != "" {
+		stale = max(stale, StaleKeep)
+	}
+	return max(e.Expires.Sub(now), 0) + stale
 }

@@ -15,16 +15,17 @@ type Result uint8
 
 // The results, as counted and as the {http.cache.status} placeholder.
 const (
-	Hit    Result = iota // a fresh entry, served
-	Miss                 // no entry
-	Stale                // an entry past its freshness
-	Bypass               // the request may not be answered from a cache
+	Hit         Result = iota // a fresh entry, served
+	Miss                      // forwarded: no usable entry
+	Stale                     // an entry past its freshness, served stale
+	Bypass                    // the request may not be answered from a cache
+	Revalidated               // a stored entry, served once the origin validated it
 
 	// NumResults is how many results there are.
 	NumResults = iota
 )
 
-var resultNames = [NumResults]string{"hit", "miss", "stale", "bypass"}
+var resultNames = [NumResults]string{"hit", "miss", "stale", "bypass", "revalidated"}
 
 // String returns the result's name, such as "hit".
 func (r Result) String() string {
@@ -91,7 +92,11 @@ func PutKeyBuilder(b *httpcache.KeyBuilder) {
 // uses it only when its own key of the request equals Primary.
 type Lookup struct {
 	Store  *Store
-	Result Result // Miss or Stale
+	Result Result // Miss, or Stale when Stale is set
+
+	// Counted is set by the writer that counted the request's result,
+	// which only it knows once the origin answered.
+	Counted bool
 
 	// Snapshot and Path are set with Stale: the epochs of the request's
 	// path while Stale was still stored. An invalidation after them drops
@@ -108,10 +113,40 @@ type Lookup struct {
 	Stale *Entry
 }
 
-// Find looks r up under the rule of every writer of the store at now. It
-// returns a fresh entry, or nil and what was found instead. x expands the
-// rules' placeholders. A fresh hit and a plain miss allocate nothing.
-func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup) {
+// Want is what a request accepts as fresh (RFC 9111 section 5.2.1).
+type Want struct {
+	Now time.Time
+	// MaxAge, when not negative, is the oldest entry the request accepts
+	// (max-age); MinFresh how long it must stay fresh still (min-fresh).
+	MaxAge   time.Duration
+	MinFresh time.Duration
+	// Validate asks for every entry found to be validated (no-cache).
+	Validate bool
+}
+
+// Fresh reports whether the entry may answer the request without
+// validation. A fresh immutable entry always may (RFC 8246).
+func (w Want) Fresh(e *Entry) bool {
+	if !w.Now.Before(e.Expires) {
+		return false
+	}
+	if e.Immutable {
+		return true
+	}
+	return !w.Validate && (w.MaxAge < 0 || e.Age(w.Now) <= w.MaxAge) &&
+		w.Now.Add(w.MinFresh).Before(e.Expires)
+}
+
+// Age is the entry's age at now (RFC 9111 section 4.2.3).
+func (e *Entry) Age(now time.Time) time.Duration {
+	return max(e.InitialAge+now.Sub(e.StoredAt), 0)
+}
+
+// Find looks r up under the rule of every writer of the store. It returns
+// an entry that want accepts as fresh, or nil and what was found instead.
+// x expands the rules' placeholders. A fresh hit and a plain miss allocate
+// nothing.
+func (s *Store) Find(r *http.Request, x Expander, want Want) (*Entry, Lookup) {
 	l := Lookup{Store: s, Result: Miss}
 	rules := s.Rules()
 	if len(rules) == 0 {
@@ -126,7 +161,7 @@ func (s *Store) Find(r *http.Request, x Expander, now time.Time) (*Entry, Lookup
 		}
 		switch {
 		case e == nil:
-		case now.Before(e.Expires):
+		case want.Fresh(e):
 			return e, Lookup{}
 		case l.Stale == nil:
 			l.Result, l.Stale, l.Rule = Stale, e, rule

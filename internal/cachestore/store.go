@@ -97,6 +97,7 @@ type Store struct {
 
 	flushing atomic.Bool
 	stats    counters
+	flights  flights
 }
 
 // New returns an empty store, or what is wrong with cfg.
@@ -205,9 +206,9 @@ func (s *Store) Snapshot(path string) Snapshot {
 // leads to it if there is one, unless an invalidation of their path
 // happened since snap was taken. It computes their costs, and returns
 // Stored or the reason nothing was stored. When it returns, a later Get
-// finds what was stored. ttl is how long the entry stays fresh; the store
-// keeps it a second longer.
-func (s *Store) Put(snap Snapshot, ttl time.Duration, e, marker *Entry) httpcache.Outcome {
+// finds what was stored. keep is how long the store holds them, stale
+// windows included (see Entry.Keep); the store keeps them a second longer.
+func (s *Store) Put(snap Snapshot, keep time.Duration, e, marker *Entry) httpcache.Outcome {
 	e.computeCost()
 	if marker != nil {
 		marker.computeCost()
@@ -217,7 +218,7 @@ func (s *Store) Put(snap Snapshot, ttl time.Duration, e, marker *Entry) httpcach
 		s.mu.RUnlock()
 		return httpcache.ReasonInvalidated
 	}
-	storeTTL := ttl + time.Second
+	storeTTL := max(keep, 0) + time.Second
 	refused := false
 	for _, x := range [2]*Entry{e, marker} {
 		if x == nil {

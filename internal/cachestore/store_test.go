@@ -285,17 +285,17 @@ func TestFind(t *testing.T) {
 	fresh := put(t, s, pageOnly, "/f?page=1", []byte("f"))
 	stale := put(t, s, all, "/s", []byte("s"))
 
-	if e, _ := s.Find(httptest.NewRequest("GET", "/f?page=1&utm=x", nil), noPlaceholders{}, now); e != fresh {
+	if e, _ := s.Find(httptest.NewRequest("GET", "/f?page=1&utm=x", nil), noPlaceholders{}, Want{Now: now, MaxAge: -1}); e != fresh {
 		t.Error("a fresh entry stored under the second rule is not found")
 	}
-	e, l := s.Find(httptest.NewRequest("GET", "/s", nil), noPlaceholders{}, now.Add(2*time.Hour))
+	e, l := s.Find(httptest.NewRequest("GET", "/s", nil), noPlaceholders{}, Want{Now: now.Add(2 * time.Hour), MaxAge: -1})
 	if e != nil || l.Result != Stale || l.Stale != stale || l.Rule != all || string(l.Primary) != string(stale.Key) {
 		t.Errorf("stale lookup: %v %+v", e, l)
 	}
 	if l.Snapshot != s.Snapshot("/s") || l.Path != "/s" || l.Store != s {
 		t.Errorf("the lookup does not carry its snapshot and request: %+v", l)
 	}
-	e, l = s.Find(httptest.NewRequest("GET", "/none", nil), noPlaceholders{}, now)
+	e, l = s.Find(httptest.NewRequest("GET", "/none", nil), noPlaceholders{}, Want{Now: now, MaxAge: -1})
 	if e != nil || l.Result != Miss || l.Stale != nil || l.Rule != nil || l.Primary != nil || l.Path != "" {
 		t.Errorf("miss: %v %+v", e, l)
 	}
@@ -310,11 +310,11 @@ func TestFind(t *testing.T) {
 	if got := s.Put(s.Snapshot("/v"), time.Hour, variant, marker); got != httpcache.Stored {
 		t.Fatalf("variant: %v", got)
 	}
-	if e, _ := s.Find(r, noPlaceholders{}, now); e != variant {
+	if e, _ := s.Find(r, noPlaceholders{}, Want{Now: now, MaxAge: -1}); e != variant {
 		t.Error("the variant is not found through its marker")
 	}
 	r.Header.Set("Accept", "application/json")
-	if e, l := s.Find(r, noPlaceholders{}, now); e != nil || l.Result != Miss {
+	if e, l := s.Find(r, noPlaceholders{}, Want{Now: now, MaxAge: -1}); e != nil || l.Result != Miss {
 		t.Error("another Accept found the variant")
 	}
 	if n := s.Purge(Target{URLs: []URL{{Path: "/v"}}}); n != 1 {
@@ -332,7 +332,7 @@ func TestFindAllocatesNothingOnAHitOrAMiss(t *testing.T) {
 	put(t, s, rule, "/f?page=1", []byte("f"))
 	r := httptest.NewRequest("GET", "/f?page=1", nil)
 	allocs := testing.AllocsPerRun(100, func() {
-		if e, _ := s.Find(r, noPlaceholders{}, now); e == nil {
+		if e, _ := s.Find(r, noPlaceholders{}, Want{Now: now, MaxAge: -1}); e == nil {
 			t.Fatal("no hit")
 		}
 	})
@@ -341,7 +341,7 @@ func TestFindAllocatesNothingOnAHitOrAMiss(t *testing.T) {
 	}
 	miss := httptest.NewRequest("GET", "/f?page=2", nil)
 	allocs = testing.AllocsPerRun(100, func() {
-		if e, _ := s.Find(miss, noPlaceholders{}, now); e != nil {
+		if e, _ := s.Find(miss, noPlaceholders{}, Want{Now: now, MaxAge: -1}); e != nil {
 			t.Fatal("a hit")
 		}
 	})
@@ -363,7 +363,7 @@ func TestStoredFields(t *testing.T) {
 	for _, name := range []string{"Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Trailer", "Upgrade"} {
 		h[name] = []string{"x"}
 	}
-	fields, cacheStatus := StoredFields(h, outer)
+	fields, cacheStatus := StoredFields(h, outer, nil)
 	got := map[string][]string{}
 	for _, f := range fields {
 		got[f.Name] = f.Values
@@ -406,13 +406,13 @@ func TestTagsAreBounded(t *testing.T) {
 }
 
 func TestResultNames(t *testing.T) {
-	want := []string{"hit", "miss", "stale", "bypass"}
+	want := []string{"hit", "miss", "stale", "bypass", "revalidated"}
 	for r := range Result(NumResults) {
 		if r.String() != want[r] {
 			t.Errorf("result %d is %q", r, r.String())
 		}
 	}
-	if Result(NumResults).String() != "result(4)" {
+	if Result(NumResults).String() != "result(5)" {
 		t.Error("an unknown result has a known name")
 	}
 }

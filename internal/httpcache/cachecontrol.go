@@ -17,24 +17,41 @@ const maxDeltaSeconds = 2147483648
 // request or a response. A delta-seconds directive that is absent is -1.
 type CacheControl struct {
 	NoStore         bool
-	NoCache         bool
-	Private         bool
+	NoCache         bool // unqualified: every use needs validation
+	Private         bool // unqualified: no shared cache may store it
 	Public          bool
 	MustRevalidate  bool
 	ProxyRevalidate bool
+	MustUnderstand  bool
+	Immutable       bool
 	OnlyIfCached    bool
-	MaxAge          int64
-	SMaxAge         int64
-	MaxStale        int64
-	MinFresh        int64
+
+	// NoCacheFields and PrivateFields are the field names that a qualified
+	// no-cache="..." or private="..." names, in canonical form: the
+	// response may be stored without them.
+	NoCacheFields []string
+	PrivateFields []string
+
+	MaxAge               int64
+	SMaxAge              int64
+	MaxStale             int64
+	MinFresh             int64
+	StaleWhileRevalidate int64
+	StaleIfError         int64
 }
 
+// unsetCacheControl is a CacheControl with no directive.
+var unsetCacheControl = CacheControl{MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1, StaleWhileRevalidate: -1, StaleIfError: -1}
+
 // ParseCacheControl reads every Cache-Control field line of h. Unknown
-// directives are ignored. A delta-seconds value that does not parse makes
-// the directive 0, which treats the response as stale rather than fresh
-// (RFC 9111 section 4.2.1); a repeated directive keeps its first value.
+// directives are ignored. Directive names are case-insensitive and their
+// arguments may be tokens or quoted strings (RFC 9111 section 5.2). A
+// delta-seconds value that does not parse, or a max-age or s-maxage given
+// twice with different values, makes the directive 0: the response is
+// stale rather than fresh (RFC 9111 section 4.2.1). Other repeated
+// directives keep their first value.
 func ParseCacheControl(h http.Header) CacheControl {
-	cc := CacheControl{MaxAge: -1, SMaxAge: -1, MaxStale: -1, MinFresh: -1}
+	cc := unsetCacheControl
 	for _, line := range h["Cache-Control"] {
 		cc.parseLine(line)
 	}
@@ -52,23 +69,39 @@ func (cc *CacheControl) parseLine(s string) {
 		case strings.EqualFold(name, "no-store"):
 			cc.NoStore = true
 		case strings.EqualFold(name, "no-cache"):
-			cc.NoCache = true
+			if hasValue {
+				cc.NoCacheFields = appendFieldNames(cc.NoCacheFields, value)
+			} else {
+				cc.NoCache = true
+			}
 		case strings.EqualFold(name, "private"):
-			cc.Private = true
+			if hasValue {
+				cc.PrivateFields = appendFieldNames(cc.PrivateFields, value)
+			} else {
+				cc.Private = true
+			}
 		case strings.EqualFold(name, "public"):
 			cc.Public = true
 		case strings.EqualFold(name, "must-revalidate"):
 			cc.MustRevalidate = true
 		case strings.EqualFold(name, "proxy-revalidate"):
 			cc.ProxyRevalidate = true
+		case strings.EqualFold(name, "must-understand"):
+			cc.MustUnderstand = true
+		case strings.EqualFold(name, "immutable"):
+			cc.Immutable = true
 		case strings.EqualFold(name, "only-if-cached"):
 			cc.OnlyIfCached = true
 		case strings.EqualFold(name, "max-age"):
-			setDelta(&cc.MaxAge, value)
+			setFreshness(&cc.MaxAge, value)
 		case strings.EqualFold(name, "s-maxage"):
-			setDelta(&cc.SMaxAge, value)
+			setFreshness(&cc.SMaxAge, value)
 		case strings.EqualFold(name, "min-fresh"):
 			setDelta(&cc.MinFresh, value)
+		case strings.EqualFold(name, "stale-while-revalidate"):
+			setDelta(&cc.StaleWhileRevalidate, value)
+		case strings.EqualFold(name, "stale-if-error"):
+			setDelta(&cc.StaleIfError, value)
 		case strings.EqualFold(name, "max-stale"):
 			if !hasValue {
 				// A bare max-stale accepts any staleness.
@@ -77,6 +110,19 @@ func (cc *CacheControl) parseLine(s string) {
 			setDelta(&cc.MaxStale, value)
 		}
 	}
+}
+
+// appendFieldNames adds the field names of a qualified directive's
+// argument, a comma-separated list, in canonical form.
+func appendFieldNames(names []string, list string) []string {
+	for list != "" {
+		var name string
+		name, list = nextListItem(list)
+		if name = trimOWS(name); name != "" {
+			names = append(names, http.CanonicalHeaderKey(name))
+		}
+	}
+	return names
 }
 
 // nextListItem splits off the first member of a comma-separated list,
@@ -114,6 +160,16 @@ func setDelta(dst *int64, v string) {
 		return
 	}
 	*dst = ParseDeltaSeconds(v)
+}
+
+// setFreshness stores a freshness lifetime: a second value that differs
+// from the first makes the lifetime 0.
+func setFreshness(dst *int64, v string) {
+	if n := ParseDeltaSeconds(v); *dst < 0 {
+		*dst = n
+	} else if n != *dst {
+		*dst = 0
+	}
 }
 
 // ParseDeltaSeconds parses a non-negative decimal number of seconds, clamped

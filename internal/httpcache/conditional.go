@@ -22,10 +22,10 @@ func ValidatorsOf(h http.Header) Validators {
 // NotModified reports whether a GET or HEAD request carrying the
 // preconditions in reqHeader is answered with 304 Not Modified from a stored
 // response with the validators v (RFC 9110 sections 13.1.2, 13.1.3 and
-// 13.2.2). If-None-Match, when present, decides alone with the weak
+// 13.2.2) at now. If-None-Match, when present, decides alone with the weak
 // comparison; otherwise If-Modified-Since is compared with Last-Modified, or
 // with Date when the response has no Last-Modified.
-func NotModified(reqHeader http.Header, v Validators) bool {
+func NotModified(reqHeader http.Header, v Validators, now time.Time) bool {
 	if inm := reqHeader.Values("If-None-Match"); len(inm) > 0 {
 		return etagListMatchesWeak(inm, v.ETag)
 	}
@@ -33,20 +33,20 @@ func NotModified(reqHeader http.Header, v Validators) bool {
 	if ims == "" {
 		return false
 	}
-	since, err := http.ParseTime(ims)
-	if err != nil {
+	since, ok := ParseHTTPDate(ims, now)
+	if !ok {
 		return false
 	}
 	var modified time.Time
 	switch {
 	case v.LastModified != "":
-		modified, err = http.ParseTime(v.LastModified)
+		modified, ok = ParseHTTPDate(v.LastModified, now)
 	case v.Date != "":
-		modified, err = http.ParseTime(v.Date)
+		modified, ok = parseDate(v.Date, now)
 	default:
 		return false
 	}
-	return err == nil && !modified.After(since)
+	return ok && !modified.After(since)
 }
 
 // etagListMatchesWeak reports whether any entity-tag in the If-None-Match

@@ -49,10 +49,18 @@ func (o Outcome) String() string {
 // operator-TTL mode.
 var DefaultStatuses = []int{200, 203, 204, 300, 301, 308, 410}
 
-// understoodStatuses are the final statuses whose semantics this cache
-// knows well enough to store them in origin mode when the origin gives
-// explicit freshness. 206 and 304 need handling this cache does not do.
-var understoodStatuses = []int{200, 203, 204, 300, 301, 302, 307, 308, 404, 405, 410, 414, 451, 501}
+// Understood reports whether this cache knows a final status's caching
+// requirements, as must-understand asks (RFC 9111 section 5.2.2.3): the
+// statuses RFC 9110 defines, but for 206 and 304, which it never stores.
+func Understood(status int) bool {
+	switch {
+	case status >= 200 && status <= 205, status >= 300 && status <= 303, status == 305,
+		status == 307, status == 308, status >= 400 && status <= 417, status == 421,
+		status == 422, status == 426, status == 451, status >= 500 && status <= 505:
+		return true
+	}
+	return false
+}
 
 // Policy is what an operator configured about storing responses.
 type Policy struct {
@@ -62,11 +70,25 @@ type Policy struct {
 	TTL time.Duration
 	// MaxTTL caps the freshness taken from the origin; zero is no cap.
 	MaxTTL time.Duration
+	// Heuristic, when positive, allows heuristic freshness (RFC 9111
+	// section 4.2.2) up to this long for responses without explicit
+	// freshness; zero disallows it.
+	Heuristic time.Duration
 	// Statuses lists the storable statuses; nil selects the mode's default.
 	Statuses []int
 	// IdentityInKey is true when the key holds the caller's identity, so a
 	// response to an authorized request cannot reach another caller.
 	IdentityInKey bool
+	// Targeted lists the targeted cache-control fields honoured over
+	// Cache-Control, in order, in canonical form (RFC 9213); empty honours
+	// none. Own lists those of them that are this cache's alone: they are
+	// not stored and not forwarded.
+	Targeted []string
+	Own      []string
+	// StaleWhileRevalidate and StaleIfError are the windows used when the
+	// response does not give its own (RFC 5861).
+	StaleWhileRevalidate time.Duration
+	StaleIfError         time.Duration
 }
 
 // Exchange is what the storage decision looks at: one request and the
@@ -80,47 +102,120 @@ type Exchange struct {
 	ResponseTime  time.Time
 }
 
-// Decide applies the storage rules to an exchange. It returns how long the
-// stored response stays fresh from ResponseTime and Stored, or the reason
-// it must not be stored. The request method is the caller's concern: only GET
-// responses reach here.
-func (p Policy) Decide(x Exchange) (ttl time.Duration, outcome Outcome) {
-	resCC := ParseCacheControl(x.Header)
+// Decision is the storage decision on one response and, when it may be
+// stored, how the stored response may be reused.
+type Decision struct {
+	Outcome Outcome
+
+	// TTL is how long the response stays fresh from ResponseTime: its
+	// freshness lifetime less its initial age. It is zero or negative for
+	// a response stored stale, to be validated before use.
+	TTL        time.Duration
+	InitialAge time.Duration
+
+	// StaleWhileRevalidate and StaleIfError are how long past its
+	// freshness the response may be served stale (RFC 5861).
+	StaleWhileRevalidate time.Duration
+	StaleIfError         time.Duration
+
+	// NoStale is set when the response may never be served stale without
+	// validation: must-revalidate, proxy-revalidate, s-maxage.
+	NoStale bool
+	// NoCache is set when every use needs validation.
+	NoCache bool
+	// Immutable is set when a fresh response need not be validated even
+	// when the client asks (RFC 8246).
+	Immutable bool
+	// Omit lists the fields the stored response leaves out: those of
+	// private="..." and no-cache="...".
+	Omit []string
+}
+
+// Decide applies the storage rules to an exchange: RFC 9111 section 3 and
+// the gateway's safe defaults. The request method is the caller's concern:
+// only GET responses reach here.
+func (p Policy) Decide(x Exchange) Decision {
 	reqCC := ParseCacheControl(x.RequestHeader)
+	resCC, targeted := p.directives(x.Header)
+	final := x.Status >= 200 && x.Status <= 599 && x.Status != http.StatusPartialContent && x.Status != http.StatusNotModified
+	d := Decision{Omit: slices.Concat(resCC.PrivateFields, resCC.NoCacheFields)}
 	switch {
-	case !p.statusAllowed(x.Status):
-		return 0, ReasonStatus
-	case resCC.NoStore || reqCC.NoStore:
-		return 0, ReasonNoStore
+	case !final || !p.statusAllowed(x.Status) || (resCC.MustUnderstand && !Understood(x.Status)):
+		d.Outcome = ReasonStatus
+	case reqCC.NoStore || (resCC.NoStore && !(resCC.MustUnderstand && Understood(x.Status))):
+		d.Outcome = ReasonNoStore
 	case resCC.Private:
-		return 0, ReasonPrivate
-	case len(x.Header["Set-Cookie"]) > 0:
-		return 0, ReasonSetCookie
+		d.Outcome = ReasonPrivate
+	case len(x.Header["Set-Cookie"]) > 0 && !slices.Contains(d.Omit, "Set-Cookie"):
+		d.Outcome = ReasonSetCookie
 	case varyStar(x.Header):
-		return 0, ReasonVaryStar
+		d.Outcome = ReasonVaryStar
 	case len(x.RequestHeader["Authorization"]) > 0 && !p.IdentityInKey &&
 		!resCC.Public && resCC.SMaxAge < 0 && !resCC.MustRevalidate:
-		return 0, ReasonAuthorization
+		d.Outcome = ReasonAuthorization
+	}
+	if d.Outcome != Stored {
+		return d
 	}
 	if p.TTL > 0 {
-		return p.TTL, Stored
+		d.TTL = p.TTL
+		return d
 	}
-	if resCC.NoCache {
-		// Each use would need validation with the origin.
-		return 0, ReasonNoFreshness
+	lifetime, explicit := FreshnessLifetime(x.Header, resCC, x.ResponseTime)
+	if targeted && resCC.SMaxAge < 0 && resCC.MaxAge < 0 {
+		// A targeted field replaces Expires too (RFC 9213 section 2.2).
+		lifetime, explicit = 0, false
 	}
-	lifetime, ok := FreshnessLifetime(x.Header, resCC, x.ResponseTime)
-	if !ok {
-		return 0, ReasonNoFreshness
+	if !explicit && p.Heuristic > 0 && (resCC.Public || slices.Contains(heuristicStatuses, x.Status)) {
+		lifetime, explicit = heuristicLifetime(x.Header, x.ResponseTime, p.Heuristic)
+	}
+	d.NoCache = resCC.NoCache
+	if !explicit && !d.NoCache && !resCC.Public {
+		// Nothing says the response may be reused (RFC 9111 section 3).
+		d.Outcome = ReasonNoFreshness
+		return d
 	}
 	if p.MaxTTL > 0 {
 		lifetime = min(lifetime, p.MaxTTL)
 	}
-	ttl = lifetime - InitialAge(x.Header, x.RequestTime, x.ResponseTime)
-	if ttl <= 0 {
-		return 0, ReasonNoFreshness
+	d.InitialAge = InitialAge(x.Header, x.RequestTime, x.ResponseTime)
+	d.TTL = lifetime - d.InitialAge
+	d.Immutable = resCC.Immutable
+	d.NoStale = resCC.MustRevalidate || resCC.ProxyRevalidate || resCC.SMaxAge >= 0
+	if !d.NoStale && !d.NoCache {
+		d.StaleWhileRevalidate = window(resCC.StaleWhileRevalidate, p.StaleWhileRevalidate)
+		d.StaleIfError = window(resCC.StaleIfError, p.StaleIfError)
 	}
-	return ttl, Stored
+	if d.NoCache {
+		d.TTL = min(d.TTL, 0)
+	}
+	if d.TTL <= 0 && x.Header.Get("Etag") == "" && x.Header.Get("Last-Modified") == "" &&
+		d.TTL+max(d.StaleIfError, d.StaleWhileRevalidate) <= 0 {
+		// Stale on arrival, with no validator to refresh it by and no
+		// window to serve it in: storing it would help nobody.
+		d.Outcome = ReasonNoFreshness
+	}
+	return d
+}
+
+// directives returns the response's cache directives: those of the first
+// targeted field it carries, if any (targeted true), else its Cache-Control.
+func (p Policy) directives(h http.Header) (cc CacheControl, targeted bool) {
+	if len(p.Targeted) > 0 {
+		if cc, _, ok := Targeted(h, p.Targeted); ok {
+			return cc, true
+		}
+	}
+	return ParseCacheControl(h), false
+}
+
+// window is a response's own stale window in seconds if it gives one,
+// else the configured one.
+func window(seconds int64, configured time.Duration) time.Duration {
+	if seconds >= 0 {
+		return time.Duration(seconds) * time.Second
+	}
+	return configured
 }
 
 func (p Policy) statusAllowed(status int) bool {
@@ -129,9 +224,8 @@ func (p Policy) statusAllowed(status int) bool {
 		return slices.Contains(p.Statuses, status)
 	case p.TTL > 0:
 		return slices.Contains(DefaultStatuses, status)
-	default:
-		return slices.Contains(understoodStatuses, status)
 	}
+	return true
 }
 
 func varyStar(h http.Header) bool {

@@ -1,0 +1,142 @@
+package cachestore
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-gateway/gateway/internal/httpcache"
+)
+
+// Bounds on the fetches a store tracks at once. Past them, requests are
+// not collapsed and stale entries are not refreshed in the background: a
+// flood of distinct keys costs memory in proportion to these, not to the
+// flood.
+const (
+	MaxFlights    = 4096
+	MaxRefreshes  = 1024
+	maxUncachable = 4096
+)
+
+// HitForMiss is how long a key whose response proved unstorable skips
+// the collapsing queue: its requests go to the origin side by side, as
+// Varnish's hit-for-miss objects make them.
+const HitForMiss = 10 * time.Second
+
+// Flight is one fetch of a key that other requests for the key wait on.
+type Flight struct {
+	done    chan struct{}
+	waiters atomic.Int32
+	outcome httpcache.Outcome // set before done is closed
+}
+
+// Waiters returns how many requests wait on the flight now.
+func (f *Flight) Waiters() int { return int(f.waiters.Load()) }
+
+// Wait waits for the flight to land, at most timeout and no longer than
+// ctx lives, and returns the outcome of its response; ok is false when it
+// did not land in time.
+func (f *Flight) Wait(ctx context.Context, timeout time.Duration) (outcome httpcache.Outcome, ok bool) {
+	f.waiters.Add(1)
+	defer f.waiters.Add(-1)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-f.done:
+		return f.outcome, true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return 0, false
+}
+
+// flights are the fetches in flight, the background refreshes and the keys
+// that proved uncachable, each by key.
+type flights struct {
+	mu          sync.Mutex
+	leaders     map[string]*Flight
+	refreshing  map[string]struct{}
+	uncacheable map[string]time.Time
+}
+
+// Join returns the flight of a key in progress, or starts one that the
+// caller leads: the caller then fetches and must call Land. f is nil when
+// the key must not be collapsed: it proved uncachable within HitForMiss of
+// now, or too many flights are in progress.
+func (s *Store) Join(key []byte, now time.Time) (f *Flight, leader bool) {
+	fl := &s.flights
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if until, ok := fl.uncacheable[string(key)]; ok {
+		if now.Before(until) {
+			return nil, false
+		}
+		delete(fl.uncacheable, string(key))
+	}
+	if f := fl.leaders[string(key)]; f != nil {
+		return f, false
+	}
+	if len(fl.leaders) >= MaxFlights {
+		return nil, false
+	}
+	if fl.leaders == nil {
+		fl.leaders = make(map[string]*Flight)
+	}
+	f = &Flight{done: make(chan struct{})}
+	fl.leaders[string(key)] = f
+	return f, true
+}
+
+// Land ends the flight the caller leads with the outcome of its response,
+// releasing its waiters. A response that was not stored marks the key
+// uncachable until HitForMiss after now.
+func (s *Store) Land(key []byte, f *Flight, outcome httpcache.Outcome, now time.Time) {
+	fl := &s.flights
+	fl.mu.Lock()
+	if fl.leaders[string(key)] == f {
+		delete(fl.leaders, string(key))
+	}
+	if outcome != httpcache.Stored && outcome != httpcache.ReasonInvalidated {
+		if fl.uncacheable == nil {
+			fl.uncacheable = make(map[string]time.Time)
+		}
+		if len(fl.uncacheable) >= maxUncachable {
+			for k, until := range fl.uncacheable {
+				if !now.Before(until) {
+					delete(fl.uncacheable, k)
+				}
+			}
+		}
+		if len(fl.uncacheable) < maxUncachable {
+			fl.uncacheable[string(key)] = now.Add(HitForMiss)
+		}
+	}
+	fl.mu.Unlock()
+	f.outcome = outcome
+	close(f.done)
+}
+
+// StartRefresh reports whether the caller may refresh the entry under key
+// in the background: no other refresh of it is in progress, and not too
+// many refreshes are. The caller calls EndRefresh when done.
+func (s *Store) StartRefresh(key []byte) bool {
+	fl := &s.flights
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if _, busy := fl.refreshing[string(key)]; busy || len(fl.refreshing) >= MaxRefreshes {
+		return false
+	}
+	if fl.refreshing == nil {
+		fl.refreshing = make(map[string]struct{})
+	}
+	fl.refreshing[string(key)] = struct{}{}
+	return true
+}
+
+// EndRefresh ends a refresh that StartRefresh allowed.
+func (s *Store) EndRefresh(key []byte) {
+	s.flights.mu.Lock()
+	delete(s.flights.refreshing, string(key))
+	s.flights.mu.Unlock()
+}
