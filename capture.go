@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -144,7 +145,8 @@ func (cw *cacheWriter) failed(err error) error {
 		return nil
 	}
 	if st.NoStale {
-		return caddyhttp.Error(http.StatusGatewayTimeout, err)
+		// Not %w: the upstream's own status must not win over 504.
+		return caddyhttp.Error(http.StatusGatewayTimeout, fmt.Errorf("the stale entry must be validated and the origin failed: %v", err))
 	}
 	return err
 }

@@ -1,0 +1,322 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// originSite is a cache in origin mode in front of the upstream.
+const originSite = `
+	cache_read products
+	cache_write products
+	reverse_proxy {upstream}
+`
+
+// validating answers with an ETag that names the version, and 304 to a
+// request whose If-None-Match names the current version. It counts the
+// conditional requests it received.
+type validating struct {
+	version     atomic.Int64
+	conditional atomic.Int64
+	header      func(w http.ResponseWriter, notModified bool)
+}
+
+func (v *validating) serve(w http.ResponseWriter, r *http.Request) {
+	etag := fmt.Sprintf(`"v%d"`, v.version.Load())
+	if inm := r.Header.Get("If-None-Match"); inm != "" {
+		v.conditional.Add(1)
+		if inm == etag {
+			w.Header().Set("Etag", etag)
+			v.header(w, true)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	w.Header().Set("Etag", etag)
+	v.header(w, false)
+	fmt.Fprintf(w, "body of %s", etag)
+}
+
+// TestRevalidationMergesA304 checks RFC 9111 sections 4.3.1, 4.3.3 and
+// 4.3.4: a stale entry is validated with its ETag; the 304 freshens it and
+// updates its fields but Content-Length; the client gets the stored body,
+// or its own 304; a full response replaces the entry.
+func TestRevalidationMergesA304(t *testing.T) {
+	v := &validating{}
+	v.version.Store(1)
+	v.header = func(w http.ResponseWriter, notModified bool) {
+		if notModified {
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.Header().Set("X-Version", "updated")
+			return
+		}
+		// Stale on arrival: the next request must validate.
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("Age", "10")
+		w.Header().Set("X-Version", "first")
+	}
+	up := newUpstream(t, v.serve)
+	g := startGateway(t, "", originSite, up.addr())
+
+	first := g.get("/r")
+	if first.body != `body of "v1"` || !strings.Contains(first.cacheStatus(), "stored") {
+		t.Fatalf("first: %q %q", first.body, first.cacheStatus())
+	}
+	second := g.get("/r")
+	if v.conditional.Load() != 1 {
+		t.Fatalf("the stale entry was not validated: %d conditional requests", v.conditional.Load())
+	}
+	if second.status != 200 || second.body != first.body || second.header.Get("X-Version") != "updated" ||
+		second.header.Get("Content-Length") != fmt.Sprint(len(first.body)) {
+		t.Fatalf("after the 304: %d %q X-Version %q Content-Length %q", second.status, second.body,
+			second.header.Get("X-Version"), second.header.Get("Content-Length"))
+	}
+	if cs := second.cacheStatus(); !strings.Contains(cs, "fwd=stale; fwd-status=304") || !strings.Contains(cs, "stored") {
+		t.Errorf("after the 304: Cache-Status %q", cs)
+	}
+	third := g.get("/r")
+	if !third.isHit() || third.header.Get("X-Version") != "updated" || up.count("/r") != 2 {
+		t.Errorf("the freshened entry is not served: %q, %d upstream requests", third.cacheStatus(), up.count("/r"))
+	}
+
+	// The client's own condition is answered from the validated entry.
+	g.get("/own") // stored stale
+	own := g.get("/own", `If-None-Match: "v1"`)
+	if own.status != http.StatusNotModified || own.body != "" {
+		t.Errorf("a client's matching If-None-Match after validation: %d %q", own.status, own.body)
+	}
+
+	// A full response to the validation replaces the entry.
+	g.get("/replaced")
+	v.version.Store(2)
+	replaced := g.get("/replaced")
+	if replaced.body != `body of "v2"` {
+		t.Errorf("full response to a validation: %q", replaced.body)
+	}
+}
+
+// TestNoCacheIsValidatedBeforeEachUse checks RFC 9111 section 5.2.2.4: a
+// no-cache response is stored and every use validates it first.
+func TestNoCacheIsValidatedBeforeEachUse(t *testing.T) {
+	v := &validating{}
+	v.version.Store(1)
+	v.header = func(w http.ResponseWriter, _ bool) { w.Header().Set("Cache-Control", "no-cache") }
+	up := newUpstream(t, v.serve)
+	g := startGateway(t, "", originSite, up.addr())
+	g.get("/nc")
+	for i := range 3 {
+		r := g.get("/nc")
+		if r.body != `body of "v1"` || !strings.Contains(r.cacheStatus(), "fwd-status=304") {
+			t.Fatalf("use %d: %q %q", i, r.body, r.cacheStatus())
+		}
+	}
+	if n := v.conditional.Load(); n != 3 {
+		t.Errorf("%d validations for 3 uses", n)
+	}
+}
+
+// TestStaleIfError checks RFC 5861 section 4 and RFC 9111 section 4.2.4:
+// within the window a stale entry is served when the origin answers 503
+// or cannot be reached; past the window, the error is.
+func TestStaleIfError(t *testing.T) {
+	var failing atomic.Int64 // 0 healthy, 1 answering 503
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, "origin trouble")
+			return
+		}
+		// Stale on arrival, with two seconds to serve it on error.
+		w.Header().Set("Cache-Control", "max-age=5, stale-if-error=2")
+		w.Header().Set("Age", "5")
+		fmt.Fprint(w, "good body")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	g.get("/sie")
+	failing.Store(1)
+	r := g.get("/sie")
+	if r.status != 200 || r.body != "good body" || !strings.Contains(r.cacheStatus(), "fwd-status=503") {
+		t.Fatalf("503 within the window: %d %q %q", r.status, r.body, r.cacheStatus())
+	}
+	up.Close() // the origin is gone
+	r = g.get("/sie")
+	if r.status != 200 || r.body != "good body" {
+		t.Fatalf("unreachable origin within the window: %d %q", r.status, r.body)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	r = g.get("/sie")
+	if r.status != http.StatusBadGateway || r.body == "good body" {
+		t.Errorf("past the window: %d %q, want the proxy's 502", r.status, r.body)
+	}
+}
+
+// TestMustRevalidateUnreachableIs504 checks RFC 9111 section 4.2.4 and
+// 5.2.2.2: a stale must-revalidate entry is never served stale; when the
+// origin cannot be reached, the answer is 504.
+func TestMustRevalidateUnreachableIs504(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=5, must-revalidate, stale-if-error=60")
+		w.Header().Set("Age", "5")
+		w.Header().Set("Etag", `"x"`)
+		fmt.Fprint(w, "stored body")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	g.get("/mr")
+	up.Close()
+	if r := g.get("/mr"); r.status != http.StatusGatewayTimeout || r.body == "stored body" {
+		t.Errorf("must-revalidate with the origin gone: %d %q, want 504", r.status, r.body)
+	}
+}
+
+// TestStaleWhileRevalidate checks RFC 5861 section 3: within the window a
+// stale entry is served at once while one request refreshes it in the
+// background, whatever the origin's delay.
+func TestStaleWhileRevalidate(t *testing.T) {
+	var n atomic.Int64
+	var slow atomic.Bool
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			time.Sleep(time.Second)
+		}
+		// Stale two seconds after it is stored, then served stale for 30.
+		w.Header().Set("Cache-Control", "max-age=2, stale-while-revalidate=30")
+		fmt.Fprintf(w, "version %d", n.Add(1))
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	g.get("/swr")
+	time.Sleep(2100 * time.Millisecond)
+	slow.Store(true)
+	var wg sync.WaitGroup
+	var slowest atomic.Int64
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			r := g.get("/swr")
+			slowest.Store(max(slowest.Load(), int64(time.Since(start))))
+			if r.body != "version 1" {
+				t.Errorf("within the window: %q, want the stale version 1", r.body)
+			}
+			if !strings.Contains(r.cacheStatus(), "hit; ttl=-") {
+				t.Errorf("within the window: Cache-Status %q, want a stale hit", r.cacheStatus())
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("slowest stale answer: %v, with the origin taking 1s", time.Duration(slowest.Load()))
+	if time.Duration(slowest.Load()) > 500*time.Millisecond {
+		t.Errorf("a stale answer waited for the origin: %v", time.Duration(slowest.Load()))
+	}
+	time.Sleep(1500 * time.Millisecond) // the refresh lands
+	if got := up.count("/swr"); got != 2 {
+		t.Errorf("the origin got %d requests, want 2: the first and one refresh", got)
+	}
+	if r := g.get("/swr"); !r.isHit() || r.body != "version 2" {
+		t.Errorf("after the refresh: %q %q, want a fresh hit on version 2", r.body, r.cacheStatus())
+	}
+}
+
+// TestCollapsedMisses checks that concurrent misses for one key reach the
+// origin once and are all answered from the stored response.
+func TestCollapsedMisses(t *testing.T) {
+	var n atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "answer %d", n.Add(1))
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	const clients = 100
+	bodies := make([]string, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bodies[i] = g.get("/cold").body
+		}()
+	}
+	wg.Wait()
+	if got := up.count("/cold"); got != 1 {
+		t.Errorf("%d concurrent misses reached the origin %d times, want 1", clients, got)
+	}
+	for i, b := range bodies {
+		if b != "answer 1" {
+			t.Fatalf("client %d got %q", i, b)
+		}
+	}
+}
+
+// TestCollapsingNeverSharesAPrivateAnswer checks that when the leader's
+// answer cannot be stored, every waiter fetches its own.
+func TestCollapsingNeverSharesAPrivateAnswer(t *testing.T) {
+	var n atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(200 * time.Millisecond)
+		w.Header().Set("Cache-Control", "private, max-age=60")
+		fmt.Fprintf(w, "for %s #%d", r.Header.Get("X-User"), n.Add(1))
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	const clients = 20
+	bodies := make([]string, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bodies[i] = g.get("/me", fmt.Sprintf("X-User: user%d", i)).body
+		}()
+	}
+	wg.Wait()
+	for i, b := range bodies {
+		if !strings.HasPrefix(b, fmt.Sprintf("for user%d #", i)) {
+			t.Errorf("client %d got %q", i, b)
+		}
+	}
+	if got := up.count("/me"); got != clients {
+		t.Errorf("the origin answered %d of %d private requests", got, clients)
+	}
+}
+
+// TestLeaderDisconnectDoesNotAbortWaiters checks that a client that leaves
+// while its fetch leads others does not abort that fetch.
+func TestLeaderDisconnectDoesNotAbortWaiters(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(500 * time.Millisecond)
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "shared answer")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	leaderDone := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.addr+"/lead", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		leaderDone <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	waiter := g.get("/lead")
+	if err := <-leaderDone; err == nil {
+		t.Fatal("the leader did not time out")
+	}
+	if waiter.status != 200 || waiter.body != "shared answer" {
+		t.Errorf("the waiter got %d %q", waiter.status, waiter.body)
+	}
+	if got := up.count("/lead"); got != 1 {
+		t.Errorf("the origin was asked %d times, want 1", got)
+	}
+	if r := g.get("/lead"); !r.isHit() {
+		t.Errorf("the leader's fetch was not stored: %q", r.cacheStatus())
+	}
+}
