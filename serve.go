@@ -47,8 +47,37 @@ func serveStored(w http.ResponseWriter, r *http.Request, cache string, e *caches
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	w.WriteHeader(e.Status)
-	if r.Method != http.MethodHead {
-		_, _ = w.Write(e.Body)
+	body := e.Body
+	status := e.Status
+	if rng, ok := r.Header["Range"]; ok && status == http.StatusOK && r.Method == http.MethodGet && len(rng) == 1 {
+		status, body = serveRange(hdr, r, e, rng[0], now)
 	}
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(body)
+	}
+}
+
+// serveRange answers a Range request from a complete stored 200 (RFC 9110
+// section 14): 206 with the one range asked for, 416 when it is not
+// satisfiable, or the whole 200 when If-Range does not match or the range
+// is one this cache leaves whole (several ranges, another unit).
+func serveRange(hdr http.Header, r *http.Request, e *cachestore.Entry, rng string, now time.Time) (int, []byte) {
+	if ir := r.Header.Get("If-Range"); ir != "" && !httpcache.IfRangeMatches(ir, e.Validators, now) {
+		return e.Status, e.Body
+	}
+	size := int64(len(e.Body))
+	first, last, result := httpcache.ParseRange(rng, size)
+	switch result {
+	case httpcache.RangeSatisfiable:
+		hdr["Content-Range"] = []string{"bytes " + strconv.FormatInt(first, 10) + "-" + strconv.FormatInt(last, 10) + "/" + strconv.FormatInt(size, 10)}
+		hdr["Content-Length"] = []string{strconv.FormatInt(last-first+1, 10)}
+		return http.StatusPartialContent, e.Body[first : last+1]
+	case httpcache.RangeUnsatisfiable:
+		hdr["Content-Range"] = []string{"bytes */" + strconv.FormatInt(size, 10)}
+		hdr["Content-Length"] = []string{"0"}
+		delete(hdr, "Content-Type")
+		return http.StatusRequestedRangeNotSatisfiable, nil
+	}
+	return e.Status, e.Body
 }

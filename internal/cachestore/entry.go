@@ -20,6 +20,9 @@ type Entry struct {
 
 	// Vary, on a marker, lists the request headers that select a variant.
 	Vary []string
+	// variants, on a marker, are the keys of the variants stored through
+	// it, oldest first.
+	variants [][]byte
 
 	Status      int
 	Fields      []Field
@@ -69,6 +72,9 @@ func (e *Entry) computeCost() {
 	}
 	for _, v := range e.Vary {
 		n += int64(len(v) + headerValueOverhead)
+	}
+	for _, k := range e.variants {
+		n += int64(len(k) + headerValueOverhead)
 	}
 	for _, f := range e.Fields {
 		n += int64(len(f.Name)) + valuesSize(f.Values)

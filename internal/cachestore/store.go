@@ -209,6 +209,10 @@ func (s *Store) Snapshot(path string) Snapshot {
 // finds what was stored. keep is how long the store holds them, stale
 // windows included (see Entry.Keep); the store keeps them a second longer.
 func (s *Store) Put(snap Snapshot, keep time.Duration, e, marker *Entry) httpcache.Outcome {
+	var evict []byte
+	if marker != nil {
+		evict = s.trackVariant(marker, e.Key)
+	}
 	e.computeCost()
 	if marker != nil {
 		marker.computeCost()
@@ -230,12 +234,44 @@ func (s *Store) Put(snap Snapshot, keep time.Duration, e, marker *Entry) httpcac
 			refused = true
 		}
 	}
+	if evict != nil {
+		s.store.Del(evict)
+	}
 	s.mu.RUnlock()
 	s.store.Wait()
 	if refused {
 		return httpcache.ReasonRefused
 	}
 	return httpcache.Stored
+}
+
+// MaxVariants bounds the variants of one resource that a store keeps: past
+// it, storing another drops the one stored longest ago, so that a request
+// header with many values cannot crowd out other resources.
+const MaxVariants = 32
+
+// trackVariant records in a new marker the variant keys of its resource,
+// carried over from the marker it replaces, with key added; it returns the
+// key of the variant to drop when there are too many. Two writers of one
+// resource at once may each miss the other's key: the bound then holds
+// within one variant per writer.
+func (s *Store) trackVariant(marker *Entry, key []byte) (evict []byte) {
+	var known [][]byte
+	if old := s.Get(marker.Key); old != nil && slices.Equal(old.Vary, marker.Vary) {
+		known = old.variants
+	}
+	variants := make([][]byte, 0, len(known)+1)
+	for _, k := range known {
+		if string(k) != string(key) {
+			variants = append(variants, k)
+		}
+	}
+	variants = append(variants, key)
+	if len(variants) > MaxVariants {
+		evict, variants = variants[0], variants[1:]
+	}
+	marker.variants = variants
+	return evict
 }
 
 // Get returns the entry stored under key, if its key matches exactly.

@@ -416,3 +416,50 @@ func TestResultNames(t *testing.T) {
 		t.Error("an unknown result has a known name")
 	}
 }
+
+// TestVariantsAreBoundedPerResource stores more variants of one resource
+// than MaxVariants: the oldest are dropped, the newest kept, and the
+// normalised forms of one header value find one variant.
+func TestVariantsAreBoundedPerResource(t *testing.T) {
+	s := newTestStore(t, 64<<20)
+	rule := NewKeyRule(nil, nil, nil)
+	s.AddRule(rule)
+	var kb httpcache.KeyBuilder
+	put := func(lang string) *Entry {
+		r := httptest.NewRequest("GET", "/many", nil)
+		r.Header.Set("Accept-Language", lang)
+		primary := slices.Clone(rule.Build(&kb, r, noPlaceholders{}, nil))
+		v := &Entry{Key: slices.Clone(rule.Build(&kb, r, noPlaceholders{}, []string{"Accept-Language"})), Path: "/many", Expires: now.Add(time.Hour)}
+		m := &Entry{Key: primary, Path: "/many", Vary: []string{"Accept-Language"}, Expires: now.Add(time.Hour)}
+		if got := s.Put(s.Snapshot("/many"), time.Hour, v, m); got != httpcache.Stored {
+			t.Fatalf("%s: %v", lang, got)
+		}
+		return v
+	}
+	find := func(lines ...string) *Entry {
+		r := httptest.NewRequest("GET", "/many", nil)
+		for _, l := range lines {
+			r.Header.Add("Accept-Language", l)
+		}
+		e, _ := s.Find(r, noPlaceholders{}, Want{Now: now, MaxAge: -1})
+		return e
+	}
+	for i := range MaxVariants + 5 {
+		put(fmt.Sprintf("x-%d", i))
+	}
+	if find("x-0") != nil || find("x-4") != nil {
+		t.Error("the oldest variants were kept past the bound")
+	}
+	if find("x-5") == nil || find(fmt.Sprintf("x-%d", MaxVariants+4)) == nil {
+		t.Error("the newest variants were dropped")
+	}
+	v := put("en, DE")
+	for _, lines := range [][]string{{"en,de"}, {" en ,  de "}, {"EN", "de"}, {"en", "", "De"}} {
+		if find(lines...) != v {
+			t.Errorf("%q does not find the variant stored for \"en, DE\"", lines)
+		}
+	}
+	if find("de, en") == v || find("en") == v {
+		t.Error("another language list found the variant")
+	}
+}

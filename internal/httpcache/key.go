@@ -144,7 +144,7 @@ func (b *KeyBuilder) Build(spec *KeySpec, r *http.Request, placeholders []string
 		buf = binary.AppendUvarint(buf, uint64(len(vary)))
 		for _, name := range vary {
 			buf = appendField(buf, name)
-			buf = appendHeader(buf, r.Header, name)
+			buf = appendVaryHeader(buf, r.Header, name)
 		}
 	}
 	if len(buf) > MaxRawKeyLen {
@@ -206,6 +206,37 @@ func appendHeader(buf []byte, h http.Header, name string) []byte {
 		buf = appendField(buf, v)
 	}
 	return buf
+}
+
+// appendVaryHeader writes a header that selects a variant, normalised as
+// RFC 9111 section 4.1 allows: its field lines are one list whose members
+// lose the whitespace around them and empty members, and the fields whose
+// values are case-insensitive (codings, languages, charsets) are
+// lower-cased. An absent header and an empty one still differ.
+func appendVaryHeader(buf []byte, h http.Header, name string) []byte {
+	values, ok := h[name]
+	if !ok {
+		return append(buf, 0)
+	}
+	buf = append(buf, 1)
+	fold := name == "Accept-Encoding" || name == "Accept-Language" || name == "Accept-Charset"
+	for _, line := range values {
+		for line != "" {
+			var member string
+			member, line = nextListItem(line)
+			if member = trimOWS(member); member == "" {
+				continue
+			}
+			buf = binary.AppendUvarint(buf, uint64(len(member)))
+			if fold {
+				buf = appendLower(buf, member)
+			} else {
+				buf = append(buf, member...)
+			}
+		}
+	}
+	// A member's length is never 0: 0 ends the list.
+	return append(buf, 0)
 }
 
 // appendQuery writes the query parameters the spec keeps: all of them
