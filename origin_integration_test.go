@@ -320,3 +320,64 @@ func TestLeaderDisconnectDoesNotAbortWaiters(t *testing.T) {
 		t.Errorf("the leader's fetch was not stored: %q", r.cacheStatus())
 	}
 }
+
+// TestRangesFromAStored200 checks RFC 9110 section 14: a Range GET on a
+// complete stored 200 gets 206 with Content-Range, or 416; If-Range that
+// does not match gets the whole 200; a 206 from the origin is not stored.
+func TestRangesFromAStored200(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"r1"`)
+		w.Header().Set("X-Stored", "yes")
+		http.ServeContent(w, r, "", time.Time{}, strings.NewReader("0123456789"))
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	if r := g.get("/partial", "Range: bytes=0-3"); r.status != http.StatusPartialContent || strings.Contains(r.cacheStatus(), "stored") {
+		t.Errorf("a 206 from the origin: %d %q, want it passed on and not stored", r.status, r.cacheStatus())
+	}
+	g.get("/bytes")
+	tests := []struct {
+		headers      []string
+		status       int
+		body, crange string
+	}{
+		{[]string{"Range: bytes=2-5"}, 206, "2345", "bytes 2-5/10"},
+		{[]string{"Range: bytes=7-"}, 206, "789", "bytes 7-9/10"},
+		{[]string{"Range: bytes=-3"}, 206, "789", "bytes 7-9/10"},
+		{[]string{"Range: bytes=5-100"}, 206, "56789", "bytes 5-9/10"},
+		{[]string{"Range: bytes=10-"}, 416, "", "bytes */10"},
+		{[]string{"Range: bytes=0-1,4-5"}, 200, "0123456789", ""},
+		{[]string{"Range: bytes=2-5", `If-Range: "r1"`}, 206, "2345", "bytes 2-5/10"},
+		{[]string{"Range: bytes=2-5", `If-Range: "old"`}, 200, "0123456789", ""},
+	}
+	for _, tt := range tests {
+		r := g.get("/bytes", tt.headers...)
+		if r.status != tt.status || r.body != tt.body || r.header.Get("Content-Range") != tt.crange || !r.isHit() {
+			t.Errorf("%q: %d %q Content-Range %q (%q), want %d %q %q from the cache", tt.headers, r.status, r.body,
+				r.header.Get("Content-Range"), r.cacheStatus(), tt.status, tt.body, tt.crange)
+		}
+		if tt.status == 206 && r.header.Get("X-Stored") != "yes" {
+			t.Errorf("%q: the 206 lacks the stored fields", tt.headers)
+		}
+	}
+	if n := up.count("/bytes"); n != 1 {
+		t.Errorf("the origin served /bytes %d times, want 1", n)
+	}
+}
+
+// TestVaryValuesNormalised checks RFC 9111 section 4.1: variants are
+// selected by header values compared after normalising whitespace, line
+// folding and, for languages, case.
+func TestVaryValuesNormalised(t *testing.T) {
+	up := newUpstream(t, serial("Cache-Control", "max-age=60", "Vary", "Accept-Language"))
+	g := startGateway(t, "", originSite, up.addr())
+	first := g.get("/lang", "Accept-Language: en, de")
+	for _, h := range [][]string{{"Accept-Language: en,de"}, {"Accept-Language:  EN ,  De "}, {"Accept-Language: en", "Accept-Language: de"}} {
+		if r := g.get("/lang", h...); !r.isHit() || r.body != first.body {
+			t.Errorf("%q: %q, want the variant stored for \"en, de\"", h, r.cacheStatus())
+		}
+	}
+	if r := g.get("/lang", "Accept-Language: fr"); r.isHit() {
+		t.Error("another language got the stored variant")
+	}
+}
