@@ -152,8 +152,8 @@ func (h *CacheRead) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 func (h *CacheRead) serve(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, e *cachestore.Entry, now time.Time, result cachestore.Result) {
 	h.cache.Count(result)
 	repl.Set(placeholderStatus, resultValues[result])
-	if ce := h.logger.Check(zap.DebugLevel, "cache "+result.String()); ce != nil {
-		ce.Write(zap.String("cache", h.Cache), zap.Int("status", e.Status))
+	if ce := h.logger.Check(zap.DebugLevel, "cache served"); ce != nil {
+		ce.Write(zap.String("cache", h.Cache), zap.Stringer("result", result), zap.Int("status", e.Status))
 	}
 	serveStored(w, r, h.Cache, e, now, "hit")
 }
