@@ -45,7 +45,7 @@ var resultValues = func() (values [cachestore.NumResults]any) {
 // Placeholder | Description
 // ------------|-------------
 // `{http.cache.name}` | the cache's name
-// `{http.cache.status}` | `hit`, `miss`, `stale` (an entry past its freshness was found) or `bypass` (a method or precondition the cache leaves to the origin)
+// `{http.cache.status}` | `hit`, `miss`, `stale` (an entry past its freshness was served), `revalidated` (a stored entry served once the origin answered 304) or `bypass` (a method or precondition the cache leaves to the origin)
 type CacheRead struct {
 	// Cache is the name of the cache to read from. Required.
 	Cache string `json:"cache"`
@@ -136,8 +136,12 @@ func (h *CacheRead) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	repl.Set(placeholderStatus, resultValues[cachestore.Miss])
 	if found.Stale == nil {
 		// A plain miss has nothing a writer needs: it keys the request
-		// and takes its snapshot itself, a moment later.
+		// and takes its snapshot itself, a moment later. Only whether
+		// another variant was there is told, for Cache-Status.
 		h.cache.Count(cachestore.Miss)
+		if found.VaryMiss {
+			r = r.WithContext(withLookup(r.Context(), found))
+		}
 		return next.ServeHTTP(w, r)
 	}
 	ctx := withLookup(r.Context(), found)

@@ -272,7 +272,8 @@ func (h *CacheWrite) maxEntrySize() int64 {
 // ServeHTTP passes the request on and stores the response on its way back.
 func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	if status, _ := repl.GetString(placeholderStatus); status == "" {
+	status, _ := repl.GetString(placeholderStatus)
+	if status == "" {
 		repl.Set(placeholderName, h.Cache)
 		repl.Set(placeholderStatus, resultValues[cachestore.Miss])
 	}
@@ -298,8 +299,16 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		declared:       -1,
 		outcome:        httpcache.ReasonIncomplete,
 	}
+	cw.member = h.members.miss
+	if status == "bypass" {
+		cw.member = h.members.bypass
+	}
 	if handed := lookupOf(r.Context()); handed != nil {
-		cw.primary, cw.found = h.takeHandOff(r, repl, handed)
+		if handed.VaryMiss {
+			cw.member = h.members.varyMiss
+		} else {
+			cw.primary, cw.found = h.takeHandOff(r, repl, handed)
+		}
 	}
 	if cw.found != nil {
 		cw.path, cw.snap = cw.found.Path, cw.found.Snapshot
@@ -453,14 +462,16 @@ func (h *CacheWrite) takeHandOff(r *http.Request, repl *caddy.Replacer, handed *
 // cacheStatusMembers are the starts of the Cache-Status members a writer
 // sends, built once.
 type cacheStatusMembers struct {
-	method, miss, stale string // fwd=method, fwd=uri-miss, fwd=stale
+	method, miss, varyMiss, stale, bypass string // the fwd values of RFC 9211
 }
 
 func newCacheStatusMembers(cache string) cacheStatusMembers {
 	return cacheStatusMembers{
-		method: cache + "; fwd=method",
-		miss:   cache + "; fwd=uri-miss",
-		stale:  cache + "; fwd=stale",
+		method:   cache + "; fwd=method",
+		miss:     cache + "; fwd=uri-miss",
+		varyMiss: cache + "; fwd=vary-miss",
+		stale:    cache + "; fwd=stale",
+		bypass:   cache + "; fwd=bypass",
 	}
 }
 

@@ -58,6 +58,9 @@ type cacheWriter struct {
 	flight  *cachestore.Flight
 	outcome httpcache.Outcome
 
+	// member starts the Cache-Status member of a forwarded response.
+	member string
+
 	status   int
 	e        *cachestore.Entry // what is stored once the body is complete
 	vary     []string          // the request fields that select it, if any
@@ -94,7 +97,7 @@ func (cw *cacheWriter) WriteHeader(status int) {
 		cw.serveStale(st, "fwd=stale; fwd-status="+strconv.Itoa(status))
 		return
 	}
-	member := cw.h.members.miss
+	member := cw.member
 	if st != nil {
 		member = cw.h.members.stale
 		cw.found.Counted = true

@@ -377,7 +377,10 @@ func TestVaryValuesNormalised(t *testing.T) {
 			t.Errorf("%q: %q, want the variant stored for \"en, de\"", h, r.cacheStatus())
 		}
 	}
-	if r := g.get("/lang", "Accept-Language: fr"); r.isHit() {
-		t.Error("another language got the stored variant")
+	if r := g.get("/lang", "Accept-Language: fr"); r.isHit() || !strings.Contains(r.cacheStatus(), "fwd=vary-miss") {
+		t.Errorf("another language: %q, want a vary-miss", r.cacheStatus())
+	}
+	if r := g.get("/lang", "Accept-Language: en, de", `If-Match: "x"`); !strings.Contains(r.cacheStatus(), "products; fwd=bypass") {
+		t.Errorf("a request with If-Match: %q, want fwd=bypass", r.cacheStatus())
 	}
 }

@@ -98,6 +98,10 @@ type Lookup struct {
 	// which only it knows once the origin answered.
 	Counted bool
 
+	// VaryMiss is set on a miss where the resource is stored, but not
+	// the variant the request's headers select.
+	VaryMiss bool
+
 	// Snapshot and Path are set with Stale: the epochs of the request's
 	// path while Stale was still stored. An invalidation after them drops
 	// what the writer stores.
@@ -154,10 +158,12 @@ func (s *Store) Find(r *http.Request, x Expander, want Want) (*Entry, Lookup) {
 	}
 	kb := GetKeyBuilder()
 	defer PutKeyBuilder(kb)
+	varyMiss := false
 	for _, rule := range rules {
 		e := s.Get(rule.Build(kb, r, x, nil))
 		if e != nil && e.Vary != nil {
 			e = s.Get(rule.Build(kb, r, x, e.Vary))
+			varyMiss = varyMiss || e == nil
 		}
 		switch {
 		case e == nil:
@@ -171,7 +177,7 @@ func (s *Store) Find(r *http.Request, x Expander, want Want) (*Entry, Lookup) {
 		l.Primary = slices.Clone(l.Rule.Build(kb, r, x, nil))
 		return nil, l
 	}
-	return nil, Lookup{Store: s, Result: Miss}
+	return nil, Lookup{Store: s, Result: Miss, VaryMiss: varyMiss}
 }
 
 // snapshotHolding takes the epochs of the request's path into l, and
