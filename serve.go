@@ -30,9 +30,13 @@ func serveStored(w http.ResponseWriter, r *http.Request, cache string, e *caches
 	// One allocation holds both new field values.
 	vals := new([2]string)
 	vals[0] = strconv.FormatInt(int64(e.Age(now)/time.Second), 10)
+	// Whole seconds away from zero: a fresh entry never shows 0 nor a
+	// stale one a fresh-looking 0.
 	ttl := e.Expires.Sub(now)
 	if ttl > 0 {
-		ttl += time.Second - 1 // rounded up while fresh, down once stale
+		ttl += time.Second - 1
+	} else {
+		ttl -= time.Second - 1
 	}
 	var buf [128]byte
 	member := append(append(append(append(buf[:0], cache...), "; "...), how...), "; ttl="...)
