@@ -25,10 +25,14 @@ const (
 const HitForMiss = 10 * time.Second
 
 // Flight is one fetch of a key that other requests for the key wait on.
+// Its channel is made when the first waiter comes: a leader alone costs
+// one allocation.
 type Flight struct {
-	done    chan struct{}
+	fl      *flights
+	done    chan struct{} // under fl.mu; nil until a waiter needs it
+	landed  bool          // under fl.mu
 	waiters atomic.Int32
-	outcome httpcache.Outcome // set before done is closed
+	outcome httpcache.Outcome // set before landed
 }
 
 // Waiters returns how many requests wait on the flight now.
@@ -38,12 +42,22 @@ func (f *Flight) Waiters() int { return int(f.waiters.Load()) }
 // ctx lives, and returns the outcome of its response; ok is false when it
 // did not land in time.
 func (f *Flight) Wait(ctx context.Context, timeout time.Duration) (outcome httpcache.Outcome, ok bool) {
+	f.fl.mu.Lock()
+	if f.landed {
+		f.fl.mu.Unlock()
+		return f.outcome, true
+	}
+	if f.done == nil {
+		f.done = make(chan struct{})
+	}
+	done := f.done
 	f.waiters.Add(1)
+	f.fl.mu.Unlock()
 	defer f.waiters.Add(-1)
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
-	case <-f.done:
+	case <-done:
 		return f.outcome, true
 	case <-t.C:
 	case <-ctx.Done():
@@ -83,7 +97,7 @@ func (s *Store) Join(key []byte, now time.Time) (f *Flight, leader bool) {
 	if fl.leaders == nil {
 		fl.leaders = make(map[string]*Flight)
 	}
-	f = &Flight{done: make(chan struct{})}
+	f = &Flight{fl: fl}
 	fl.leaders[string(key)] = f
 	return f, true
 }
@@ -94,27 +108,35 @@ func (s *Store) Join(key []byte, now time.Time) (f *Flight, leader bool) {
 func (s *Store) Land(key []byte, f *Flight, outcome httpcache.Outcome, now time.Time) {
 	fl := &s.flights
 	fl.mu.Lock()
+	defer fl.mu.Unlock()
 	if fl.leaders[string(key)] == f {
 		delete(fl.leaders, string(key))
 	}
 	if outcome != httpcache.Stored && outcome != httpcache.ReasonInvalidated {
-		if fl.uncacheable == nil {
-			fl.uncacheable = make(map[string]time.Time)
-		}
-		if len(fl.uncacheable) >= maxUncachable {
-			for k, until := range fl.uncacheable {
-				if !now.Before(until) {
-					delete(fl.uncacheable, k)
-				}
+		fl.markUncacheable(key, now)
+	}
+	f.outcome = outcome
+	f.landed = true
+	if f.done != nil {
+		close(f.done)
+	}
+}
+
+// markUncacheable records a key that proved uncachable, within the bound.
+func (fl *flights) markUncacheable(key []byte, now time.Time) {
+	if fl.uncacheable == nil {
+		fl.uncacheable = make(map[string]time.Time)
+	}
+	if len(fl.uncacheable) >= maxUncachable {
+		for k, until := range fl.uncacheable {
+			if !now.Before(until) {
+				delete(fl.uncacheable, k)
 			}
 		}
-		if len(fl.uncacheable) < maxUncachable {
-			fl.uncacheable[string(key)] = now.Add(HitForMiss)
-		}
 	}
-	fl.mu.Unlock()
-	f.outcome = outcome
-	close(f.done)
+	if len(fl.uncacheable) < maxUncachable {
+		fl.uncacheable[string(key)] = now.Add(HitForMiss)
+	}
 }
 
 // StartRefresh reports whether the caller may refresh the entry under key
