@@ -165,19 +165,18 @@ func (h *CacheWrite) Validate() error {
 	if h.Cache == "" {
 		return fmt.Errorf("cache_write: missing cache name (cache)")
 	}
+	for _, d := range []struct {
+		name  string
+		value caddy.Duration
+	}{{"ttl", h.TTL}, {"max_ttl", h.MaxTTL}, {"heuristic", h.Heuristic},
+		{"stale_while_revalidate", h.StaleWhileRevalidate}, {"stale_if_error", h.StaleIfError}} {
+		if d.value < 0 {
+			return fmt.Errorf("cache_write %s: %s must not be negative", h.Cache, d.name)
+		}
+	}
 	switch {
-	case h.TTL < 0:
-		return fmt.Errorf("cache_write %s: ttl must not be negative", h.Cache)
-	case h.MaxTTL < 0:
-		return fmt.Errorf("cache_write %s: max_ttl must not be negative", h.Cache)
 	case h.MaxEntrySize < 0:
 		return fmt.Errorf("cache_write %s: max_entry_size must not be negative", h.Cache)
-	case h.Heuristic < 0:
-		return fmt.Errorf("cache_write %s: heuristic must not be negative", h.Cache)
-	case h.StaleWhileRevalidate < 0:
-		return fmt.Errorf("cache_write %s: stale_while_revalidate must not be negative", h.Cache)
-	case h.StaleIfError < 0:
-		return fmt.Errorf("cache_write %s: stale_if_error must not be negative", h.Cache)
 	case h.Heuristic > 0 && h.TTL > 0:
 		return fmt.Errorf("cache_write %s: heuristic applies in origin mode only, not with ttl", h.Cache)
 	}

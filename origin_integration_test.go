@@ -223,6 +223,22 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	}
 }
 
+// concurrentGets sends n GETs of path at once, the i-th with the header
+// lines headers(i), and returns the bodies in order.
+func concurrentGets(g *gateway, n int, headers func(i int) []string, path string) []string {
+	bodies := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bodies[i] = g.get(path, headers(i)...).body
+		}()
+	}
+	wg.Wait()
+	return bodies
+}
+
 // TestCollapsedMisses checks that concurrent misses for one key reach the
 // origin once and are all answered from the stored response.
 func TestCollapsedMisses(t *testing.T) {
@@ -234,16 +250,7 @@ func TestCollapsedMisses(t *testing.T) {
 	})
 	g := startGateway(t, "", originSite, up.addr())
 	const clients = 100
-	bodies := make([]string, clients)
-	var wg sync.WaitGroup
-	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bodies[i] = g.get("/cold").body
-		}()
-	}
-	wg.Wait()
+	bodies := concurrentGets(g, clients, func(int) []string { return nil }, "/cold")
 	if got := up.count("/cold"); got != 1 {
 		t.Errorf("%d concurrent misses reached the origin %d times, want 1", clients, got)
 	}
@@ -265,16 +272,7 @@ func TestCollapsingNeverSharesAPrivateAnswer(t *testing.T) {
 	})
 	g := startGateway(t, "", originSite, up.addr())
 	const clients = 20
-	bodies := make([]string, clients)
-	var wg sync.WaitGroup
-	for i := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bodies[i] = g.get("/me", fmt.Sprintf("X-User: user%d", i)).body
-		}()
-	}
-	wg.Wait()
+	bodies := concurrentGets(g, clients, func(i int) []string { return []string{fmt.Sprintf("X-User: user%d", i)} }, "/me")
 	for i, b := range bodies {
 		if !strings.HasPrefix(b, fmt.Sprintf("for user%d #", i)) {
 			t.Errorf("client %d got %q", i, b)
