@@ -331,7 +331,8 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		}
 		cw.revalidating = true
 	}
-	if _, background := w.(*nowhere); !background {
+	_, cw.background = w.(*nowhere)
+	if !cw.background {
 		done, err := h.collapse(cw, next)
 		if done {
 			return err

@@ -61,6 +61,10 @@ type cacheWriter struct {
 	// member starts the Cache-Status member of a forwarded response.
 	member string
 
+	// background is set for cache_read's refresh of a stale entry, which
+	// shares the client's replacer: the client's placeholders stay its own.
+	background bool
+
 	status   int
 	e        *cachestore.Entry // what is stored once the body is complete
 	vary     []string          // the request fields that select it, if any
@@ -159,7 +163,9 @@ func (cw *cacheWriter) failed(err error) error {
 func (cw *cacheWriter) serveStale(st *cachestore.Entry, how string) {
 	cw.found.Counted = true
 	cw.h.cache.Count(cachestore.Stale)
-	cw.repl.Set(placeholderStatus, resultValues[cachestore.Stale])
+	if !cw.background {
+		cw.repl.Set(placeholderStatus, resultValues[cachestore.Stale])
+	}
 	cachestore.KeepOuter(cw.Header(), cw.outer)
 	serveStored(cw.ResponseWriter, cw.r, cw.h.Cache, st, cw.responseTime, how)
 }
@@ -202,7 +208,9 @@ func (cw *cacheWriter) validated(st *cachestore.Entry) {
 	h.cache.Record(cw.outcome)
 	cw.found.Counted = true
 	h.cache.Count(cachestore.Revalidated)
-	cw.repl.Set(placeholderStatus, resultValues[cachestore.Revalidated])
+	if !cw.background {
+		cw.repl.Set(placeholderStatus, resultValues[cachestore.Revalidated])
+	}
 	cachestore.KeepOuter(cw.Header(), cw.outer)
 	how := "fwd=stale; fwd-status=304"
 	if cw.outcome == httpcache.Stored {
