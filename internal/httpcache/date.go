@@ -75,10 +75,13 @@ func parseRFC850(s string, now time.Time) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	year := now.UTC().Year()/100*100 + yy
-	if year > now.UTC().Year()+50 {
-		year -= 100
+	t, ok := build(year, month, day, rest[10:18])
+	if ok && t.After(now.UTC().AddDate(50, 0, 0)) {
+		// More than 50 years ahead: the most recent past year with
+		// those two digits (RFC 9110 section 5.6.7).
+		t, ok = build(year-100, month, day, rest[10:18])
 	}
-	return build(year, month, day, rest[10:18])
+	return t, ok
 }
 
 // build checks a time of day "08:49:37" and the date, and returns them in

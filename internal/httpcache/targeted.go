@@ -245,6 +245,9 @@ func (p *sfParser) bareItem() (sfItem, bool) {
 // integer and 3 fractional digits).
 func (p *sfParser) number() (sfItem, bool) {
 	neg := p.consume('-')
+	if !isDigit(p.peek()) {
+		return sfItem{}, false // a digit must follow the sign
+	}
 	i, dot := 0, -1
 	var n int64
 	for i < len(p.s) {
