@@ -204,8 +204,9 @@ func (cw *cacheWriter) validated(st *cachestore.Entry) {
 			marker = &cachestore.Entry{Key: cw.found.Primary, Host: e.Host, Path: e.Path, Vary: vary, Expires: e.Expires}
 		}
 		cw.outcome = h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
+	} else {
+		h.cache.Record(cw.outcome)
 	}
-	h.cache.Record(cw.outcome)
 	cw.found.Counted = true
 	h.cache.Count(cachestore.Revalidated)
 	if !cw.background {
@@ -385,7 +386,6 @@ func (cw *cacheWriter) commit() {
 	cachestore.PutKeyBuilder(kb)
 	outcome := h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
 	cw.outcome = outcome
-	h.cache.Record(outcome)
 	if ce := h.logger.Check(zap.DebugLevel, "cache store"); ce != nil {
 		ce.Write(zap.String("cache", h.Cache), zap.Stringer("outcome", outcome),
 			zap.Int("bytes", len(cw.body)), zap.Duration("ttl", e.Expires.Sub(e.StoredAt)))

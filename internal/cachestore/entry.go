@@ -44,6 +44,11 @@ type Entry struct {
 
 	cost int64
 
+	// seq numbers the entry as it enters the store; rejected is set when
+	// the store's admission policy refused it (see pending).
+	seq      uint64
+	rejected bool
+
 	// The entries of one path form a list that the index owns.
 	indexed            bool
 	prevPath, nextPath *Entry

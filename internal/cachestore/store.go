@@ -98,6 +98,7 @@ type Store struct {
 	flushing atomic.Bool
 	stats    counters
 	flights  flights
+	pending  pending
 }
 
 // New returns an empty store, or what is wrong with cfg.
@@ -117,6 +118,7 @@ func New(cfg Config) (*Store, error) {
 		NumCounters: counters,
 		MaxCost:     cfg.MaxSize - s.fixedCost,
 		BufferItems: 64,
+		Cost:        s.costOf,
 		OnEvict:     s.onEvict,
 		OnReject:    s.onReject,
 		OnExit:      s.onExit,
@@ -170,9 +172,11 @@ func (s *Store) onEvict(item *ristretto.Item[*Entry]) {
 	s.stats.evicted.Add(1)
 }
 
-func (s *Store) onReject(*ristretto.Item[*Entry]) {
+func (s *Store) onReject(item *ristretto.Item[*Entry]) {
 	s.stats.rejected.Add(1)
-	s.stats.record(httpcache.ReasonRefused)
+	if item.Value != nil {
+		item.Value.rejected = true // counted when released from pending
+	}
 }
 
 // onExit runs whenever a value leaves the store, for any reason.
@@ -205,8 +209,10 @@ func (s *Store) Snapshot(path string) Snapshot {
 // Put stores the entry written for one request, and the Vary marker that
 // leads to it if there is one, unless an invalidation of their path
 // happened since snap was taken. It computes their costs, and returns
-// Stored or the reason nothing was stored. When it returns, a later Get
-// finds what was stored. keep is how long the store holds them, stale
+// Stored or the reason nothing was stored. It counts the outcome: a reason
+// at once; Stored, or Refused by the admission policy, once that is
+// settled (see pending). When it returns, a later Get finds what was
+// stored unless the policy refuses it. keep is how long the store holds them, stale
 // windows included (see Entry.Keep); the store keeps them a second longer.
 func (s *Store) Put(snap Snapshot, keep time.Duration, e, marker *Entry) httpcache.Outcome {
 	var evict []byte
@@ -218,29 +224,27 @@ func (s *Store) Put(snap Snapshot, keep time.Duration, e, marker *Entry) httpcac
 		marker.computeCost()
 	}
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if snap != s.Snapshot(e.Path) {
-		s.mu.RUnlock()
+		s.stats.record(httpcache.ReasonInvalidated)
 		return httpcache.ReasonInvalidated
 	}
 	storeTTL := max(keep, 0) + time.Second
-	refused := false
-	for _, x := range [2]*Entry{e, marker} {
+	// The marker goes first: a variant the marker does not lead to is
+	// never found.
+	for _, x := range [2]*Entry{marker, e} {
 		if x == nil {
 			continue
 		}
 		s.index.add(x)
-		if !s.store.SetWithTTL(x.Key, x, x.cost, storeTTL) {
+		if !s.set(x, storeTTL) {
 			s.index.remove(x)
-			refused = true
+			s.stats.record(httpcache.ReasonRefused)
+			return httpcache.ReasonRefused
 		}
 	}
 	if evict != nil {
 		s.store.Del(evict)
-	}
-	s.mu.RUnlock()
-	s.store.Wait()
-	if refused {
-		return httpcache.ReasonRefused
 	}
 	return httpcache.Stored
 }
@@ -276,6 +280,25 @@ func (s *Store) trackVariant(marker *Entry, key []byte) (evict []byte) {
 
 // Get returns the entry stored under key, if its key matches exactly.
 func (s *Store) Get(key []byte) *Entry {
+	since := s.pending.settled.Load()
+	if e := s.lookup(key); e != nil {
+		return e
+	}
+	switch s.pending.state(key, since) {
+	case unsettled:
+		// Stored an instant ago: wait for the store to take it or refuse it.
+		s.settle()
+	case settledSince:
+		// Something was settled during the lookup, maybe this key.
+	default:
+		return nil
+	}
+	return s.lookup(key)
+}
+
+// lookup returns the entry ristretto holds under key, if its key matches
+// exactly.
+func (s *Store) lookup(key []byte) *Entry {
 	e, ok := s.store.Get(key)
 	if !ok || e == nil || string(e.Key) != string(key) {
 		return nil
@@ -291,6 +314,7 @@ func (s *Store) Flush() {
 	s.epoch.Add(1)
 	s.flushing.Store(true)
 	s.store.Clear()
+	s.dropPending()
 	s.index.clear()
 	s.flushing.Store(false)
 }
@@ -312,7 +336,7 @@ func (s *Store) Purge(t Target) int {
 	for _, e := range victims {
 		s.store.Del(e.Key)
 	}
-	s.store.Wait()
+	s.settle()
 	removed := 0
 	for _, e := range victims {
 		if e.Vary == nil {
@@ -338,8 +362,10 @@ type Stats struct {
 	Evicted, Rejected uint64
 }
 
-// Stats returns the store's state and counters.
+// Stats returns the store's state and counters, every Put before it
+// counted with its final outcome.
 func (s *Store) Stats() Stats {
+	s.settle()
 	st := Stats{
 		Entries:   s.index.entries(),
 		UsedBytes: s.store.MaxCost() - s.store.RemainingCost() + s.fixedCost,

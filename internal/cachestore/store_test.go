@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,8 +174,70 @@ func TestEpochsDropLateStores(t *testing.T) {
 			t.Errorf("%s: found %v after %v", tt.name, found, tt.want)
 		}
 	}
-	if st := s.Stats(); st.Outcomes[httpcache.ReasonInvalidated] != 0 {
-		t.Error("Put counted an outcome: the caller records it")
+	if st := s.Stats(); st.Outcomes[httpcache.ReasonInvalidated] != 4 || st.Outcomes[httpcache.Stored] != 1 {
+		t.Errorf("Put counted %d invalidated and %d stored, want 4 and 1",
+			st.Outcomes[httpcache.ReasonInvalidated], st.Outcomes[httpcache.Stored])
+	}
+}
+
+// Put does not wait for the store to take an entry, yet a Get right after
+// it, from the same goroutine or after a hand-off to another, finds it.
+func TestPutIsReadYourWrites(t *testing.T) {
+	now := time.Now()
+	s := newTestStore(t, 64<<20)
+	const workers, each = 4, 3000
+	var wg sync.WaitGroup
+	var lost atomic.Int64
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				e := &Entry{Key: fmt.Appendf(nil, "k/%d/%d", w, i), Path: "/p", Body: make([]byte, 512), Expires: now.Add(time.Hour)}
+				if s.Put(s.Snapshot("/p"), time.Hour, e, nil) != httpcache.Stored {
+					continue
+				}
+				found := make(chan *Entry)
+				go func() { found <- s.Get(e.Key) }()
+				if <-found != e {
+					lost.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := lost.Load(); n > 0 {
+		t.Errorf("%d of %d entries were not found right after Put", n, workers*each)
+	}
+}
+
+// Every Put counts one final outcome, also when the admission policy
+// refuses the entry after Put returned: stored plus refused is what was
+// offered. Ristretto refuses outright an entry that costs more than the
+// whole store, which the handlers never offer; every tenth entry here
+// does, so that refusals come whatever the policy's counts (the race
+// detector loses most of them).
+func TestOutcomesAreCountedOnce(t *testing.T) {
+	now := time.Now()
+	s := newTestStore(t, 1<<20)
+	small, huge := make([]byte, 1024), make([]byte, 3<<19)
+	const offered = 3000
+	for i := range offered {
+		body := small
+		if i%10 == 0 {
+			body = huge
+		}
+		e := &Entry{Key: fmt.Append(nil, "k/", i), Path: "/p", Body: body, Expires: now.Add(time.Hour)}
+		if got := s.Put(s.Snapshot("/p"), time.Hour, e, nil); got != httpcache.Stored {
+			t.Fatalf("Put %d: %v", i, got)
+		}
+	}
+	st := s.Stats()
+	stored, refused := st.Outcomes[httpcache.Stored], st.Outcomes[httpcache.ReasonRefused]
+	t.Logf("stored %d, refused %d (by the policy %d), evicted %d", stored, refused, st.Rejected, st.Evicted)
+	if stored+refused != offered {
+		t.Errorf("stored %d + refused %d = %d, want the %d offered", stored, refused, stored+refused, offered)
+	}
+	if refused < offered/10 {
+		t.Errorf("refused %d, want at least the %d entries larger than the store", refused, offered/10)
 	}
 }
 
