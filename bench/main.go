@@ -68,6 +68,8 @@ func main() {
 		"hit64k":     cacheSite("hit64k", up.addr, "/64k"),
 		"proxy":      fmt.Sprintf("reverse_proxy %s", up.addr),
 		"miss":       cacheSite("miss", up.addr, ""),
+		"revalidate": originSite("revalidate", up.addr),
+		"cold":       originSite("cold", up.addr),
 		"rl_memory":  rateSite("rl_memory", "{client_ip}", "events 1000000000", "", body1k),
 		"rl_redis":   rateSite("rl_redis", "{client_ip}", "events 1000000000", "redis redis://"+redisAddr, body1k),
 		"rl_refused": rateSite("rl_refused", "{client_ip}", "events 1", "", body1k),
@@ -78,17 +80,21 @@ func main() {
 			get(c.url(s, p)) // fill the caches; use up the refusing zone
 		}
 	}
+	for i := range revalidatedPaths {
+		get(c.url("revalidate", "/r/"+strconv.Itoa(i))) // stored, to be validated on every use
+	}
 	comparisons := []struct {
 		name, base, subject, path string
-		unique                    bool
+		load                      load
 		minRatio, maxP99          float64
 	}{
-		{"cache hit, 1 KiB vs respond", "respond1k", "hit1k", "/1k", false, 0.90, 1.2},
-		{"cache miss that stores vs reverse_proxy", "proxy", "miss", "/", true, 0.90, 0},
-		{"rate_limit in memory vs respond", "respond1k", "rl_memory", "/", false, 0.95, 0},
-		{"rate_limit in Redis vs respond", "respond1k", "rl_redis", "/", false, 0, 0},
-		{"rate_limit refusing (429) vs respond", "respond1k", "rl_refused", "/", false, 1.0, 0},
-		{"cache hit, 64 KiB vs respond", "respond64k", "hit64k", "/64k", false, 0.90, 0},
+		{"cache hit, 1 KiB vs respond", "respond1k", "hit1k", "/1k", sameURL, 0.90, 1.2},
+		{"cache miss that stores vs reverse_proxy", "proxy", "miss", "/", uniqueURLs, 0.90, 0},
+		{"revalidation answered 304 vs a proxied 304", "proxy", "revalidate", "/", revalidations, 0, 0},
+		{"rate_limit in memory vs respond", "respond1k", "rl_memory", "/", sameURL, 0.95, 0},
+		{"rate_limit in Redis vs respond", "respond1k", "rl_redis", "/", sameURL, 0, 0},
+		{"rate_limit refusing (429) vs respond", "respond1k", "rl_refused", "/", sameURL, 1.0, 0},
+		{"cache hit, 64 KiB vs respond", "respond64k", "hit64k", "/64k", sameURL, 0.90, 0},
 	}
 	for _, cm := range comparisons {
 		if !strings.Contains(cm.name, *only) {
@@ -97,10 +103,13 @@ func main() {
 		log.Printf("%s: %d interleaved rounds of %v", cm.name, *rounds, *duration)
 		var base, subject []wrkResult
 		for range *rounds {
-			base = append(base, wrk(c.url(cm.base, cm.path), cm.unique))
-			subject = append(subject, wrk(c.url(cm.subject, cm.path), cm.unique))
+			base = append(base, wrk(c.url(cm.base, cm.path), cm.load))
+			subject = append(subject, wrk(c.url(cm.subject, cm.path), cm.load))
 		}
 		rows = append(rows, compare(cm.name, base, subject, cm.minRatio, cm.maxP99))
+	}
+	if strings.Contains(coldName, *only) {
+		rows = append(rows, coldKey(c, up))
 	}
 	c.stop()
 
@@ -174,17 +183,31 @@ var (
 	p99Line = regexp.MustCompile(`\s99%\s+([0-9.]+)(us|ms|s)`)
 )
 
-// wrk drives one round of load; with unique, every request has a path
-// of its own.
-func wrk(url string, unique bool) wrkResult {
+// load is what a wrk round sends.
+type load int
+
+const (
+	sameURL       load = iota // one URL, again and again
+	uniqueURLs                // a path of its own for every request
+	revalidations             // revalidatedPaths paths in turn, each with If-None-Match
+)
+
+// revalidatedPaths is how many resources the revalidation row spreads its
+// requests over, so that concurrent requests seldom share one.
+const revalidatedPaths = 1000
+
+// wrk drives one round of load.
+func wrk(url string, l load) wrkResult {
 	args := []string{"-t2", fmt.Sprintf("-c%d", *conns), "-d" + duration.String(), "--latency"}
-	args = append(args, url)
-	if unique {
-		script := filepath.Join(os.TempDir(), "gateway-bench-unique.lua")
-		check(os.WriteFile(script, []byte(uniqueScript), 0o644))
+	switch l {
+	case sameURL:
+		args = append(args, url)
+	case uniqueURLs:
 		// Each round's paths start with a number of its own, so no round
 		// hits what an earlier one stored.
-		args = append(args[:len(args)-1], "-s", script, url, "--", strconv.FormatInt(time.Now().UnixNano(), 36))
+		args = append(args, "-s", luaScript("unique", uniqueScript), url, "--", strconv.FormatInt(time.Now().UnixNano(), 36))
+	case revalidations:
+		args = append(args, "-s", luaScript("revalidate", revalidateScript), url, "--", strconv.Itoa(revalidatedPaths))
 	}
 	outb, err := exec.Command("wrk", args...).CombinedOutput()
 	check(err)
@@ -202,6 +225,13 @@ func wrk(url string, unique bool) wrkResult {
 		lat *= 1000
 	}
 	return wrkResult{rps, lat}
+}
+
+// luaScript writes a wrk script to a file and returns its path.
+func luaScript(name, text string) string {
+	path := filepath.Join(os.TempDir(), "gateway-bench-"+name+".lua")
+	check(os.WriteFile(path, []byte(text), 0o644))
+	return path
 }
 
 // uniqueScript gives every request of every wrk thread a new path; the
@@ -222,6 +252,68 @@ function request()
   return wrk.format("GET", prefix .. counter)
 end
 `
+
+// revalidateScript asks for /r/0 to /r/(n-1) in turn, where n is the
+// script's argument, each with the validator the origin gives them.
+const revalidateScript = `
+local counter = 0
+local n = 1
+function init(args)
+  n = tonumber(args[1])
+  counter = math.random(n)
+end
+function request()
+  counter = counter + 1
+  return wrk.format("GET", "/r/" .. (counter % n), {["If-None-Match"] = '"v1"'})
+end
+`
+
+// coldName names the row of coldKey.
+const coldName = "64 concurrent misses of one cold key"
+
+// coldKey sends 64 requests at once for a key the cache has never seen,
+// several times, and counts the requests that reach the origin, which
+// takes coldDelay to answer: collapsing sends one.
+func coldKey(c *caddy, up *upstream) row {
+	const clients = 64
+	log.Printf("%s: %d rounds", coldName, *rounds)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
+	worst := 0
+	var p99s []time.Duration
+	for round := range *rounds {
+		path := fmt.Sprintf("/cold/%d-%d", time.Now().UnixNano(), round)
+		latencies := make([]time.Duration, clients)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Go(func() {
+				<-start
+				t := time.Now()
+				resp, err := client.Get(c.url("cold", path))
+				check(err)
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				latencies[i] = time.Since(t)
+			})
+		}
+		close(start)
+		wg.Wait()
+		slices.Sort(latencies)
+		p99s = append(p99s, latencies[(clients*99+99)/100-1])
+		worst = max(worst, up.requests(path))
+	}
+	slices.Sort(p99s)
+	p99 := p99s[len(p99s)/2]
+	return row{
+		name:    coldName,
+		base:    fmt.Sprintf("the origin answers in %.0f ms", ms(coldDelay)),
+		subject: fmt.Sprintf("at most %d upstream request(s) in %d rounds; p99 %.1f ms", worst, *rounds, ms(p99)),
+		ratio:   fmt.Sprintf("%d upstream", worst),
+		p99:     fmt.Sprintf("%.2f×", float64(p99)/float64(coldDelay)),
+		target:  "1 upstream request",
+		met:     worst == 1,
+	}
+}
 
 // rateLimitMemory measures the resident bytes per key of each algorithm:
 // a fresh Caddy per algorithm, its RSS before and after a flood of
@@ -425,17 +517,45 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 type upstream struct {
 	*http.Server
 	addr string
+
+	mu   sync.Mutex
+	seen map[string]int // requests by path, under /cold/
 }
+
+// requests returns how many requests for path reached the upstream.
+func (u *upstream) requests(path string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.seen[path]
+}
+
+// coldDelay is how long the upstream takes to answer under /cold/.
+const coldDelay = 100 * time.Millisecond
 
 func startUpstream() *upstream {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	check(err)
 	b1, b64 := jsonBody(1024), jsonBody(64<<10)
 	chunk := strings.Repeat("x", 64<<10)
+	u := &upstream{addr: l.Addr().String(), seen: make(map[string]int)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		body := b1
 		switch {
+		case strings.HasPrefix(r.URL.Path, "/r/"):
+			// Stored, and validated before every use.
+			w.Header().Set("Cache-Control", "no-cache")
+			w.Header().Set("ETag", `"v1"`)
+			if r.Header.Get("If-None-Match") == `"v1"` {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+		case strings.HasPrefix(r.URL.Path, "/cold/"):
+			u.mu.Lock()
+			u.seen[r.URL.Path]++
+			u.mu.Unlock()
+			time.Sleep(coldDelay)
+			w.Header().Set("Cache-Control", "max-age=60")
 		case r.URL.Path == "/64k":
 			body = b64
 		case r.URL.Path == "/trickle":
@@ -452,9 +572,9 @@ func startUpstream() *upstream {
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		io.WriteString(w, body)
 	})
-	s := &http.Server{Handler: mux}
-	go s.Serve(l)
-	return &upstream{s, l.Addr().String()}
+	u.Server = &http.Server{Handler: mux}
+	go u.Serve(l)
+	return u
 }
 
 func jsonBody(size int) string {
@@ -483,6 +603,11 @@ func cacheSite(name, upstream, path string) string {
 		rewrite = "rewrite * " + path + "\n\t"
 	}
 	return fmt.Sprintf("%scache_read %s\n\tcache_write %s {\n\t\tttl 1h\n\t}\n\treverse_proxy %s", rewrite, name, name, upstream)
+}
+
+// originSite caches what the origin allows, for as long as it says.
+func originSite(name, upstream string) string {
+	return fmt.Sprintf("cache_read %s\n\tcache_write %s\n\treverse_proxy %s", name, name, upstream)
 }
 
 func rateSite(zone, key, limit, options, body string) string {
