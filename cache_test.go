@@ -327,3 +327,58 @@ func TestHandOffIgnoredWhenTheKeyChanged(t *testing.T) {
 		t.Errorf("a caller without X-User got %q", body)
 	}
 }
+
+// TestRefreshHasItsOwnReplacer: a background refresh runs the handlers
+// after cache_read while the client's request is still being logged. What
+// they set goes to a replacer of the refresh's own, which reads the
+// client's through: the client's placeholders stay the client's.
+func TestRefreshHasItsOwnReplacer(t *testing.T) {
+	clock := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	now := func() time.Time { return clock }
+	c := newTestCache(t, 8<<20)
+	w := &CacheWrite{Cache: "test", TTL: caddy.Duration(time.Minute)}
+	rd := wire(c, w, now)
+	w.policy.StaleWhileRevalidate = time.Hour
+
+	refreshed := make(chan string, 1)
+	origin := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error {
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		repl.Set("test.upstream", "fetched")
+		if _, err := rw.Write([]byte("fresh")); err != nil {
+			return err
+		}
+		if cw, ok := rw.(*cacheWriter); ok && cw.background {
+			who, _ := repl.GetString("test.client")
+			refreshed <- who
+		}
+		return nil
+	})
+	write := caddyhttp.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) error { return w.ServeHTTP(rw, r, origin) })
+	serve := func() *caddy.Replacer {
+		r := newCaddyRequest("http://api.example.com/s")
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		repl.Set("test.client", "alice")
+		if err := rd.ServeHTTP(httptest.NewRecorder(), r, write); err != nil {
+			t.Fatal(err)
+		}
+		return repl
+	}
+
+	serve() // stored
+	clock = clock.Add(2 * time.Minute)
+	repl := serve() // served stale, refreshed in the background
+	select {
+	case who := <-refreshed:
+		if who != "alice" {
+			t.Errorf("the refresh read the client's placeholder as %q, want alice", who)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no background refresh")
+	}
+	if v, ok := repl.Get("test.upstream"); ok {
+		t.Errorf("the refresh's placeholder reached the client's replacer: %v", v)
+	}
+	if s, _ := repl.GetString(placeholderStatus); s != "stale" {
+		t.Errorf("the client's {http.cache.status} is %q, want stale", s)
+	}
+}

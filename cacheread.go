@@ -180,6 +180,14 @@ func (h *CacheRead) refresh(r *http.Request, next caddyhttp.Handler, found cache
 		// The request's handlers go on using theirs.
 		ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, maps.Clone(vars))
 	}
+	if repl, ok := ctx.Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		// What the refresh's handlers set (the upstream's address and
+		// timing, say) goes to a replacer of its own, which reads the
+		// request's through: the client's log shows the client's.
+		own := caddy.NewReplacer()
+		own.Map(repl.Get)
+		ctx = context.WithValue(ctx, caddy.ReplacerCtxKey, own)
+	}
 	ctx = withLookup(ctx, found)
 	br := r.Clone(ctx)
 	br.Body = http.NoBody

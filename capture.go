@@ -61,8 +61,8 @@ type cacheWriter struct {
 	// member starts the Cache-Status member of a forwarded response.
 	member string
 
-	// background is set for cache_read's refresh of a stale entry, which
-	// shares the client's replacer: the client's placeholders stay its own.
+	// background is set for cache_read's refresh of a stale entry: it
+	// leads no flight, and what it answers goes nowhere.
 	background bool
 
 	status   int
@@ -163,9 +163,7 @@ func (cw *cacheWriter) failed(err error) error {
 func (cw *cacheWriter) serveStale(st *cachestore.Entry, how string) {
 	cw.found.Counted = true
 	cw.h.cache.Count(cachestore.Stale)
-	if !cw.background {
-		cw.repl.Set(placeholderStatus, resultValues[cachestore.Stale])
-	}
+	cw.repl.Set(placeholderStatus, resultValues[cachestore.Stale])
 	cachestore.KeepOuter(cw.Header(), cw.outer)
 	serveStored(cw.ResponseWriter, cw.r, cw.h.Cache, st, cw.responseTime, how)
 }
@@ -209,9 +207,7 @@ func (cw *cacheWriter) validated(st *cachestore.Entry) {
 	}
 	cw.found.Counted = true
 	h.cache.Count(cachestore.Revalidated)
-	if !cw.background {
-		cw.repl.Set(placeholderStatus, resultValues[cachestore.Revalidated])
-	}
+	cw.repl.Set(placeholderStatus, resultValues[cachestore.Revalidated])
 	cachestore.KeepOuter(cw.Header(), cw.outer)
 	how := "fwd=stale; fwd-status=304"
 	if cw.outcome == httpcache.Stored {

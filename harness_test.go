@@ -168,23 +168,33 @@ var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 
 func do(t testing.TB, method, url string, header http.Header, body string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := send(method, url, header, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return resp
+}
+
+// send is do for goroutines other than the test's, which must not call
+// t.Fatal.
+func send(method, url string, header http.Header, body string) (response, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return response{}, err
 	}
 	for k, v := range header {
 		req.Header[k] = v
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatal(err)
+		return response{}, err
 	}
-	return response{resp.StatusCode, resp.Header, string(b)}
+	return response{resp.StatusCode, resp.Header, string(b)}, nil
 }
 
 // get requests path from the site; header lines are "Name: value".
@@ -195,12 +205,17 @@ func (g *gateway) get(path string, headers ...string) response {
 
 func (g *gateway) request(method, path string, headers ...string) response {
 	g.t.Helper()
+	return do(g.t, method, "http://"+g.addr+path, headerOf(headers), "")
+}
+
+// headerOf parses header lines, "Name: value".
+func headerOf(lines []string) http.Header {
 	h := http.Header{}
-	for _, line := range headers {
+	for _, line := range lines {
 		name, value, _ := strings.Cut(line, ":")
 		h.Add(name, strings.TrimSpace(value))
 	}
-	return do(g.t, method, "http://"+g.addr+path, h, "")
+	return h
 }
 
 func (g *gateway) adminDo(method, path, contentType, body string) response {

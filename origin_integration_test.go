@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -226,16 +227,21 @@ func TestStaleWhileRevalidate(t *testing.T) {
 // concurrentGets sends n GETs of path at once, the i-th with the header
 // lines headers(i), and returns the bodies in order.
 func concurrentGets(g *gateway, n int, headers func(i int) []string, path string) []string {
+	g.t.Helper()
 	bodies := make([]string, n)
+	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bodies[i] = g.get(path, headers(i)...).body
-		}()
+		wg.Go(func() {
+			var resp response
+			resp, errs[i] = send("GET", "http://"+g.addr+path, headerOf(headers(i)), "")
+			bodies[i] = resp.body
+		})
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		g.t.Fatal(err)
+	}
 	return bodies
 }
 

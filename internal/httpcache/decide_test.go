@@ -158,6 +158,9 @@ func TestPolicyDecide(t *testing.T) {
 		{"stale on arrival", origin, 200, header("Cache-Control", "max-age=3600", "Age", "7200"), rejected(ReasonNoFreshness)},
 		{"stale on arrival with ETag", origin, 200, header("Cache-Control", "max-age=3600", "Age", "7200", "Etag", `"a"`),
 			Decision{TTL: -time.Hour, InitialAge: 2 * time.Hour}},
+		{"operator TTL takes the operator's windows", Policy{TTL: time.Minute, StaleWhileRevalidate: 10 * time.Second, StaleIfError: 20 * time.Second}, 200,
+			header("Cache-Control", "max-age=5, must-revalidate, stale-while-revalidate=30"),
+			Decision{TTL: time.Minute, StaleWhileRevalidate: 10 * time.Second, StaleIfError: 20 * time.Second}},
 		{"stale on arrival within stale-if-error", origin, 200, header("Cache-Control", "max-age=3600, stale-if-error=7200", "Age", "7200"),
 			Decision{TTL: -time.Hour, InitialAge: 2 * time.Hour, StaleIfError: 2 * time.Hour}},
 	}

@@ -158,7 +158,9 @@ func (p Policy) Decide(x Exchange) Decision {
 		return d
 	}
 	if p.TTL > 0 {
+		// The operator's freshness, and the operator's stale windows.
 		d.TTL = p.TTL
+		d.StaleWhileRevalidate, d.StaleIfError = p.StaleWhileRevalidate, p.StaleIfError
 		return d
 	}
 	lifetime, explicit := FreshnessLifetime(x.Header, resCC, x.ResponseTime)
