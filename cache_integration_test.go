@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -633,6 +634,62 @@ func TestMetrics(t *testing.T) {
 	}
 	if !regexp.MustCompile(`caddy_cache_size_bytes\{cache="products"\} [1-9]`).MatchString(metrics) {
 		t.Error("metrics lack a positive caddy_cache_size_bytes")
+	}
+}
+
+// TestStoreOutcomesAddUp floods a small cache whose admission policy
+// refuses newcomers once popular entries fill it: every miss counts one
+// final outcome, so the outcomes of caddy_cache_stores_total add up to
+// the misses, refusals included once, not also as stored.
+func TestStoreOutcomesAddUp(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, strings.Repeat("x", 1000))
+	})
+	g := startGateway(t, "\tcache_pool {\n\t\tcache small {\n\t\t\tmax_size 1MiB\n\t\t\tmax_entry_size 64KiB\n\t\t}\n\t}", `
+	cache_read small
+	cache_write small {
+		ttl 1h
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	const popular, flood = 300, 3000
+	for range 10 {
+		for i := range popular {
+			g.get(fmt.Sprint("/popular/", i))
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < flood; i += 8 {
+				if _, err := send("GET", fmt.Sprintf("http://%s/flood/%d", g.addr, i), nil, ""); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	metrics := g.adminDo("GET", "/metrics", "", "").body
+	outcomes := map[string]int{}
+	for _, m := range regexp.MustCompile(`caddy_cache_stores_total\{cache="small",outcome="([a-z-]+)"\} ([0-9]+)`).FindAllStringSubmatch(metrics, -1) {
+		outcomes[m[1]], _ = strconv.Atoi(m[2])
+	}
+	m := regexp.MustCompile(`caddy_cache_requests_total\{cache="small",result="miss"\} ([0-9]+)`).FindStringSubmatch(metrics)
+	if m == nil {
+		t.Fatalf("no miss count in the metrics:\n%s", metrics)
+	}
+	misses, _ := strconv.Atoi(m[1])
+	sum := 0
+	for _, n := range outcomes {
+		sum += n
+	}
+	t.Logf("%d misses; outcomes %v", misses, outcomes)
+	if sum != misses {
+		t.Errorf("the outcomes add up to %d, the misses to %d: %v", sum, misses, outcomes)
+	}
+	if outcomes["refused"] == 0 {
+		t.Errorf("nothing refused: the flood did not show what it tests (%v)", outcomes)
 	}
 }
 

@@ -84,7 +84,7 @@ func countingChain(tb testing.TB, body []byte) (caddyhttp.Handler, *namedCache, 
 // clock now, and returns a cache_read of the same cache.
 func wire(c *namedCache, w *CacheWrite, now func() time.Time) *CacheRead {
 	w.cache, w.logger, w.now = c, zap.NewNop(), now
-	w.rule = cachestore.NewKeyRule(w.KeyQuery, w.KeyHeaders, w.KeyPlaceholders)
+	w.rule = cachestore.NewKeyRule(w.keyOptions())
 	w.members = newCacheStatusMembers(w.Cache)
 	w.policy = httpcache.Policy{TTL: time.Duration(w.TTL)}
 	c.AddRule(w.rule)

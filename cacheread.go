@@ -133,6 +133,13 @@ func (h *CacheRead) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	if reqCC.OnlyIfCached {
 		return caddyhttp.Error(http.StatusGatewayTimeout, errOnlyIfCached)
 	}
+	if found.Result == cachestore.Bypass {
+		// Only entries stored for others were found, and this request's
+		// cookies may make the answer its own.
+		h.cache.Count(cachestore.Bypass)
+		repl.Set(placeholderStatus, resultValues[cachestore.Bypass])
+		return next.ServeHTTP(w, r)
+	}
 	repl.Set(placeholderStatus, resultValues[cachestore.Miss])
 	if found.Stale == nil {
 		// A plain miss has nothing a writer needs: it keys the request

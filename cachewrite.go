@@ -59,6 +59,17 @@ type CacheWrite struct {
 	// key. Default: none.
 	KeyPlaceholders []string `json:"key_placeholders,omitempty"`
 
+	// KeyCookies lists cookies whose values are part of the key, such as
+	// a session cookie.
+	KeyCookies []string `json:"key_cookies,omitempty"`
+
+	// IgnoreCookies lists cookies that never select a response, such as
+	// analytics cookies. A request that carries a cookie neither listed
+	// here nor in key_cookies is neither stored nor answered from a shared
+	// entry, unless the response says public or s-maxage, or the key holds
+	// the caller's identity or the Cookie header.
+	IgnoreCookies []string `json:"ignore_cookies,omitempty"`
+
 	// Status lists the storable statuses, each 200 to 599. Default in
 	// operator-TTL mode: 200 203 204 300 301 308 410; in origin mode: any
 	// final status this cache understands, when the origin gives explicit
@@ -145,13 +156,13 @@ func (h *CacheWrite) Provision(ctx caddy.Context) error {
 	}
 	h.cache = cache
 	h.members = newCacheStatusMembers(h.Cache)
-	h.rule = cachestore.NewKeyRule(h.KeyQuery, h.KeyHeaders, h.KeyPlaceholders)
+	h.rule = cachestore.NewKeyRule(h.keyOptions())
 	h.policy = httpcache.Policy{
 		TTL:                  time.Duration(h.TTL),
 		MaxTTL:               time.Duration(h.MaxTTL),
 		Heuristic:            time.Duration(h.Heuristic),
 		Statuses:             h.Status,
-		IdentityInKey:        identityInKey(h.KeyHeaders, h.KeyPlaceholders),
+		IdentityInKey:        h.keyOptions().IdentityInKey(),
 		StaleWhileRevalidate: time.Duration(h.StaleWhileRevalidate),
 		StaleIfError:         time.Duration(h.StaleIfError),
 	}
@@ -180,6 +191,11 @@ func (h *CacheWrite) Validate() error {
 	case h.Heuristic > 0 && h.TTL > 0:
 		return fmt.Errorf("cache_write %s: heuristic applies in origin mode only, not with ttl", h.Cache)
 	}
+	for _, name := range h.KeyCookies {
+		if slices.Contains(h.IgnoreCookies, name) {
+			return fmt.Errorf("cache_write %s: cookie %q is both in key_cookies and in ignore_cookies", h.Cache, name)
+		}
+	}
 	if slices.Contains(h.TargetedCacheControl, "off") && len(h.TargetedCacheControl) > 1 {
 		return fmt.Errorf("cache_write %s: targeted_cache_control: off stands alone", h.Cache)
 	}
@@ -191,13 +207,18 @@ func (h *CacheWrite) Validate() error {
 	for _, list := range []struct {
 		field string
 		names []string
-	}{{"key_headers", h.KeyHeaders}, {"tags_from", h.TagsFrom}, {"targeted_cache_control", h.TargetedCacheControl}} {
+	}{{"key_headers", h.KeyHeaders}, {"tags_from", h.TagsFrom}, {"targeted_cache_control", h.TargetedCacheControl},
+		{"key_cookies", h.KeyCookies}, {"ignore_cookies", h.IgnoreCookies}} {
+		what := "a header field name"
+		if strings.HasSuffix(list.field, "_cookies") {
+			what = "a cookie name" // a token too (RFC 6265 section 4.1.1)
+		}
 		for _, name := range list.names {
 			if list.field == "targeted_cache_control" && name == "off" {
 				continue
 			}
 			if !httpguts.ValidHeaderFieldName(name) {
-				return fmt.Errorf("cache_write %s: %s: %q is not a header field name", h.Cache, list.field, name)
+				return fmt.Errorf("cache_write %s: %s: %q is not %s", h.Cache, list.field, name, what)
 			}
 		}
 	}
@@ -243,22 +264,15 @@ func poolCache(ctx caddy.Context, name string) (*namedCache, error) {
 	return app.(*Pool).Cache(name)
 }
 
-// identityInKey reports whether the key holds the caller's identity: the
-// Authorization header, or a placeholder of the authenticated user or of
-// that header.
-func identityInKey(headers, placeholders []string) bool {
-	for _, h := range headers {
-		if strings.EqualFold(h, "Authorization") {
-			return true
-		}
+// keyOptions gathers the handler's key options.
+func (h *CacheWrite) keyOptions() httpcache.KeyOptions {
+	return httpcache.KeyOptions{
+		Query:         h.KeyQuery,
+		Headers:       h.KeyHeaders,
+		Placeholders:  h.KeyPlaceholders,
+		Cookies:       h.KeyCookies,
+		IgnoreCookies: h.IgnoreCookies,
 	}
-	for _, p := range placeholders {
-		p = strings.ToLower(p)
-		if strings.Contains(p, "{http.auth.user.") || strings.Contains(p, "{http.request.header.authorization}") {
-			return true
-		}
-	}
-	return false
 }
 
 func (h *CacheWrite) maxEntrySize() int64 {

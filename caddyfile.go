@@ -259,6 +259,10 @@ func (h *CacheWrite) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.KeyHeaders, err = parseListArg(d, dir)
 		case "key_placeholders":
 			h.KeyPlaceholders, err = parseListArg(d, dir)
+		case "key_cookies":
+			h.KeyCookies, err = parseListArg(d, dir)
+		case "ignore_cookies":
+			h.IgnoreCookies, err = parseListArg(d, dir)
 		case "tags_from":
 			h.TagsFrom, err = parseListArg(d, dir)
 		case "status":

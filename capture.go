@@ -184,8 +184,9 @@ func (cw *cacheWriter) validated(st *cachestore.Entry) {
 		}
 	}
 	d := h.policy.Decide(httpcache.Exchange{
-		RequestHeader: cw.r.Header,
-		Status:        st.Status,
+		RequestHeader:  cw.r.Header,
+		PrivateCookies: h.rule.PrivateCookies(cw.r),
+		Status:         st.Status,
 		Header:        merged,
 		RequestTime:   cw.requestTime,
 		ResponseTime:  cw.responseTime,
@@ -229,11 +230,12 @@ func keptOnUpdate(name string) bool {
 func (cw *cacheWriter) decide() httpcache.Outcome {
 	hdr := cw.Header()
 	d := cw.h.policy.Decide(httpcache.Exchange{
-		RequestHeader: cw.r.Header,
-		Status:        cw.status,
-		Header:        hdr,
-		RequestTime:   cw.requestTime,
-		ResponseTime:  cw.responseTime,
+		RequestHeader:  cw.r.Header,
+		PrivateCookies: cw.h.rule.PrivateCookies(cw.r),
+		Status:         cw.status,
+		Header:         hdr,
+		RequestTime:    cw.requestTime,
+		ResponseTime:   cw.responseTime,
 	})
 	for _, name := range cw.h.policy.Own {
 		// This cache's own targeted fields end here.
@@ -281,6 +283,7 @@ func (h *CacheWrite) newEntry(r *http.Request, path string, status int, hdr http
 		StaleIfError:         d.StaleIfError,
 		NoStale:              d.NoStale || d.NoCache,
 		Immutable:            d.Immutable,
+		Shared:               d.Shared,
 	}
 }
 

@@ -42,6 +42,10 @@ type Entry struct {
 	NoStale              bool
 	Immutable            bool
 
+	// Shared marks a response that said public or s-maxage: it may answer
+	// requests whose cookies the key does not hold (see KeyRule).
+	Shared bool
+
 	cost int64
 
 	// seq numbers the entry as it enters the store; rejected is set when

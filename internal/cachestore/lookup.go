@@ -42,22 +42,27 @@ type Expander interface {
 }
 
 // KeyRule is how one writer builds keys: the spec and the placeholder
-// templates whose values join the key. Writers with equal rules share one.
+// templates whose values join the key; and which of a request's cookies
+// keep it from shared entries. Writers with equal rules share one.
 type KeyRule struct {
 	spec         *httpcache.KeySpec
 	placeholders []string
+	cookies      httpcache.CookieRule
 	id           string
 }
 
-// NewKeyRule returns the rule of a writer that keys on the named query
-// parameters (nil: every one), request headers and placeholder templates.
-func NewKeyRule(query, headers, placeholders []string) *KeyRule {
-	spec := httpcache.NewKeySpec(query, headers, placeholders)
-	return &KeyRule{spec: spec, placeholders: placeholders, id: fmt.Sprintf("%016x", spec.ID())}
+// NewKeyRule returns the rule of a writer's key options.
+func NewKeyRule(o httpcache.KeyOptions) *KeyRule {
+	spec := httpcache.NewKeySpec(o)
+	return &KeyRule{spec: spec, placeholders: o.Placeholders, cookies: httpcache.NewCookieRule(o), id: fmt.Sprintf("%016x", spec.ID())}
 }
 
 // ID tells rules apart: equal rules have equal IDs.
 func (k *KeyRule) ID() string { return k.id }
+
+// PrivateCookies reports whether r carries a cookie that the rule's key
+// neither holds nor ignores: one that may carry the caller's identity.
+func (k *KeyRule) PrivateCookies(r *http.Request) bool { return k.cookies.Private(r.Header) }
 
 // Build returns the key of r under the rule, for the resource's primary
 // entry (vary nil) or for one of its variants. x expands the rule's
@@ -91,8 +96,10 @@ func PutKeyBuilder(b *httpcache.KeyBuilder) {
 // which it was still stored. A writer
 // uses it only when its own key of the request equals Primary.
 type Lookup struct {
-	Store  *Store
-	Result Result // Miss, or Stale when Stale is set
+	Store *Store
+	// Result is Miss, or Stale when Stale is set, or Bypass when only
+	// entries were found that the request's cookies keep it from.
+	Result Result
 
 	// Counted is set by the writer that counted the request's result,
 	// which only it knows once the origin answered.
@@ -159,11 +166,17 @@ func (s *Store) Find(r *http.Request, x Expander, want Want) (*Entry, Lookup) {
 	kb := GetKeyBuilder()
 	defer PutKeyBuilder(kb)
 	varyMiss := false
+	cookieMiss := false
 	for _, rule := range rules {
 		e := s.Get(rule.Build(kb, r, x, nil))
 		if e != nil && e.Vary != nil {
 			e = s.Get(rule.Build(kb, r, x, e.Vary))
 			varyMiss = varyMiss || e == nil
+		}
+		if e != nil && !e.Shared && rule.PrivateCookies(r) {
+			// Stored for whoever asked without such cookies; this
+			// request may be someone's own.
+			e, cookieMiss = nil, true
 		}
 		switch {
 		case e == nil:
@@ -176,6 +189,9 @@ func (s *Store) Find(r *http.Request, x Expander, want Want) (*Entry, Lookup) {
 	if l.Stale != nil && s.snapshotHolding(l.Stale, r, &l) {
 		l.Primary = slices.Clone(l.Rule.Build(kb, r, x, nil))
 		return nil, l
+	}
+	if cookieMiss {
+		return nil, Lookup{Store: s, Result: Bypass}
 	}
 	return nil, Lookup{Store: s, Result: Miss, VaryMiss: varyMiss}
 }

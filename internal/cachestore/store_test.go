@@ -109,7 +109,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestPutGetPurgeFlush(t *testing.T) {
 	s := newTestStore(t, 4<<20)
-	rule := NewKeyRule(nil, nil, nil)
+	rule := NewKeyRule(httpcache.KeyOptions{})
 	a := put(t, s, rule, "/a", []byte("a"), "t1")
 	b := put(t, s, rule, "/b/1", []byte("b"), "t2")
 	c := put(t, s, rule, "/c/2", []byte("c"), "t2")
@@ -246,7 +246,7 @@ func TestOutcomesAreCountedOnce(t *testing.T) {
 // survives it, and the index agrees with the store.
 func TestEpochsRaceStores(t *testing.T) {
 	s := newTestStore(t, 8<<20)
-	rule := NewKeyRule(nil, nil, nil)
+	rule := NewKeyRule(httpcache.KeyOptions{})
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for g := range 4 {
@@ -289,7 +289,7 @@ func TestEpochsRaceStores(t *testing.T) {
 // store does not.
 func TestIndexFollowsEvictions(t *testing.T) {
 	s := newTestStore(t, 1<<20)
-	rule := NewKeyRule(nil, nil, nil)
+	rule := NewKeyRule(httpcache.KeyOptions{})
 	body := make([]byte, 1024)
 	for i := range 5000 {
 		put(t, s, rule, fmt.Sprintf("/item/%d", i), body, fmt.Sprintf("tag-%d", i%10))
@@ -318,7 +318,7 @@ func TestFloodStaysBounded(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	s := newTestStore(t, maxSize)
-	rule := NewKeyRule(nil, nil, nil)
+	rule := NewKeyRule(httpcache.KeyOptions{})
 	for i := range 200_000 {
 		put(t, s, rule, fmt.Sprintf("/flood/%d?q=%d", i, i), make([]byte, 200+i%300))
 	}
@@ -337,11 +337,11 @@ func TestFloodStaysBounded(t *testing.T) {
 // rules of two writers, at explicit times.
 func TestFind(t *testing.T) {
 	s := newTestStore(t, 4<<20)
-	all := NewKeyRule(nil, nil, nil)
-	pageOnly := NewKeyRule([]string{"page"}, nil, nil)
+	all := NewKeyRule(httpcache.KeyOptions{})
+	pageOnly := NewKeyRule(httpcache.KeyOptions{Query: []string{"page"}})
 	s.AddRule(all)
 	s.AddRule(pageOnly)
-	s.AddRule(NewKeyRule(nil, nil, nil)) // a second writer with an equal rule
+	s.AddRule(NewKeyRule(httpcache.KeyOptions{})) // a second writer with an equal rule
 	if n := len(s.Rules()); n != 2 {
 		t.Fatalf("%d rules, want 2", n)
 	}
@@ -390,7 +390,7 @@ func TestFindAllocatesNothingOnAHitOrAMiss(t *testing.T) {
 		t.Skip("allocation counts under the race detector")
 	}
 	s := newTestStore(t, 4<<20)
-	rule := NewKeyRule([]string{"page"}, []string{"Accept"}, nil)
+	rule := NewKeyRule(httpcache.KeyOptions{Query: []string{"page"}, Headers: []string{"Accept"}})
 	s.AddRule(rule)
 	put(t, s, rule, "/f?page=1", []byte("f"))
 	r := httptest.NewRequest("GET", "/f?page=1", nil)
@@ -485,7 +485,7 @@ func TestResultNames(t *testing.T) {
 // normalised forms of one header value find one variant.
 func TestVariantsAreBoundedPerResource(t *testing.T) {
 	s := newTestStore(t, 64<<20)
-	rule := NewKeyRule(nil, nil, nil)
+	rule := NewKeyRule(httpcache.KeyOptions{})
 	s.AddRule(rule)
 	var kb httpcache.KeyBuilder
 	put := func(lang string) *Entry {

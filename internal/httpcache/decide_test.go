@@ -149,7 +149,7 @@ func TestPolicyDecide(t *testing.T) {
 		{"proxy-revalidate", windows, 200, header("Cache-Control", "max-age=60, proxy-revalidate, stale-while-revalidate=30, stale-if-error=300"),
 			Decision{TTL: time.Minute, NoStale: true}},
 		{"s-maxage", windows, 200, header("Cache-Control", "s-maxage=60, stale-while-revalidate=30, stale-if-error=300"),
-			Decision{TTL: time.Minute, NoStale: true}},
+			Decision{TTL: time.Minute, NoStale: true, Shared: true}},
 		{"no-cache with ETag", windows, 200, header("Cache-Control", "no-cache, stale-while-revalidate=30", "Etag", `"a"`),
 			Decision{NoCache: true}},
 		{"no-cache and max-age with ETag", origin, 200, header("Cache-Control", "no-cache, max-age=60", "Etag", `"a"`),

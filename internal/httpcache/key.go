@@ -37,28 +37,37 @@ type KeySpec struct {
 	// Headers lists the request headers that are part of the key, in
 	// canonical form.
 	Headers []string
+	// Cookies lists the cookies whose values are part of the key, sorted.
+	Cookies []string
 
 	id [8]byte
 }
 
-// NewKeySpec builds a spec. placeholders are the operator's templates; only
-// their identity enters the spec's fingerprint, the caller expands them.
-func NewKeySpec(query, headers, placeholders []string) *KeySpec {
+// NewKeySpec builds the spec of a writer's key options. Of the
+// placeholders, only their templates enter the spec's fingerprint; the
+// caller expands them.
+func NewKeySpec(o KeyOptions) *KeySpec {
 	s := new(KeySpec)
-	if query != nil {
-		s.Query = slices.Compact(slices.Sorted(slices.Values(query)))
+	if o.Query != nil {
+		s.Query = slices.Compact(slices.Sorted(slices.Values(o.Query)))
 	}
-	for _, h := range headers {
+	for _, h := range o.Headers {
 		s.Headers = append(s.Headers, http.CanonicalHeaderKey(h))
 	}
+	s.Cookies = slices.Compact(slices.Sorted(slices.Values(o.Cookies)))
 	// The fingerprint keeps the keys of different specs apart: a spec that
 	// ignores a parameter must not find an entry written by one that
-	// does not, and the other way round.
+	// does not, and the other way round. Ignored cookies do not change
+	// keys, but they change which requests an entry may answer.
 	f := fnv.New64a()
 	var b []byte
 	b = appendList(b, s.Query, s.Query == nil)
 	b = appendList(b, s.Headers, false)
-	b = appendList(b, placeholders, false)
+	b = appendList(b, o.Placeholders, false)
+	if len(s.Cookies) > 0 || len(o.IgnoreCookies) > 0 {
+		b = appendList(b, s.Cookies, false)
+		b = appendList(b, slices.Sorted(slices.Values(o.IgnoreCookies)), false)
+	}
 	f.Write(b)
 	binary.BigEndian.PutUint64(s.id[:], f.Sum64())
 	return s
@@ -132,6 +141,9 @@ func (b *KeyBuilder) Build(spec *KeySpec, r *http.Request, placeholders []string
 	buf = b.appendQuery(buf, spec, r.URL.RawQuery)
 	for _, name := range spec.Headers {
 		buf = appendHeader(buf, r.Header, name)
+	}
+	if len(spec.Cookies) > 0 {
+		buf = appendCookies(buf, r.Header, spec.Cookies)
 	}
 	buf = binary.AppendUvarint(buf, uint64(len(placeholders)))
 	for _, v := range placeholders {

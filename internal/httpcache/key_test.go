@@ -25,9 +25,9 @@ func key(spec *KeySpec, r *http.Request, placeholders []string, vary []string) s
 }
 
 func TestKeyDistinguishes(t *testing.T) {
-	all := NewKeySpec(nil, nil, nil)
-	withHeader := NewKeySpec(nil, []string{"client_id", "X-Sep"}, nil)
-	listed := NewKeySpec([]string{"orderBy", "page"}, nil, nil)
+	all := NewKeySpec(KeyOptions{})
+	withHeader := NewKeySpec(KeyOptions{Headers: []string{"client_id", "X-Sep"}})
+	listed := NewKeySpec(KeyOptions{Query: []string{"orderBy", "page"}})
 	tlsReq := req("https://example.com/a")
 	tlsReq.TLS = &tls.ConnectionState{}
 
@@ -65,8 +65,8 @@ func TestKeyDistinguishes(t *testing.T) {
 }
 
 func TestKeyEquates(t *testing.T) {
-	all := NewKeySpec(nil, nil, nil)
-	listed := NewKeySpec([]string{"page", "orderBy"}, nil, nil)
+	all := NewKeySpec(KeyOptions{})
+	listed := NewKeySpec(KeyOptions{Query: []string{"page", "orderBy"}})
 	tests := []struct {
 		name string
 		spec *KeySpec
@@ -89,7 +89,7 @@ func TestKeyEquates(t *testing.T) {
 }
 
 func TestKeyPlaceholdersAndVary(t *testing.T) {
-	spec := NewKeySpec(nil, nil, []string{"{http.auth.user.id}", "{x}"})
+	spec := NewKeySpec(KeyOptions{Placeholders: []string{"{http.auth.user.id}", "{x}"}})
 	r := req("/x", "Accept: json")
 	if key(spec, r, []string{"ab", ""}, nil) == key(spec, r, []string{"a", "b"}, nil) {
 		t.Error("placeholder values ab,'' and a,b share a key")
@@ -113,20 +113,20 @@ func TestKeyPlaceholdersAndVary(t *testing.T) {
 }
 
 func TestKeySpecsDoNotShareKeys(t *testing.T) {
-	a := NewKeySpec([]string{"page"}, nil, nil)
-	b := NewKeySpec(nil, nil, nil)
-	c := NewKeySpec(nil, []string{"X-A"}, nil)
+	a := NewKeySpec(KeyOptions{Query: []string{"page"}})
+	b := NewKeySpec(KeyOptions{})
+	c := NewKeySpec(KeyOptions{Headers: []string{"X-A"}})
 	r := req("/p")
 	if key(a, r, nil, nil) == key(b, r, nil, nil) || key(b, r, nil, nil) == key(c, r, nil, nil) {
 		t.Error("two key specs produce the same key for one request")
 	}
-	if NewKeySpec([]string{"b", "a"}, nil, nil).ID() != NewKeySpec([]string{"a", "b"}, nil, nil).ID() {
+	if NewKeySpec(KeyOptions{Query: []string{"b", "a"}}).ID() != NewKeySpec(KeyOptions{Query: []string{"a", "b"}}).ID() {
 		t.Error("the order of key_query names changes the spec")
 	}
 }
 
 func TestKeyIsBounded(t *testing.T) {
-	spec := NewKeySpec(nil, []string{"X-Big"}, nil)
+	spec := NewKeySpec(KeyOptions{Headers: []string{"X-Big"}})
 	long := strings.Repeat("a", 100_000)
 	k1 := key(spec, req("/x?"+long), nil, nil)
 	k2 := key(spec, req("/x", "X-Big: "+long), nil, nil)
@@ -153,7 +153,7 @@ func TestKeyBuilderResetDropsLargeBuffers(t *testing.T) {
 		sb.WriteString(strings.Repeat("x", i%7))
 		sb.WriteString("=1&")
 	}
-	b.Build(NewKeySpec(nil, nil, nil), req("/x?"+sb.String()), nil, nil)
+	b.Build(NewKeySpec(KeyOptions{}), req("/x?"+sb.String()), nil, nil)
 	b.Reset()
 	if cap(b.params) > 256 || cap(b.buf) > 4*MaxRawKeyLen {
 		t.Errorf("after Reset the builder keeps %d params and %d bytes", cap(b.params), cap(b.buf))
@@ -164,7 +164,7 @@ func FuzzKey(f *testing.F) {
 	f.Add("/a?b=c", "/a%3Fb=c", "x", "y")
 	f.Add("/p?a=1&a=2", "/p?a=2&a=1", "", "\x00")
 	f.Add("/p?page=&x", "/p", "a,b", "a")
-	spec := NewKeySpec(nil, []string{"X-K"}, nil)
+	spec := NewKeySpec(KeyOptions{Headers: []string{"X-K"}})
 	f.Fuzz(func(t *testing.T, target1, target2, h1, h2 string) {
 		r1, err1 := http.NewRequest(http.MethodGet, "http://h"+target1, nil)
 		r2, err2 := http.NewRequest(http.MethodGet, "http://h"+target2, nil)
@@ -210,7 +210,7 @@ func modelQuery(raw string) []queryParam {
 }
 
 func BenchmarkKeyBuild(b *testing.B) {
-	spec := NewKeySpec([]string{"orderBy", "page"}, []string{"Client_id"}, nil)
+	spec := NewKeySpec(KeyOptions{Query: []string{"orderBy", "page"}, Headers: []string{"Client_id"}})
 	r := req("http://api.example.com/products/123?page=2&orderBy=date&utm_source=x", "Client_id: abc")
 	var kb KeyBuilder
 	b.ReportAllocs()

@@ -163,7 +163,7 @@ func TestOutcomeNames(t *testing.T) {
 		}
 		seen[name] = true
 	}
-	if got := Outcome(NumOutcomes).String(); got != "OUTCOME-12" {
+	if got := Outcome(NumOutcomes).String(); got != "OUTCOME-13" {
 		t.Errorf("an unknown outcome is named %q", got)
 	}
 }

@@ -26,6 +26,7 @@ const (
 	ReasonIncomplete
 	ReasonInvalidated
 	ReasonRefused
+	ReasonCookie
 
 	// NumOutcomes is how many outcomes there are: an array of this length
 	// holds a counter for each.
@@ -34,7 +35,7 @@ const (
 
 var outcomeNames = [NumOutcomes]string{
 	"STORED", "STATUS", "NO-STORE", "PRIVATE", "SET-COOKIE", "AUTHORIZATION",
-	"VARY-STAR", "NO-FRESHNESS", "TOO-LARGE", "INCOMPLETE", "INVALIDATED", "REFUSED",
+	"VARY-STAR", "NO-FRESHNESS", "TOO-LARGE", "INCOMPLETE", "INVALIDATED", "REFUSED", "COOKIE",
 }
 
 // String returns the outcome as a Cache-Status detail, such as NO-STORE.
@@ -96,7 +97,11 @@ type Policy struct {
 // response received.
 type Exchange struct {
 	RequestHeader http.Header
-	Status        int
+	// PrivateCookies is set when the request carries a cookie that may
+	// hold the caller's identity: one the key neither holds nor ignores
+	// (see CookieRule).
+	PrivateCookies bool
+	Status         int
 	Header        http.Header
 	RequestTime   time.Time
 	ResponseTime  time.Time
@@ -126,6 +131,9 @@ type Decision struct {
 	// Immutable is set when a fresh response need not be validated even
 	// when the client asks (RFC 8246).
 	Immutable bool
+	// Shared is set when the response says public or s-maxage: it may
+	// answer requests with private cookies.
+	Shared bool
 	// Omit lists the fields the stored response leaves out: those of
 	// private="..." and no-cache="...".
 	Omit []string
@@ -153,10 +161,13 @@ func (p Policy) Decide(x Exchange) Decision {
 	case len(x.RequestHeader["Authorization"]) > 0 && !p.IdentityInKey &&
 		!resCC.Public && resCC.SMaxAge < 0 && !resCC.MustRevalidate:
 		d.Outcome = ReasonAuthorization
+	case x.PrivateCookies && !resCC.Public && resCC.SMaxAge < 0:
+		d.Outcome = ReasonCookie
 	}
 	if d.Outcome != Stored {
 		return d
 	}
+	d.Shared = resCC.Public || resCC.SMaxAge >= 0
 	if p.TTL > 0 {
 		// The operator's freshness, and the operator's stale windows.
 		d.TTL = p.TTL

@@ -1,0 +1,141 @@
+package httpcache
+
+import (
+	"encoding/binary"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// KeyOptions are a writer's key options: which parts of a request, beyond
+// its method class, scheme, host and path, make up its cache key, and
+// which of its cookies matter.
+type KeyOptions struct {
+	// Query lists the query parameters in the key; nil means every one.
+	Query []string
+	// Headers lists the request headers whose values join the key.
+	Headers []string
+	// Placeholders are the operator's templates whose values join the
+	// key; the caller expands them.
+	Placeholders []string
+	// Cookies lists the cookies whose values join the key.
+	Cookies []string
+	// IgnoreCookies lists the cookies that never select a response
+	// (analytics, consent): a request that carries only these and the
+	// keyed ones may be answered from a shared entry.
+	IgnoreCookies []string
+}
+
+// IdentityInKey reports whether the key holds the caller's identity: the
+// Authorization header, or a placeholder of the authenticated user or of
+// that header. A response to an authorized request may then be stored.
+func (o KeyOptions) IdentityInKey() bool {
+	return o.holds("Authorization", "{http.auth.user.", "{http.request.header.authorization}")
+}
+
+// CookiesInKey reports whether the key holds the request's cookies, or the
+// caller's identity, wholesale: every cookie then matters to the key, and
+// none keeps a response from being stored or shared.
+func (o KeyOptions) CookiesInKey() bool {
+	return o.IdentityInKey() || o.holds("Cookie", "{http.request.cookie.", "{http.request.header.cookie}")
+}
+
+// holds reports whether the key holds the header, or a placeholder that
+// starts with one of the prefixes.
+func (o KeyOptions) holds(header string, prefixes ...string) bool {
+	for _, h := range o.Headers {
+		if strings.EqualFold(h, header) {
+			return true
+		}
+	}
+	for _, p := range o.Placeholders {
+		p = strings.ToLower(p)
+		for _, prefix := range prefixes {
+			if strings.Contains(p, prefix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// CookieRule says which of a request's cookies may carry the caller's
+// identity: all but those the key holds and those the operator ignores.
+// A response to a request that carries one is private to its caller,
+// unless it says public or s-maxage; and such a request is not answered
+// from an entry that did not. The zero rule holds every cookie private.
+type CookieRule struct {
+	keyed, ignored []string // sorted
+	inKey          bool     // the key holds every cookie, or the identity
+}
+
+// NewCookieRule returns the rule of a writer's key options.
+func NewCookieRule(o KeyOptions) CookieRule {
+	return CookieRule{
+		keyed:   slices.Compact(slices.Sorted(slices.Values(o.Cookies))),
+		ignored: slices.Compact(slices.Sorted(slices.Values(o.IgnoreCookies))),
+		inKey:   o.CookiesInKey(),
+	}
+}
+
+// Private reports whether h carries a cookie that is neither in the key
+// nor ignored. A request without Cookie costs one map lookup.
+func (c CookieRule) Private(h http.Header) bool {
+	lines := h["Cookie"]
+	if len(lines) == 0 || c.inKey {
+		return false
+	}
+	private := false
+	eachCookie(h, func(name, _ string) {
+		_, keyed := slices.BinarySearch(c.keyed, name)
+		_, ignored := slices.BinarySearch(c.ignored, name)
+		private = private || !keyed && !ignored
+	})
+	return private
+}
+
+// appendCookies writes, for each of the names, how many cookies of that
+// name h carries and their values, in order; an absent cookie and an empty
+// one differ.
+func appendCookies(buf []byte, h http.Header, names []string) []byte {
+	for _, name := range names {
+		n := 0
+		eachCookie(h, func(k, _ string) {
+			if k == name {
+				n++
+			}
+		})
+		buf = binary.AppendUvarint(buf, uint64(n))
+		eachCookie(h, func(k, v string) {
+			if k == name {
+				buf = appendField(buf, v)
+			}
+		})
+	}
+	return buf
+}
+
+// eachCookie calls f with the name and value of each cookie in h's Cookie
+// lines, as RFC 6265 section 5.4 sends them, the value without the double
+// quotes it allows.
+func eachCookie(h http.Header, f func(name, value string)) {
+	for _, line := range h["Cookie"] {
+		for line != "" {
+			var pair string
+			pair, line, _ = strings.Cut(line, ";")
+			name, value, _ := strings.Cut(pair, "=")
+			if name = trimOWS(name); name != "" {
+				f(name, trimQuotes(trimOWS(value)))
+			}
+		}
+	}
+}
+
+// trimQuotes removes the double quotes RFC 6265 allows around a cookie's
+// value.
+func trimQuotes(v string) string {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		return v[1 : len(v)-1]
+	}
+	return v
+}
