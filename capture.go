@@ -187,9 +187,9 @@ func (cw *cacheWriter) validated(st *cachestore.Entry) {
 		RequestHeader:  cw.r.Header,
 		PrivateCookies: h.rule.PrivateCookies(cw.r),
 		Status:         st.Status,
-		Header:        merged,
-		RequestTime:   cw.requestTime,
-		ResponseTime:  cw.responseTime,
+		Header:         merged,
+		RequestTime:    cw.requestTime,
+		ResponseTime:   cw.responseTime,
 	})
 	e := h.newEntry(cw.r, cw.path, st.Status, merged, nil, d, cw.responseTime)
 	e.Key, e.Body = st.Key, st.Body

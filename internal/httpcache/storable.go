@@ -102,9 +102,9 @@ type Exchange struct {
 	// (see CookieRule).
 	PrivateCookies bool
 	Status         int
-	Header        http.Header
-	RequestTime   time.Time
-	ResponseTime  time.Time
+	Header         http.Header
+	RequestTime    time.Time
+	ResponseTime   time.Time
 }
 
 // Decision is the storage decision on one response and, when it may be
