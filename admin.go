@@ -235,7 +235,7 @@ type zoneInfo struct {
 	Algorithm     string `json:"algorithm"`
 	Events        int64  `json:"events"`
 	Window        string `json:"window"`
-	Burst         int64  `json:"burst,omitempty"`
+	Burst         int64  `json:"burst"`
 	Keys          int    `json:"keys"`
 	Allowed       uint64 `json:"allowed"`
 	Limited       uint64 `json:"limited"`
@@ -250,7 +250,7 @@ func zoneInfoOf(z *zoneEntry) zoneInfo {
 		Algorithm:     l.Algorithm.String(),
 		Events:        l.Events,
 		Window:        l.Window.String(),
-		Burst:         l.Burst,
+		Burst:         l.Capacity(),
 		Keys:          z.Keys(),
 		Allowed:       z.allowed.Load(),
 		Limited:       z.limited.Load(),

@@ -37,11 +37,17 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// caddyBin returns the path of the Caddy binary, building it the first
-// time; a failed build fails every test that needs it.
+// caddyBin returns the path of the Caddy binary: the one that
+// GATEWAY_TEST_CADDY names (test.sh builds it beforehand, so the build is a
+// stage of its own), or one it builds the first time it is called. A
+// failed build fails every test that needs it.
 func caddyBin(t testing.TB) string {
 	t.Helper()
 	caddyOnce.Do(func() {
+		if path := os.Getenv("GATEWAY_TEST_CADDY"); path != "" {
+			caddyPath = path
+			return
+		}
 		dir, err := os.MkdirTemp("", "gateway-test-")
 		if err != nil {
 			caddyErr = err
@@ -94,7 +100,15 @@ func startGateway(t testing.TB, globals, site, upstream string) *gateway {
 	t.Helper()
 	ports := freePorts(t, 2)
 	g := &gateway{t: t, admin: ports[0], addr: ports[1], dir: t.TempDir(), logs: new(lockedBuffer)}
-	path := g.writeCaddyfile(globals, site, upstream)
+	g.start(g.writeCaddyfile(globals, site, upstream))
+	return g
+}
+
+// start runs Caddy from the Caddyfile at path and waits until the site
+// at g.addr accepts connections.
+func (g *gateway) start(path string) {
+	t := g.t
+	t.Helper()
 	g.cmd = exec.Command(caddyBin(t), "run", "--config", path, "--adapter", "caddyfile")
 	g.cmd.Env = append(os.Environ(), "HOME="+g.dir, "XDG_DATA_HOME="+g.dir, "XDG_CONFIG_HOME="+g.dir)
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
@@ -125,7 +139,7 @@ func startGateway(t testing.TB, globals, site, upstream string) *gateway {
 		// A dial, not a request: a request would reach the handlers.
 		if conn, err := net.Dial("tcp", g.addr); err == nil {
 			conn.Close()
-			return g
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("caddy did not start: %s", g.logs.String())

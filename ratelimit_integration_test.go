@@ -250,7 +250,7 @@ func TestRateLimitAdmin(t *testing.T) {
 	}
 	list := g.adminJSON("GET", "/rate_limit/", "", 200)["zones"].([]any)
 	z := list[0].(map[string]any)
-	if len(list) != 1 || z["name"] != "z" || z["keys"] != 2.0 || z["allowed"] != 2.0 || z["limited"] != 1.0 || z["algorithm"] != "fixed_window" {
+	if len(list) != 1 || z["name"] != "z" || z["keys"] != 2.0 || z["allowed"] != 2.0 || z["limited"] != 1.0 || z["algorithm"] != "fixed_window" || z["burst"] != 1.0 {
 		t.Errorf("zones %v", list)
 	}
 	if out := g.adminJSON("DELETE", "/rate_limit/z?key=a", "", 200); out["reset"] != true {

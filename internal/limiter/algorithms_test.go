@@ -308,3 +308,35 @@ func FuzzLimits(f *testing.F) {
 		}
 	})
 }
+
+func TestCapacityIsWhatPassesAtOnce(t *testing.T) {
+	for _, l := range []Limit{
+		{Algorithm: FixedWindow, Events: 5, Window: time.Minute},
+		{Algorithm: SlidingWindow, Events: 5, Window: time.Minute, Burst: 9},
+		{Algorithm: TokenBucket, Events: 5, Window: time.Minute},
+		{Algorithm: TokenBucket, Events: 5, Window: time.Minute, Burst: 9},
+		{Algorithm: LeakyBucket, Events: 5, Window: time.Minute, Burst: 3},
+	} {
+		var c Cell
+		var w Window
+		passed := int64(0)
+		for range 20 {
+			var d Decision
+			if l.Algorithm == SlidingWindow {
+				w, d = l.DecideWindow(w, at(0), 1)
+			} else {
+				c, d = l.DecideCell(c, at(0), 1)
+			}
+			if d.Allowed {
+				passed++
+			}
+		}
+		want := l.Capacity()
+		if l.Algorithm == LeakyBucket {
+			want++ // one leaves at once, burst more wait in the queue
+		}
+		if passed != want {
+			t.Errorf("%v burst %d: %d passed at once, want %d (capacity %d)", l.Algorithm, l.Burst, passed, want, l.Capacity())
+		}
+	}
+}

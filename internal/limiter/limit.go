@@ -107,6 +107,16 @@ func micros(us int64) time.Duration {
 	return time.Duration(us) * time.Microsecond
 }
 
+// Capacity is the burst in effect: the token bucket's capacity or the
+// leaky bucket's queue length (Events unless set), and for the windows,
+// which take no burst, Events, the most a key may spend at once.
+func (l Limit) Capacity() int64 {
+	if l.Algorithm == FixedWindow || l.Algorithm == SlidingWindow {
+		return l.Events
+	}
+	return l.burst()
+}
+
 func (l Limit) burst() int64 {
 	if l.Burst > 0 {
 		return l.Burst
