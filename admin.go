@@ -293,20 +293,35 @@ func (a *adminRateLimit) serve(w http.ResponseWriter, r *http.Request) error {
 			}
 			n += removed
 		}
-		a.logger.Info("rate-limit zone reset", zap.String("zone", name), zap.Int("keys", n))
-		return writeJSON(w, map[string]any{"zone": name, "reset_keys": n})
+		nodes, err := forgetRefusalsEverywhere(r.Context(), zone, name, "")
+		a.logger.Info("rate-limit zone reset", zap.String("zone", name), zap.Int("keys", n), zap.Int("nodes", nodes))
+		return writeJSON(w, withBusError(map[string]any{"zone": name, "reset_keys": n, "nodes": nodes}, err))
 	}
 	key := q.Get("key")
 	found := zone.Reset(hashKey(key))
+	digest := redisstore.DigestOf(key)
 	if rc != nil {
-		n, err := rc.Del(r.Context(), redisstore.StateKey(name, key)).Result()
+		n, err := rc.Del(r.Context(), digest.StateKey(name)).Result()
 		if err != nil {
 			return apiError(http.StatusBadGateway, "resetting the key in Redis: %v", err)
 		}
 		found = found || n > 0
 	}
-	a.logger.Info("rate-limit key reset", zap.String("zone", name), zap.Bool("found", found))
-	return writeJSON(w, map[string]any{"zone": name, "key": key, "reset": found})
+	nodes, err := forgetRefusalsEverywhere(r.Context(), zone, name, digest.String())
+	a.logger.Info("rate-limit key reset", zap.String("zone", name), zap.Bool("found", found), zap.Int("nodes", nodes))
+	return writeJSON(w, withBusError(map[string]any{"zone": name, "key": key, "reset": found, "nodes": nodes}, err))
+}
+
+// forgetRefusalsEverywhere drops a zone's remembered refusals of one key
+// (by its digest) or of every key, here and on every node of the zone's
+// bus, and returns how many nodes did.
+func forgetRefusalsEverywhere(ctx context.Context, zone *zoneEntry, name, digest string) (int, error) {
+	zone.forget(digest)
+	b := zone.bus.Load()
+	if b == nil {
+		return 1, nil
+	}
+	return b.publish(ctx, busMessage{Zone: name, KeyDigest: digest})
 }
 
 // deleteRedisZone deletes every key of a zone from Redis.

@@ -35,7 +35,8 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
-// busMessage is one invalidation. An empty Cache means every cache.
+// busMessage is one invalidation: of caches or, with Zone, of a
+// rate-limit zone's local refusals. An empty Cache means every cache.
 type busMessage struct {
 	Node  string `json:"node"`
 	ID    string `json:"id"`
@@ -44,6 +45,11 @@ type busMessage struct {
 
 	// The purge's target, its fields at the message's top level.
 	cachestore.Target
+
+	// Zone names a rate-limit zone whose key KeyDigest (or, when empty,
+	// every key) an operator reset: each node forgets its refusals of it.
+	Zone      string `json:"zone,omitempty"`
+	KeyDigest string `json:"key_digest,omitempty"`
 }
 
 // buses holds one bus per Redis URL, started by the cache_pool app and
@@ -57,9 +63,12 @@ type bus struct {
 	logger *zap.Logger
 	warns  logThrottle
 	stop   context.CancelFunc
+	tried  chan struct{} // closed once the first subscription was sent or failed
 	done   chan struct{}
 }
 
+// acquireBus returns the bus of a Redis URL, which subscribes in the
+// background: acquiring it dials nothing.
 func acquireBus(url string, logger *zap.Logger) (*bus, error) {
 	val, _, err := buses.LoadOrNew(url, func() (caddy.Destructor, error) {
 		c, err := acquireRedis(url, busTimeout)
@@ -67,8 +76,8 @@ func acquireBus(url string, logger *zap.Logger) (*bus, error) {
 			return nil, err
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		b := &bus{client: c, key: url, logger: logger, stop: cancel, done: make(chan struct{})}
-		b.ps = c.Subscribe(ctx, busChannel)
+		b := &bus{client: c, key: url, logger: logger, stop: cancel, tried: make(chan struct{}), done: make(chan struct{})}
+		b.ps = c.Subscribe(ctx) // no channel yet: no dial
 		go b.listen(ctx)
 		return b, nil
 	})
@@ -98,6 +107,10 @@ func (b *bus) Destruct() error {
 // and a node must not serve an entry invalidated while it was away.
 func (b *bus) listen(ctx context.Context) {
 	defer close(b.done)
+	// A failed subscription is tried again by Receive, which redials and
+	// resubscribes.
+	b.ps.Subscribe(ctx, busChannel)
+	close(b.tried)
 	subscribed, lost := false, false
 	for {
 		msg, err := b.ps.Receive(ctx)
@@ -121,7 +134,7 @@ func (b *bus) listen(ctx context.Context) {
 			}
 			if lost {
 				b.flushAll()
-				b.logger.Info("cache invalidation bus reconnected; flushed every cache it serves")
+				b.logger.Info("invalidation bus reconnected; flushed every cache and rate-limit refusal it serves")
 			}
 			subscribed, lost = true, false
 		case *redis.Message:
@@ -130,12 +143,28 @@ func (b *bus) listen(ctx context.Context) {
 	}
 }
 
+// flushAll drops what a lost message might have invalidated: every cache
+// on the bus, and every zone's remembered refusals.
 func (b *bus) flushAll() {
 	rangeCaches(func(c *namedCache) {
 		if c.bus.Load() == b {
 			c.Flush()
 		}
 	})
+	rangeZones(func(z *zoneEntry) {
+		if z.bus.Load() == b {
+			z.refusals.Clear()
+		}
+	})
+}
+
+// waitTried waits until the bus has sent its first subscription, or
+// failed to: its dial is bounded by the bus's timeout.
+func (b *bus) waitTried() {
+	select {
+	case <-b.tried:
+	case <-b.done:
+	}
 }
 
 // apply carries out another node's invalidation and acknowledges it.
@@ -145,7 +174,11 @@ func (b *bus) apply(ctx context.Context, payload string) {
 		b.logger.Warn("cache invalidation bus: unreadable message", zap.Error(err))
 		return
 	}
-	if m.Node != nodeID {
+	switch {
+	case m.Node == nodeID:
+	case m.Zone != "":
+		b.forgetRefusals(m.Zone, m.KeyDigest)
+	default:
 		rangeCaches(func(c *namedCache) {
 			if c.bus.Load() != b || (m.Cache != "" && m.Cache != c.Name()) {
 				return
@@ -165,6 +198,18 @@ func (b *bus) apply(ctx context.Context, payload string) {
 	pipe.Expire(ctx, ack, time.Minute)
 	if _, err := pipe.Exec(ctx); err != nil {
 		b.warns.warn(b.logger, time.Now(), "cache invalidation bus: acknowledging", zap.Error(err))
+	}
+}
+
+// forgetRefusals drops a zone's remembered refusals of one key, given by
+// its digest, or of every key.
+func (b *bus) forgetRefusals(zone, digest string) {
+	z := lookupPool[*zoneEntry](rateZones, zone)
+	if z == nil || z.bus.Load() != b {
+		return
+	}
+	if err := z.forget(digest); err != nil {
+		b.logger.Warn("invalidation bus: unreadable rate-limit key", zap.String("zone", zone), zap.Error(err))
 	}
 }
 

@@ -174,8 +174,9 @@ func (p *Pool) Cache(name string) (*namedCache, error) {
 }
 
 // Start joins the invalidation bus when the pool has a Redis, and binds
-// this config's caches to it (or to none). The bus dials lazily: Caddy
-// starts while Redis is down.
+// this config's caches to it (or to none). It waits for the bus's first
+// subscription, so that a purge on another node right after reaches this
+// one, but not for Redis to answer: Caddy starts while Redis is down.
 func (p *Pool) Start() error {
 	if p.Redis != "" {
 		b, err := acquireBus(p.Redis, p.logger)
@@ -183,6 +184,7 @@ func (p *Pool) Start() error {
 			return fmt.Errorf("cache_pool: %v", err)
 		}
 		p.bus = b
+		b.waitTried()
 	}
 	p.held.mu.Lock()
 	defer p.held.mu.Unlock()

@@ -40,12 +40,12 @@ const (
 // decide makes the decision in Redis when the handler has one, else in
 // memory. When Redis fails, fail_mode says what happens: local decides in
 // memory, open admits undecided, closed refuses with 503.
-func (h *RateLimit) decide(ctx context.Context, now time.Time, refs []*zoneRef, keys []string, reqs []limiter.Request, out []limiter.Decision) (bool, storeVerdict) {
+func (h *RateLimit) decide(ctx context.Context, now time.Time, refs []*zoneRef, digests []redisstore.Digest, reqs []limiter.Request, out []limiter.Decision) (bool, storeVerdict) {
 	if h.redis == nil {
 		return limiter.Decide(now, reqs, out), storeDecided
 	}
 	if h.breaker.allow(now) {
-		admitted, err := h.decideInRedis(ctx, refs, keys, reqs, out)
+		admitted, err := h.decideInRedis(ctx, now, refs, digests, reqs, out)
 		if err == nil {
 			return admitted, storeDecided
 		}
@@ -65,15 +65,44 @@ func (h *RateLimit) decide(ctx context.Context, now time.Time, refs []*zoneRef, 
 	return limiter.Decide(now, reqs, out), storeDecided
 }
 
-func (h *RateLimit) decideInRedis(ctx context.Context, refs []*zoneRef, keys []string, reqs []limiter.Request, out []limiter.Decision) (bool, error) {
+// decideInRedis decides in Redis, on its clock, and remembers each zone
+// that refused until when: now, read before the call, is no later than
+// Redis' decision, so the moment it gives is never late.
+func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zoneRef, digests []redisstore.Digest, reqs []limiter.Request, out []limiter.Decision) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
 	defer cancel()
 	var buf [maxZonesInline]redisstore.Request
 	rr := buf[:0]
 	for i, ref := range refs {
-		rr = append(rr, redisstore.Request{StateKey: redisstore.StateKey(ref.name, keys[i]), Limit: ref.limit, Cost: reqs[i].Cost, DryRun: reqs[i].DryRun})
+		rr = append(rr, redisstore.Request{StateKey: digests[i].StateKey(ref.name), Limit: ref.limit, Cost: reqs[i].Cost, DryRun: reqs[i].DryRun})
 	}
-	return redisstore.Decide(ctx, h.redis, 0, rr, out)
+	admitted, err := redisstore.Decide(ctx, h.redis, 0, rr, out)
+	if err != nil || admitted {
+		return admitted, err
+	}
+	for i, ref := range refs {
+		if !out[i].Allowed && !reqs[i].DryRun {
+			ref.zone.refusals.Record(digests[i].Short(), now, reqs[i].Cost, out[i])
+		}
+	}
+	return false, nil
+}
+
+// refusedLocally finds a zone that Redis told this node refuses the
+// request's key, at its cost, until a moment still to come. It fills that
+// zone's decision and returns its index, or -1. Without Redis, digests is
+// empty and nothing is refused here.
+func (h *RateLimit) refusedLocally(now time.Time, refs []*zoneRef, digests []redisstore.Digest, reqs []limiter.Request, out []limiter.Decision) int {
+	for i := range digests {
+		if reqs[i].DryRun {
+			continue
+		}
+		if d, ok := refs[i].zone.refusals.Check(digests[i].Short(), now, reqs[i].Cost); ok {
+			out[i] = d
+			return i
+		}
+	}
+	return -1
 }
 
 func (h *RateLimit) failMode() string {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/gateway/internal/limiter"
+	"github.com/caddy-gateway/gateway/internal/redisstore"
 )
 
 func init() {
@@ -90,6 +91,7 @@ type RateLimit struct {
 	headerI bool
 	headerL bool
 	redis   *redisClient
+	bus     *bus // carries resets of local refusals between the nodes
 	breaker *breaker
 }
 
@@ -174,6 +176,11 @@ func (h *RateLimit) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("rate_limit: %v", err)
 		}
 		h.redis, h.breaker = c, new(breaker)
+		b, err := acquireBus(h.Redis, h.logger)
+		if err != nil {
+			return fmt.Errorf("rate_limit: %v", err)
+		}
+		h.bus = b
 	}
 	var policies []string
 	for _, name := range sortedKeys(h.RateLimits) {
@@ -338,7 +345,24 @@ func (h *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	} else {
 		out = outBuf[:len(reqs)]
 	}
-	admitted, v := h.decide(r.Context(), h.arrival(r), refs, keys, reqs, out)
+	now := h.arrival(r)
+	var digests []redisstore.Digest
+	if h.redis != nil {
+		var digestsBuf [maxZonesInline]redisstore.Digest
+		digests = digestsBuf[:0]
+		for _, key := range keys {
+			digests = append(digests, redisstore.DigestOf(key))
+		}
+	}
+	var admitted bool
+	var v storeVerdict
+	if i := h.refusedLocally(now, refs, digests, reqs, out); i >= 0 {
+		// The answer speaks of the zone that refused: the others were
+		// not asked.
+		refs, keys, out = refs[i:i+1], keys[i:i+1], out[i:i+1]
+	} else {
+		admitted, v = h.decide(r.Context(), now, refs, digests, reqs, out)
+	}
 	switch v {
 	case storeOpen:
 		return next.ServeHTTP(w, r)
@@ -374,7 +398,8 @@ func (h *RateLimit) Cleanup() error {
 	}
 	h.zones = nil
 	releaseRedis(h.redis)
-	h.redis = nil
+	releaseBus(h.bus)
+	h.redis, h.bus = nil, nil
 	return nil
 }
 

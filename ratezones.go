@@ -11,6 +11,7 @@ import (
 	"github.com/dunglas/httpsfv"
 
 	"github.com/caddy-gateway/gateway/internal/limiter"
+	"github.com/caddy-gateway/gateway/internal/redisstore"
 )
 
 // zoneRef is a zone as one handler uses it.
@@ -60,8 +61,12 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 	ref.zone = val.(*zoneEntry)
 	if loaded {
 		ref.zone.Reconfigure(ref.limit, h.MaxKeys)
+		// The limit or the store may have changed: what was refused
+		// under the old ones says nothing of the new.
+		ref.zone.refusals.Clear()
 	}
 	ref.zone.redis.Store(h.redis)
+	ref.zone.bus.Store(h.bus)
 	ref.keyVar = singlePlaceholder(cfg.Key)
 	ref.err = fmt.Errorf("%w in zone %s", errRateLimited, name)
 	ref.policy = policyMember(name, ref.limit)
@@ -103,14 +108,42 @@ type zoneEntry struct {
 	dryRunLimited atomic.Uint64
 	storeErrors   atomic.Uint64
 	redis         atomic.Pointer[redisClient] // the shared store, if any
-	stop          chan struct{}
-	done          chan struct{}
+	bus           atomic.Pointer[bus]         // that store's invalidation bus
+	// refusals are the keys the shared store refused until a moment still
+	// to come, which this node refuses again without asking it.
+	refusals *limiter.Refusals
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 func newZoneEntry(name string, l limiter.Limit, maxKeys int, sweep time.Duration, now func() time.Time) *zoneEntry {
-	z := &zoneEntry{Zone: limiter.NewZone(name, l, maxKeys), stop: make(chan struct{}), done: make(chan struct{})}
+	z := &zoneEntry{
+		Zone:     limiter.NewZone(name, l, maxKeys),
+		refusals: limiter.NewRefusals(MaxLocalRefusals),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
 	go z.sweep(sweep, now)
 	return z
+}
+
+// MaxLocalRefusals bounds the refusals each zone remembers: about 6 MiB
+// at limiter.RefusalBytes each.
+const MaxLocalRefusals = 1 << 16
+
+// forget drops the remembered refusals of the key with the digest, written
+// as redisstore.Digest.String does, or of every key when digest is empty.
+func (z *zoneEntry) forget(digest string) error {
+	if digest == "" {
+		z.refusals.Clear()
+		return nil
+	}
+	d, err := redisstore.ParseDigest(digest)
+	if err != nil {
+		return err
+	}
+	z.refusals.Forget(d.Short())
+	return nil
 }
 
 // sweep drops keys back at rest, so idle keys cost no memory.

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,6 +43,11 @@ func TestClusterLimitsHoldExactly(t *testing.T) {
 			algorithm %s
 		}
 		redis %s
+		# Exactness is Redis': a node that gave up on it under this load
+		# would decide alone, so give it time, and answer 503 rather
+		# than decide alone if it still fails.
+		timeout 2s
+		fail_mode closed
 	}
 	respond ok
 `, zone, tt.extra, tt.algorithm, rds.URL), "")
@@ -51,13 +57,14 @@ func TestClusterLimitsHoldExactly(t *testing.T) {
 			}
 			var admitted, refused, waiting atomic.Int64
 			var wg sync.WaitGroup
-			// 30 requests for one key, round-robin over the nodes, in
-			// three concurrent streams. A request still waiting for its
-			// leaky-bucket slot after a second counts as queued.
-			for s := range 3 {
+			// 384 requests for one key: 64 concurrent callers on each of
+			// the three nodes, two requests each. A request still waiting
+			// for its leaky-bucket slot after a second counts as queued.
+			const callers, each = 3 * 64, 2
+			for c := range callers {
 				wg.Go(func() {
-					for i := range 10 {
-						switch nodes[(s+i)%3].statusWithin(time.Second, "/", "X-Client: shared") {
+					for range each {
+						switch nodes[c%3].statusWithin(time.Second, "/", "X-Client: shared") {
 						case 0:
 							waiting.Add(1)
 						case 200:
@@ -69,11 +76,71 @@ func TestClusterLimitsHoldExactly(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			if admitted.Load() != int64(tt.allowed) || waiting.Load() != int64(queued) || refused.Load() != int64(30-tt.allowed-queued) {
+			if admitted.Load() != int64(tt.allowed) || waiting.Load() != int64(queued) || refused.Load() != int64(callers*each-tt.allowed-queued) {
 				t.Errorf("cluster admitted %d, queued %d, refused %d; want exactly %d admitted and %d queued",
 					admitted.Load(), waiting.Load(), refused.Load(), tt.allowed, queued)
 			}
 		})
+	}
+}
+
+// TestLocalRefusalsSpareRedis: once Redis refused a key until a moment,
+// each node refuses it again without asking until then, and asks again
+// after.
+func TestLocalRefusalsSpareRedis(t *testing.T) {
+	rds := redistest.Start(t)
+	nodes := cluster(t, 2, "", fmt.Sprintf(`
+	rate_limit {
+		zone spare {
+			key {http.request.header.X-Client}
+			events 2
+			window 2s
+			algorithm token_bucket
+		}
+		redis %s
+	}
+	respond ok
+`, rds.URL), "")
+	calls := func() int { return rds.Calls("evalsha", "eval") }
+	for range 2 {
+		if r := nodes[0].get("/", "X-Client: a"); r.status != 200 {
+			t.Fatalf("within the limit: %d", r.status)
+		}
+	}
+	if r := nodes[0].get("/", "X-Client: a"); r.status != 429 {
+		t.Fatalf("over the limit: %d", r.status)
+	}
+	refusedAt := time.Now()
+	before := calls()
+	for range 20 {
+		r := nodes[0].get("/", "X-Client: a")
+		if r.status != 429 || r.header.Get("Retry-After") == "" || !strings.Contains(r.header.Get("RateLimit"), `"spare";r=0;t=`) {
+			t.Fatalf("a refusal the node knew of: %d %v", r.status, r.header)
+		}
+	}
+	if n := calls() - before; n != 0 {
+		t.Errorf("%d Redis calls for 20 refusals the node knew of, want 0", n)
+	}
+	for range 5 {
+		if r := nodes[1].get("/", "X-Client: a"); r.status != 429 {
+			t.Fatalf("the other node admitted: %d", r.status)
+		}
+	}
+	if n := calls() - before; n != 1 {
+		t.Errorf("%d Redis calls for the other node's 5 refusals, want 1 (the first)", n)
+	}
+	if r := nodes[0].get("/", "X-Client: b"); r.status != 200 {
+		t.Errorf("another key was refused: %d", r.status)
+	}
+	// The token bucket refills one token a second: once the refusal ends,
+	// Redis decides again, and admits.
+	time.Sleep(time.Until(refusedAt.Add(1200 * time.Millisecond)))
+	before = calls()
+	if r := nodes[0].get("/", "X-Client: a"); r.status != 200 {
+		t.Errorf("after the refusal ended: %d", r.status)
+	}
+	if n := calls() - before; n != 1 {
+		t.Errorf("%d Redis calls for the first request after the refusal ended, want 1", n)
 	}
 }
 
@@ -189,13 +256,23 @@ func TestRedisRateLimitAdminReset(t *testing.T) {
 	if nodes[1].get("/", "X-Client: a").status != 429 {
 		t.Fatal("the limit is not shared")
 	}
-	if out := nodes[0].adminJSON("DELETE", "/rate_limit/shared?key=a", "", 200); out["reset"] != true {
-		t.Errorf("reset: %v", out)
+	// Each node now refuses key a by itself, without asking Redis; a
+	// reset on one node must reach the other's refusals too.
+	if nodes[0].get("/", "X-Client: b").status != 429 || nodes[1].get("/", "X-Client: b").status != 429 {
+		t.Fatal("key b is not limited on both nodes")
+	}
+	if out := nodes[0].adminJSON("DELETE", "/rate_limit/shared?key=a", "", 200); out["reset"] != true || out["nodes"] != 2.0 {
+		t.Errorf("reset: %v, want reset on 2 nodes", out)
 	}
 	if nodes[1].get("/", "X-Client: a").status != 200 {
 		t.Error("key a still limited on the other node after its reset")
 	}
-	nodes[1].adminJSON("DELETE", "/rate_limit/shared", "", 200)
+	if nodes[1].get("/", "X-Client: b").status != 429 {
+		t.Error("resetting key a reset key b")
+	}
+	if out := nodes[1].adminJSON("DELETE", "/rate_limit/shared", "", 200); out["nodes"] != 2.0 {
+		t.Errorf("zone reset: %v, want 2 nodes", out)
+	}
 	if nodes[0].get("/", "X-Client: b").status != 200 {
 		t.Error("key b still limited after the zone's reset")
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	_ "embed"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"strconv"
@@ -29,10 +30,35 @@ const KeyPrefix = "caddy-gateway:rl:"
 
 // StateKey names the Redis key of one rate-limit key in a zone. The key is
 // hashed: Redis never holds key material.
-func StateKey(zone, key string) string {
+func StateKey(zone, key string) string { return DigestOf(key).StateKey(zone) }
+
+// Digest is what Redis and the nodes know of a rate-limit key: the first
+// 16 bytes of its SHA-256, the same on every node.
+type Digest [16]byte
+
+// DigestOf returns the digest of a rate-limit key.
+func DigestOf(key string) Digest {
 	sum := sha256.Sum256([]byte(key))
-	return KeyPrefix + zone + ":" + hex.EncodeToString(sum[:16])
+	return Digest(sum[:16])
 }
+
+// ParseDigest reads a digest written by String.
+func ParseDigest(s string) (Digest, error) {
+	var d Digest
+	if hex.DecodedLen(len(s)) != len(d) {
+		return d, fmt.Errorf("a key digest has %d hex digits, not %d", 2*len(d), len(s))
+	}
+	_, err := hex.Decode(d[:], []byte(s))
+	return d, err
+}
+
+func (d Digest) String() string { return hex.EncodeToString(d[:]) }
+
+// StateKey names the Redis key of the digest's key in a zone.
+func (d Digest) StateKey(zone string) string { return KeyPrefix + zone + ":" + d.String() }
+
+// Short is the digest in 64 bits, for a node's own tables.
+func (d Digest) Short() uint64 { return binary.BigEndian.Uint64(d[:8]) }
 
 // Request is one zone's part of a decision.
 type Request struct {

@@ -5,6 +5,7 @@ package redistest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -81,6 +82,53 @@ func (s *Server) ping() error {
 		return fmt.Errorf("redis answered %q", line)
 	}
 	return nil
+}
+
+// Calls returns how many times the server ran each of the commands, from
+// INFO commandstats: Calls("evalsha", "eval") counts script calls.
+func (s *Server) Calls(commands ...string) int {
+	s.t.Helper()
+	n, err := CommandCalls(s.Addr, commands...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return n
+}
+
+// CommandCalls asks the Redis at addr how many times it ran each of the
+// commands, from INFO commandstats, and returns the sum.
+func CommandCalls(addr string, commands ...string) (int, error) {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(conn, "INFO commandstats\r\n")
+	r := bufio.NewReader(conn)
+	header, err := r.ReadString('\n')
+	if err != nil {
+		return 0, err
+	}
+	var size int
+	if _, err := fmt.Sscanf(header, "$%d", &size); err != nil {
+		return 0, fmt.Errorf("INFO commandstats answered %q", header)
+	}
+	body := make([]byte, size)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, line := range strings.Split(string(body), "\r\n") {
+		for _, c := range commands {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_"+c+":calls="); ok {
+				var calls int
+				fmt.Sscanf(rest, "%d", &calls)
+				n += calls
+			}
+		}
+	}
+	return n, nil
 }
 
 // Stop stops the server; a stopped server stays stopped.
