@@ -50,7 +50,7 @@ var walkthrough = []walkStep{
 	{cmd: `curl -s -X DELETE localhost:2019/cache/products`,
 		want: []string{`"flushed":\["products"\]`}},
 	{cmd: `curl -s -X DELETE localhost:2019/rate_limit/per_client`,
-		want: []string{`^\{"reset_keys":1,"zone":"per_client"\}`}},
+		want: []string{`^\{"nodes":1,"reset_keys":1,"zone":"per_client"\}`}},
 	{cmd: `for i in $(seq 12); do curl -s -o /dev/null -D - localhost:8080/ | grep -iE '^(HTTP|RateLimit|Retry-After)'; done`,
 		check: countdown},
 	{cmd: `curl -s localhost:2019/rate_limit/per_client`,
