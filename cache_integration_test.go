@@ -478,7 +478,10 @@ func TestCacheInvalidate(t *testing.T) {
 	expect("after the flush", map[string]bool{"/products/1": false, "/other": false})
 }
 
-func TestAdminAPI(t *testing.T) {
+// startTwoCaches starts a gateway with the caches products, which
+// productsSite fills, and users, in front of an upstream that answers each
+// path with itself, tagged k-<path>.
+func startTwoCaches(t *testing.T) (*gateway, *upstream) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Surrogate-Key", "k-"+strings.Trim(r.URL.Path, "/"))
 		fmt.Fprint(w, r.URL.Path)
@@ -489,13 +492,12 @@ func TestAdminAPI(t *testing.T) {
 		cache users {
 			max_size 2MiB
 		}
-	}`, `
-	cache_read products
-	cache_write products {
-		ttl 60s
-	}
-	reverse_proxy {upstream}
-`, up.addr())
+	}`, productsSite, up.addr())
+	return g, up
+}
+
+func TestAdminAPI(t *testing.T) {
+	g, _ := startTwoCaches(t)
 	for _, p := range []string{"/a", "/b/1", "/b/2", "/c"} {
 		g.get(p)
 		g.get(p)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,17 +90,7 @@ func row(t *testing.T, table, pattern string) string {
 }
 
 func TestCLICache(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Surrogate-Key", "k-"+strings.Trim(r.URL.Path, "/"))
-		fmt.Fprint(w, r.URL.Path)
-	})
-	g := startGateway(t, `
-	cache_pool {
-		max_size 32MiB
-		cache users {
-			max_size 2MiB
-		}
-	}`, productsSite, up.addr())
+	g, up := startTwoCaches(t)
 	paths := []string{"/a", "/b/1", "/b/2", "/c"}
 	for _, p := range paths {
 		g.get(p)

@@ -140,10 +140,23 @@ func TestLateRequestCountsInNewerWindow(t *testing.T) {
 
 func BenchmarkDecide(b *testing.B) {
 	srv := redistest.Start(b)
-	for _, callers := range []int{1, 64} {
-		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
-			c := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
-			defer c.Close()
+	for _, tt := range []struct {
+		name    string
+		callers int
+		auto    bool
+	}{{"callers=1", 1, false}, {"callers=64", 64, false}, {"callers=1/auto", 1, true}, {"callers=64/auto", 64, true}} {
+		callers := tt.callers
+		b.Run(tt.name, func(b *testing.B) {
+			rc := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
+			defer rc.Close()
+			var c redis.Scripter = rc
+			if tt.auto {
+				ap, err := rc.AutoPipeline()
+				if err != nil {
+					b.Fatal(err)
+				}
+				c = ap
+			}
 			l := limiter.Limit{Algorithm: limiter.SlidingWindow, Events: 1 << 30, Window: time.Hour}
 			b.SetParallelism(max(callers/2, 1)) // GOMAXPROCS is 2 here
 			b.ReportAllocs()
