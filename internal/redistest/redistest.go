@@ -131,6 +131,15 @@ func CommandCalls(addr string, commands ...string) (int, error) {
 	return n, nil
 }
 
+// Signal sends sig to the server: syscall.SIGSTOP hangs it with its
+// connections open, as a frozen host would, and SIGCONT resumes it.
+func (s *Server) Signal(sig os.Signal) {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
 // Stop stops the server; a stopped server stays stopped.
 func (s *Server) Stop() {
 	if s.cmd == nil {

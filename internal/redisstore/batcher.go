@@ -1,0 +1,134 @@
+package redisstore
+
+import (
+	"context"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Batcher pipelines concurrent script calls: while a batch is on the wire,
+// the calls that arrive wait, and leave together in the next one, in one
+// write and one read. A lone caller waits for nobody, so batching adds no
+// latency of its own. It passes for the client it wraps as a
+// redis.Scripter: EvalSha is batched, everything else goes straight.
+//
+// A caller waits for its answer no longer than its context allows; a call
+// whose caller gave up before its batch left is not sent.
+type Batcher struct {
+	*redis.Client
+	calls chan *batchCall
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	max   int
+}
+
+type batchCall struct {
+	ctx  context.Context
+	sha  string
+	keys []string
+	args []any
+	done chan *redis.Cmd // buffered: a caller that gave up does not block the lane
+}
+
+// NewBatcher starts lanes goroutines, each sending one batch of at most
+// maxBatch calls at a time on a pooled connection of c. Close stops them.
+func NewBatcher(c *redis.Client, lanes, maxBatch int) *Batcher {
+	b := &Batcher{Client: c, calls: make(chan *batchCall, lanes*maxBatch), stop: make(chan struct{}), max: maxBatch}
+	b.wg.Add(lanes)
+	for range lanes {
+		go b.lane()
+	}
+	return b
+}
+
+// Close stops the lanes; calls still queued fail. It does not close the
+// client.
+func (b *Batcher) Close() {
+	close(b.stop)
+	b.wg.Wait()
+	for {
+		select {
+		case c := <-b.calls:
+			c.done <- errCmd(c.ctx, redis.ErrClosed)
+		default:
+			return
+		}
+	}
+}
+
+// EvalSha queues the call for the next batch and waits for its answer, or
+// for ctx to end.
+func (b *Batcher) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	c := &batchCall{ctx: ctx, sha: sha, keys: keys, args: args, done: make(chan *redis.Cmd, 1)}
+	select {
+	case b.calls <- c:
+	case <-ctx.Done():
+		return errCmd(ctx, ctx.Err())
+	case <-b.stop:
+		return errCmd(ctx, redis.ErrClosed)
+	}
+	select {
+	case cmd := <-c.done:
+		return cmd
+	case <-ctx.Done():
+		return errCmd(ctx, ctx.Err())
+	}
+}
+
+func (b *Batcher) lane() {
+	defer b.wg.Done()
+	batch := make([]*batchCall, 0, b.max)
+	cmds := make([]*redis.Cmd, 0, b.max)
+	for {
+		select {
+		case c := <-b.calls:
+			batch = append(batch[:0], c)
+		case <-b.stop:
+			return
+		}
+	gather:
+		for len(batch) < b.max {
+			select {
+			case c := <-b.calls:
+				batch = append(batch, c)
+			default:
+				break gather
+			}
+		}
+		cmds = b.send(batch, cmds[:0])
+		clear(batch) // let the callers' arguments go
+		clear(cmds)
+	}
+}
+
+// send runs one batch as a pipeline, cmds its scratch space. The
+// connection's read and write timeouts bound it; each call gets its own
+// result, NOSCRIPT included, so that redis.Script falls back to EVAL for
+// that call alone.
+func (b *Batcher) send(batch []*batchCall, cmds []*redis.Cmd) []*redis.Cmd {
+	live := batch[:0]
+	for _, c := range batch {
+		if c.ctx.Err() == nil { // a caller that has gone is not sent
+			live = append(live, c)
+		}
+	}
+	if len(live) == 0 {
+		return cmds
+	}
+	pipe := b.Client.Pipeline()
+	for _, c := range live {
+		cmds = append(cmds, pipe.EvalSha(context.Background(), c.sha, c.keys, c.args...))
+	}
+	pipe.Exec(context.Background()) // errors are in each command
+	for i, c := range live {
+		c.done <- cmds[i]
+	}
+	return cmds
+}
+
+func errCmd(ctx context.Context, err error) *redis.Cmd {
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(err)
+	return cmd
+}
