@@ -62,6 +62,7 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 		ref.zone.Reconfigure(ref.limit, h.MaxKeys)
 	}
 	ref.zone.redis.Store(h.redis)
+	ref.zone.fallback.Store(&zoneFallback{failMode: h.failMode(), breaker: h.breaker})
 	ref.keyVar = singlePlaceholder(cfg.Key)
 	ref.err = fmt.Errorf("%w in zone %s", errRateLimited, name)
 	ref.policy = policyMember(name, ref.limit)
@@ -103,6 +104,7 @@ type zoneEntry struct {
 	dryRunLimited atomic.Uint64
 	storeErrors   atomic.Uint64
 	redis         atomic.Pointer[redisClient] // the shared store, if any
+	fallback      atomic.Pointer[zoneFallback]
 	stop          chan struct{}
 	done          chan struct{}
 }
@@ -133,6 +135,13 @@ func (z *zoneEntry) Destruct() error {
 	close(z.stop)
 	<-z.done
 	return nil
+}
+
+// zoneFallback is what a zone with a shared store does while the store
+// fails, as the health report tells it.
+type zoneFallback struct {
+	failMode string   // local, open or closed
+	breaker  *breaker // open while the zone serves from its fallback; nil without Redis
 }
 
 // rangeZones calls f for each live zone, in name order.
