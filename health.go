@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -378,13 +380,25 @@ func (p *redisCheck) ping() {
 	err := p.client.Ping(ctx).Err()
 	p.LatencyMS = ms(time.Since(start))
 	p.Status = "ok"
-	if err != nil {
-		p.Status = "error"
-		p.Error = err.Error()
-		if ctx.Err() != nil {
-			p.Error = fmt.Sprintf("no answer within the timeout of %v: %v", timeout, err)
-		}
+	if err == nil {
+		return
 	}
+	p.Status = "error"
+	switch dialErr := p.client.lastDialError(start); {
+	case dialErr != nil:
+		p.Error = fmt.Sprintf("cannot connect: %v", dialErr)
+	case ctx.Err() != nil || isTimeout(err):
+		p.Error = fmt.Sprintf("no answer within the timeout of %v: %v", timeout, err)
+	default:
+		p.Error = err.Error()
+	}
+}
+
+// isTimeout tells a read that hit its deadline, which can come a moment
+// before the context's own.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // redactedURL names a Redis without its user or password.

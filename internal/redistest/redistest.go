@@ -5,10 +5,13 @@ package redistest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -98,4 +101,56 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
 	s.start()
+}
+
+// Pause stops the server's process with SIGSTOP: it keeps its port and
+// accepts connections, but answers nothing, like a hung Redis. The test's
+// end resumes it, so that it can be stopped.
+func (s *Server) Pause() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(s.Resume)
+}
+
+// Resume continues a paused server with SIGCONT.
+func (s *Server) Resume() {
+	if s.cmd != nil {
+		s.cmd.Process.Signal(syscall.SIGCONT)
+	}
+}
+
+// Calls returns how many times the server has run a command, such as
+// "ping", by INFO commandstats.
+func (s *Server) Calls(command string) int {
+	s.t.Helper()
+	conn, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(conn, "INFO commandstats\r\n")
+	r := bufio.NewReader(conn)
+	head, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(head, "$") {
+		s.t.Fatalf("INFO commandstats: %q, %v", head, err)
+	}
+	n, _ := strconv.Atoi(strings.TrimSpace(head[1:]))
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		s.t.Fatal(err)
+	}
+	// cmdstat_ping:calls=3,usec=...
+	for _, line := range strings.Split(string(body), "\r\n") {
+		rest, ok := strings.CutPrefix(line, "cmdstat_"+command+":calls=")
+		if !ok {
+			continue
+		}
+		calls, _, _ := strings.Cut(rest, ",")
+		c, _ := strconv.Atoi(calls)
+		return c
+	}
+	return 0
 }
