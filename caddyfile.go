@@ -616,8 +616,8 @@ func (h *Health) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume the directive name
 	if d.NextArg() {
 		h.Mode = d.Val()
-		if h.Mode != "live" && h.Mode != "ready" {
-			return d.Errf("%s: unknown mode '%s'; give live, ready, or nothing for the full report", dir, h.Mode)
+		if err := h.Validate(); err != nil {
+			return d.Err(err.Error())
 		}
 	}
 	if d.NextArg() {

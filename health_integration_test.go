@@ -414,3 +414,20 @@ func TestGracefulDrain(t *testing.T) {
 		t.Error("Caddy did not finish its shutdown")
 	}
 }
+
+// TestHealthValidation: JSON, through `caddy validate`, and the Caddyfile
+// refuse a bad mode alike; a negative cache_checks, which the Caddyfile
+// cannot say, is refused in JSON.
+func TestHealthValidation(t *testing.T) {
+	const want = `health: mode must be live, ready or empty (the full report), not "startup"`
+	if out, ok := validateJSON(t, jsonConfig("", `{"handler": "health", "mode": "startup"}`)); ok || !strings.Contains(out, want) {
+		t.Errorf("JSON mode: passed=%v, want %q:\n%s", ok, want, tail(out, 3))
+	}
+	if _, err := adapt(caddyfileIn("", "\thealth startup\n"), "Caddyfile"); err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "Caddyfile:5") {
+		t.Errorf("Caddyfile mode: %v, want %q at Caddyfile:5", err, want)
+	}
+	const wantNeg = "health: cache_checks must be a positive duration"
+	if out, ok := validateJSON(t, jsonConfig("", `{"handler": "health", "cache_checks": -1}`)); ok || !strings.Contains(out, wantNeg) {
+		t.Errorf("JSON cache_checks: passed=%v, want %q:\n%s", ok, wantNeg, tail(out, 3))
+	}
+}
