@@ -333,7 +333,7 @@ func TestGracefulDrain(t *testing.T) {
 		time.Sleep(1500 * time.Millisecond)
 		w.Write([]byte(body))
 	})
-	g := startGateway(t, "\tgrace_period 20s\n\tshutdown_delay 2s", `
+	g := startGateway(t, "\tgrace_period 20s\n\tshutdown_delay 1500ms", `
 	health /live live
 	health /ready ready
 	route /slow {
@@ -350,9 +350,11 @@ func TestGracefulDrain(t *testing.T) {
 	}
 `, up.addr())
 
-	// Three requests: one reaches the slow upstream at once, two wait in
-	// the leaky bucket for their slots, a second and two seconds later.
-	const n = 3
+	// Four requests: one reaches the slow upstream at once, three wait in
+	// the leaky bucket for their slots, one, two and three seconds later:
+	// the last two still wait when the shutdown delay ends and the
+	// listener closes.
+	const n = 4
 	type result struct {
 		resp response
 		err  error
@@ -394,6 +396,12 @@ func TestGracefulDrain(t *testing.T) {
 		}
 	}
 
+	if !g.logged("grace period initiated") {
+		t.Fatal("Caddy did not begin its grace period")
+	}
+	if queued := n - up.total.Load(); queued < 1 {
+		t.Errorf("no request waited in the leaky bucket when the listener closed")
+	}
 	for range n {
 		res := <-results
 		if res.err != nil {
