@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -437,5 +438,42 @@ func TestHealthValidation(t *testing.T) {
 	const wantNeg = "health: cache_checks must be a positive duration"
 	if out, ok := validateJSON(t, jsonConfig("", `{"handler": "health", "cache_checks": -1}`)); ok || !strings.Contains(out, wantNeg) {
 		t.Errorf("JSON cache_checks: passed=%v, want %q:\n%s", ok, wantNeg, tail(out, 3))
+	}
+}
+
+// TestHealthReadyDrainsDuringShutdownDelay: after SIGTERM, during the
+// shutdown delay, ready says draining, live stays up, and the full report
+// says so without changing its status.
+func TestHealthReadyDrainsDuringShutdownDelay(t *testing.T) {
+	g := startGateway(t, "\tshutdown_delay 3s", healthRoutes+"\trespond ok\n", "")
+	if code, status := probeStatus(t, g.get("/ready")); code != 200 || status != "ready" {
+		t.Fatalf("ready before the stop: %d %s", code, status)
+	}
+	if err := g.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !g.logged("shutdown scheduled") {
+		t.Fatal("Caddy did not schedule its shutdown")
+	}
+	probe := func(path string) response {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+		resp, err := c.Get("http://" + g.addr + path)
+		if err != nil {
+			t.Fatalf("%s during shutdown_delay: %v", path, err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		io.Copy(&b, resp.Body)
+		return response{resp.StatusCode, resp.Header, b.String()}
+	}
+	if code, status := probeStatus(t, probe("/ready")); code != 503 || status != "draining" {
+		t.Errorf("ready while draining: %d %q, want 503 draining", code, status)
+	}
+	if code, status := probeStatus(t, probe("/live")); code != 200 || status != "alive" {
+		t.Errorf("live while draining: %d %q, want 200 alive", code, status)
+	}
+	r := probe("/health")
+	if rep := decodeReport(t, r); r.status != 200 || rep.Status != "ok" || !rep.Draining {
+		t.Errorf("report while draining: %d %s", r.status, r.body)
 	}
 }
