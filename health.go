@@ -93,11 +93,11 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		return caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("health: method %s not allowed", r.Method))
 	}
 	if h.Mode == "live" {
-		return writeProbe(w, r, http.StatusOK, probeAnswer{Status: "alive"})
+		return writeBody(w, r, http.StatusOK, answerAlive)
 	}
 	draining := isDraining(r)
 	if h.Mode == "ready" && draining {
-		return writeProbe(w, r, http.StatusServiceUnavailable, probeAnswer{Status: "draining"})
+		return writeBody(w, r, http.StatusServiceUnavailable, answerDraining)
 	}
 	rep, err := healthChecks.Get(r.Context(), h.now(), time.Duration(h.CacheChecks), runChecks)
 	if err != nil {
@@ -107,7 +107,7 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 		if len(rep.unready) > 0 {
 			return writeProbe(w, r, http.StatusServiceUnavailable, probeAnswer{Status: "unavailable", Reasons: rep.unready})
 		}
-		return writeProbe(w, r, http.StatusOK, probeAnswer{Status: "ready"})
+		return writeBody(w, r, http.StatusOK, answerReady)
 	}
 	full := fullReport{
 		Status:        rep.status,
@@ -153,12 +153,23 @@ type fullReport struct {
 	Checks        checks        `json:"checks"`
 }
 
+// The answers that never change, encoded once.
+var (
+	answerAlive    = []byte(`{"status":"alive"}` + "\n")
+	answerReady    = []byte(`{"status":"ready"}` + "\n")
+	answerDraining = []byte(`{"status":"draining"}` + "\n")
+)
+
 func writeProbe(w http.ResponseWriter, r *http.Request, status int, v any) error {
 	body, err := json.Marshal(v)
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	body = append(body, '\n')
+	return writeBody(w, r, status, append(body, '\n'))
+}
+
+// writeBody sends a JSON answer, or only its header to a HEAD.
+func writeBody(w http.ResponseWriter, r *http.Request, status int, body []byte) error {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Cache-Control", "no-store")
@@ -167,7 +178,7 @@ func writeProbe(w http.ResponseWriter, r *http.Request, status int, v any) error
 	if r.Method == http.MethodHead {
 		return nil
 	}
-	_, err = w.Write(body)
+	_, err := w.Write(body)
 	return err
 }
 
