@@ -327,7 +327,9 @@ func runChecks() checkReport {
 	}
 	wg.Wait()
 	for _, p := range order {
-		rep.checks.Redis = append(rep.checks.Redis, *p)
+		c := *p
+		c.client = nil // the kept report holds no client past its release
+		rep.checks.Redis = append(rep.checks.Redis, c)
 	}
 
 	now := time.Now()
