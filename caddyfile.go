@@ -30,6 +30,11 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("cache_write", httpcaddyfile.After, "encode")
 	httpcaddyfile.RegisterDirectiveOrder("cache_read", httpcaddyfile.After, "encode")
 	httpcaddyfile.RegisterDirectiveOrder("cache_invalidate", httpcaddyfile.After, "encode")
+
+	// Probes are answered before rate limits and authentication (right
+	// after try_files), so a limit never refuses an orchestrator.
+	httpcaddyfile.RegisterHandlerDirective("health", parseHandler[Health])
+	httpcaddyfile.RegisterDirectiveOrder("health", httpcaddyfile.After, "try_files")
 }
 
 // unmarshalerHandler is a handler that reads its own Caddyfile tokens.
@@ -601,8 +606,46 @@ func (o onceEach) check(d *caddyfile.Dispenser, dir string) error {
 	return nil
 }
 
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	health [<matcher>] [live|ready] {
+//		cache_checks <duration>
+//	}
+func (h *Health) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const dir = "health"
+	d.Next() // consume the directive name
+	if d.NextArg() {
+		h.Mode = d.Val()
+		if err := h.Validate(); err != nil {
+			return d.Err(err.Error())
+		}
+	}
+	if d.NextArg() {
+		return d.Errf("%s: unexpected argument '%s'; health takes one mode at most", dir, d.Val())
+	}
+	once := onceEach{}
+	for d.NextBlock(0) {
+		if err := once.check(d, dir); err != nil {
+			return err
+		}
+		switch d.Val() {
+		case "cache_checks":
+			if err := parseDurationArg(d, dir, &h.CacheChecks); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("%s: unknown subdirective '%s'", dir, d.Val())
+		}
+	}
+	if err := h.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
 // Interface guards
 var (
+	_ caddyfile.Unmarshaler = (*Health)(nil)
 	_ caddyfile.Unmarshaler = (*RateLimit)(nil)
 	_ caddyfile.Unmarshaler = (*CacheWrite)(nil)
 	_ caddyfile.Unmarshaler = (*CacheRead)(nil)

@@ -67,6 +67,7 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 	}
 	ref.zone.redis.Store(h.redis)
 	ref.zone.bus.Store(h.bus)
+	ref.zone.fallback.Store(&zoneFallback{failMode: h.failMode(), breaker: h.breaker})
 	ref.keyVar = singlePlaceholder(cfg.Key)
 	ref.err = fmt.Errorf("%w in zone %s", errRateLimited, name)
 	ref.policy = policyMember(name, ref.limit)
@@ -109,6 +110,7 @@ type zoneEntry struct {
 	storeErrors   atomic.Uint64
 	redis         atomic.Pointer[redisClient] // the shared store, if any
 	bus           atomic.Pointer[bus]         // that store's invalidation bus
+	fallback      atomic.Pointer[zoneFallback]
 	// refusals are the keys the shared store refused until a moment still
 	// to come, which this node refuses again without asking it.
 	refusals *limiter.Refusals
@@ -166,6 +168,13 @@ func (z *zoneEntry) Destruct() error {
 	close(z.stop)
 	<-z.done
 	return nil
+}
+
+// zoneFallback is what a zone with a shared store does while the store
+// fails, as the health report tells it.
+type zoneFallback struct {
+	failMode string   // local, open or closed
+	breaker  *breaker // open while the zone serves from its fallback; nil without Redis
 }
 
 // rangeZones calls f for each live zone, in name order.

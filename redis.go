@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,7 +21,42 @@ var redisClients = caddy.NewUsagePool()
 // validates, while Redis is down.
 type redisClient struct {
 	*redis.Client
-	url string
+	url      string
+	dialErrs atomic.Pointer[dialError] // the last failed dial, for the health report
+}
+
+// dialError is a dial that failed.
+type dialError struct {
+	at  time.Time
+	err error
+}
+
+// lastDialError returns the error of the last dial, if it failed since t.
+func (c *redisClient) lastDialError(since time.Time) error {
+	if d := c.dialErrs.Load(); d != nil && !d.at.Before(since) {
+		return d.err
+	}
+	return nil
+}
+
+// DialHook remembers failed dials: a command that times out while the pool
+// dials in vain says only that its deadline passed.
+func (c *redisClient) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := next(ctx, network, addr)
+		if err != nil && ctx.Err() == nil {
+			c.dialErrs.Store(&dialError{time.Now(), err})
+		}
+		return conn, err
+	}
+}
+
+// ProcessHook leaves commands alone.
+func (c *redisClient) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+// ProcessPipelineHook leaves pipelines alone.
+func (c *redisClient) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 // Destruct closes the client once no config uses it.
@@ -43,7 +80,9 @@ func acquireRedis(rawURL string, timeout time.Duration) (*redisClient, error) {
 		opts.PoolTimeout = timeout
 		opts.ContextTimeoutEnabled = true
 		opts.MaxRetries = -1 // a retry would outlast the timeout
-		return &redisClient{Client: redis.NewClient(opts), url: key}, nil
+		c := &redisClient{Client: redis.NewClient(opts), url: key}
+		c.AddHook(c)
+		return c, nil
 	})
 	if err != nil {
 		return nil, err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,8 +97,7 @@ func TestBatcherGivesUpAtTheDeadline(t *testing.T) {
 	if _, err := Decide(context.Background(), b, 0, req, out); err != nil {
 		t.Fatal(err)
 	}
-	srv.Signal(syscall.SIGSTOP)
-	defer srv.Signal(syscall.SIGCONT)
+	srv.Pause()
 	var wg sync.WaitGroup
 	slow := make(chan time.Duration, 16)
 	for range 16 {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -131,15 +132,6 @@ func CommandCalls(addr string, commands ...string) (int, error) {
 	return n, nil
 }
 
-// Signal sends sig to the server: syscall.SIGSTOP hangs it with its
-// connections open, as a frozen host would, and SIGCONT resumes it.
-func (s *Server) Signal(sig os.Signal) {
-	s.t.Helper()
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
 // Stop stops the server; a stopped server stays stopped.
 func (s *Server) Stop() {
 	if s.cmd == nil {
@@ -155,4 +147,22 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	s.Stop()
 	s.start()
+}
+
+// Pause stops the server's process with SIGSTOP: it keeps its port and
+// accepts connections, but answers nothing, like a hung Redis. The test's
+// end resumes it, so that it can be stopped.
+func (s *Server) Pause() {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(s.Resume)
+}
+
+// Resume continues a paused server with SIGCONT.
+func (s *Server) Resume() {
+	if s.cmd != nil {
+		s.cmd.Process.Signal(syscall.SIGCONT)
+	}
 }
