@@ -198,58 +198,51 @@ func TestSetPreflight(t *testing.T) {
 func TestSetActual(t *testing.T) {
 	p := mustCompile(t, Config{AllowOrigins: []string{"https://a.com"}, ExposeHeaders: []string{"X-Request-Id", "X-Total"}, AllowCredentials: true})
 	origin := []string{"https://a.com"}
-	dst := http.Header{}
-	p.SetActual(dst, origin, true)
-	want := http.Header{
-		AllowOrigin:      {"https://a.com"},
-		AllowCredentials: {"true"},
-		ExposeHeaders:    {"X-Request-Id, X-Total"},
-		"Vary":           {"Origin"},
-	}
-	if !reflect.DeepEqual(dst, want) {
-		t.Fatalf("allowed: got %v\nwant %v", dst, want)
-	}
-	dst = http.Header{}
-	p.SetActual(dst, []string{"https://evil.io"}, false)
-	if !reflect.DeepEqual(dst, http.Header{"Vary": {"Origin"}}) {
-		t.Fatalf("refused: got %v", dst)
-	}
-
-	star := mustCompile(t, Config{AllowOrigins: []string{"*"}})
-	dst = http.Header{}
-	star.SetActual(dst, origin, true)
-	if !reflect.DeepEqual(dst, http.Header{AllowOrigin: {"*"}}) {
-		t.Fatalf("'*': got %v", dst)
-	}
-}
-
-// TestSettle checks that an upstream's CORS fields give way to the
-// policy's, and that a shared value is never written through.
-func TestSettle(t *testing.T) {
-	p := mustCompile(t, Config{AllowOrigins: []string{"https://a.com"}})
-	origin := []string{"https://a.com"}
-	dst := http.Header{}
-	p.SetActual(dst, origin, true)
-	// What reverse_proxy's copyHeader does with the upstream's fields.
-	dst.Add(AllowOrigin, "*")
-	dst.Add(AllowCredentials, "true")
-	dst.Add("Vary", "Origin")
-	dst.Add("Vary", "Accept-Encoding")
-	p.Settle(dst, origin, true)
-	want := http.Header{AllowOrigin: {"https://a.com"}, "Vary": {"Origin", "Accept-Encoding"}}
-	if !reflect.DeepEqual(dst, want) {
-		t.Fatalf("got %v\nwant %v", dst, want)
+	for _, row := range []struct {
+		name     string
+		upstream http.Header // what inner handlers set
+		origin   []string
+		allowed  bool
+		want     http.Header
+	}{
+		{"allowed", http.Header{}, origin, true, http.Header{
+			AllowOrigin:      {"https://a.com"},
+			AllowCredentials: {"true"},
+			ExposeHeaders:    {"X-Request-Id, X-Total"},
+			"Vary":           {"Origin"},
+		}},
+		{"refused", http.Header{}, []string{"https://evil.io"}, false, http.Header{"Vary": {"Origin"}}},
+		{"no origin", http.Header{"Vary": {"Accept-Encoding"}}, nil, false, http.Header{"Vary": {"Accept-Encoding", "Origin"}}},
+		{"upstream CORS, allowed", http.Header{
+			AllowOrigin:      {"*"},
+			AllowCredentials: {"false"},
+			ExposeHeaders:    {"X-Upstream"},
+			"Vary":           {"Accept-Encoding, origin"},
+		}, origin, true, http.Header{
+			AllowOrigin:      {"https://a.com"},
+			AllowCredentials: {"true"},
+			ExposeHeaders:    {"X-Request-Id, X-Total"},
+			"Vary":           {"Accept-Encoding, origin"},
+		}},
+		{"upstream CORS, refused", http.Header{AllowOrigin: {"https://evil.io"}, "Vary": {"*"}}, []string{"https://evil.io"}, false, http.Header{"Vary": {"*"}}},
+	} {
+		t.Run(row.name, func(t *testing.T) {
+			dst := row.upstream
+			p.SetActual(dst, row.origin, row.allowed)
+			if !reflect.DeepEqual(dst, row.want) {
+				t.Fatalf("got %v\nwant %v", dst, row.want)
+			}
+		})
 	}
 	if origin[0] != "https://a.com" || p.varyOrigin[0] != "Origin" {
 		t.Fatal("a shared value was written through")
 	}
 
-	dst = http.Header{}
-	p.SetActual(dst, []string{"https://evil.io"}, false)
-	dst.Add(AllowOrigin, "https://evil.io")
-	p.Settle(dst, []string{"https://evil.io"}, false)
-	if !reflect.DeepEqual(dst, http.Header{"Vary": {"Origin"}}) {
-		t.Fatalf("refused origin: got %v", dst)
+	star := mustCompile(t, Config{AllowOrigins: []string{"*"}})
+	dst := http.Header{}
+	star.SetActual(dst, origin, true)
+	if !reflect.DeepEqual(dst, http.Header{AllowOrigin: {"*"}}) {
+		t.Fatalf("'*': got %v", dst)
 	}
 }
 

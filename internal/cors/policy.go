@@ -241,23 +241,25 @@ func (p *Policy) SetPreflight(dst, req http.Header, origin []string) {
 // answer depends on, allowed or not.
 func (p *Policy) SetPreflightVary(dst http.Header) { addVary(dst, p.varyPreflight) }
 
-// SetActual sets the fields of an actual request's response on dst: the
-// CORS fields when the origin is allowed, and Vary: Origin whenever the
-// answer depends on it. origin is the request's Origin field, one value
-// long, or nil when the request has none.
+// SetActual sets the fields of an actual request's response on dst, once
+// the inner handlers have set theirs: the CORS fields when the origin is
+// allowed, and Vary: Origin whenever the answer depends on it. An
+// upstream's own Access-Control-Allow-Origin, -Allow-Credentials and
+// -Expose-Headers give way to the policy's, or are dropped when it gives
+// none, and a Vary that names Origin already is left as it is. origin is
+// the request's Origin field, one value long, or nil when it has none.
 func (p *Policy) SetActual(dst http.Header, origin []string, allowed bool) {
-	if p.VariesByOrigin() {
-		addVary(dst, p.varyOrigin)
-	}
+	delete(dst, AllowOrigin)
+	delete(dst, AllowCredentials)
+	delete(dst, ExposeHeaders)
 	if allowed {
-		p.setActualFields(dst, origin)
+		p.setOrigin(dst, origin)
+		if p.exposeHeaders != nil {
+			dst[ExposeHeaders] = p.exposeHeaders
+		}
 	}
-}
-
-func (p *Policy) setActualFields(dst http.Header, origin []string) {
-	p.setOrigin(dst, origin)
-	if p.exposeHeaders != nil {
-		dst[ExposeHeaders] = p.exposeHeaders
+	if p.VariesByOrigin() && !varyNamesOrigin(dst[vary]) {
+		addVary(dst, p.varyOrigin)
 	}
 }
 
@@ -272,23 +274,6 @@ func (p *Policy) setOrigin(dst http.Header, origin []string) {
 	}
 }
 
-// Settle makes an actual request's response carry this policy's CORS
-// fields only, once the inner handlers have set theirs: an upstream's own
-// Access-Control-Allow-Origin, -Allow-Credentials and -Expose-Headers are
-// replaced by the policy's, or dropped when it gives none, and a Vary:
-// Origin that the upstream sent too is not repeated.
-func (p *Policy) Settle(dst http.Header, origin []string, allowed bool) {
-	delete(dst, AllowOrigin)
-	delete(dst, AllowCredentials)
-	delete(dst, ExposeHeaders)
-	if allowed {
-		p.setActualFields(dst, origin)
-	}
-	if p.VariesByOrigin() {
-		dedupeVaryOrigin(dst)
-	}
-}
-
 // addVary adds v's value to dst's Vary values, without replacing them.
 func addVary(dst http.Header, v []string) {
 	if old := dst[vary]; len(old) > 0 {
@@ -298,27 +283,17 @@ func addVary(dst http.Header, v []string) {
 	dst[vary] = v
 }
 
-// dedupeVaryOrigin drops the first bare "Origin" member of Vary if another
-// value names Origin too.
-func dedupeVaryOrigin(dst http.Header) {
-	values := dst[vary]
-	if len(values) < 2 {
-		return
-	}
-	n, bare := 0, -1
-	for i, v := range values {
+// varyNamesOrigin reports whether Vary values name Origin (or are "*").
+func varyNamesOrigin(values []string) bool {
+	for _, v := range values {
 		for v != "" {
 			var member string
 			member, v, _ = strings.Cut(v, ",")
-			if strings.EqualFold(strings.Trim(member, " \t"), "origin") {
-				n++
+			member = strings.Trim(member, " \t")
+			if member == "*" || strings.EqualFold(member, "origin") {
+				return true
 			}
 		}
-		if bare < 0 && values[i] == "Origin" {
-			bare = i
-		}
 	}
-	if n > 1 && bare >= 0 {
-		dst[vary] = append(values[:bare:bare], values[bare+1:]...)
-	}
+	return false
 }
