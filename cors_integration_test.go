@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -272,5 +273,39 @@ func TestCORSOriginPlaceholder(t *testing.T) {
 		if got := g.get("/", "Origin: "+origin).header.Get("Access-Control-Allow-Origin"); got != want {
 			t.Errorf("%s: Access-Control-Allow-Origin %q, want %q", origin, got, want)
 		}
+	}
+}
+
+// TestCORSValidationRules: JSON, through `caddy validate`, and a
+// Caddyfile refuse the same bad values with the same message; the
+// Caddyfile's names its line.
+func TestCORSValidationRules(t *testing.T) {
+	for _, tt := range []struct {
+		name, handler, site, want string
+		line                      int
+	}{
+		{"star with credentials", `{"handler": "cors", "allow_origins": ["*"], "allow_credentials": true}`,
+			"\tcors {\n\t\tallow_origins *\n\t\tallow_credentials\n\t}\n", "cors: allow_origins '*' cannot go with allow_credentials", 7},
+		{"bad regex", `{"handler": "cors", "allow_origin_regex": "(a"}`,
+			"\tcors {\n\t\tallow_origin_regex (a\n\t}\n", "cors: allow_origin_regex: error parsing regexp", 6},
+		{"negative max_age", `{"handler": "cors", "allow_origins": ["https://a.com"], "max_age": -1000000000}`,
+			"\tcors {\n\t\tallow_origins https://a.com\n\t\tmax_age -1s\n\t}\n", "cors: max_age must not be negative, not -1s", 7},
+		{"bad origin", `{"handler": "cors", "allow_origins": ["https://a.com/app"]}`,
+			"\tcors {\n\t\tallow_origins https://a.com/app\n\t}\n", "cors: allow_origins: 'https://a.com/app' is not an origin", 6},
+		{"no origin", `{"handler": "cors", "allow_methods": ["GET"]}`,
+			"\tcors {\n\t\tallow_methods GET\n\t}\n", "cors: allow_origins or allow_origin_regex is required", 7},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			out, ok := validateJSON(t, jsonConfig("", tt.handler))
+			if ok || !strings.Contains(out, tt.want) {
+				t.Errorf("JSON: validate passed=%v, want a failure saying %q:\n%s", ok, tt.want, tail(out, 3))
+			}
+			_, err := adapt(caddyfileIn("", tt.site), "Caddyfile")
+			where := fmt.Sprintf("Caddyfile:%d", tt.line)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), where) {
+				t.Errorf("Caddyfile: got %v, want %q at %s", err, tt.want, where)
+			}
+		})
 	}
 }
