@@ -240,11 +240,12 @@ func TestCORSPreflightBeforeLimitsAndAuth(t *testing.T) {
 	if r := g.request("OPTIONS", "/", preflight...); r.status != 204 || r.header.Get("Access-Control-Allow-Origin") == "" {
 		t.Fatalf("preflight without credentials: %d %v", r.status, r.header)
 	}
-	if r := g.get("/", "Origin: https://app.example.com"); r.status != 401 {
-		t.Fatalf("actual request without credentials: %d, want 401 from basic_auth", r.status)
+	// The refusals carry the CORS fields, so that scripts can read them.
+	if r := g.get("/", "Origin: https://app.example.com"); r.status != 401 || r.header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Fatalf("actual request without credentials: %d %v, want 401 from basic_auth, readable", r.status, r.header)
 	}
-	if r := g.get("/", "Origin: https://app.example.com"); r.status != 429 {
-		t.Fatalf("second actual request: %d, want 429 from the zone", r.status)
+	if r := g.get("/", "Origin: https://app.example.com"); r.status != 429 || r.header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Fatalf("second actual request: %d %v, want 429 from the zone, readable", r.status, r.header)
 	}
 	for range 3 {
 		if r := g.request("OPTIONS", "/", preflight...); r.status != 204 || r.header.Get("Access-Control-Allow-Origin") == "" {
