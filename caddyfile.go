@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-gateway/gateway/internal/cors"
 )
 
 func init() {
@@ -19,10 +21,15 @@ func init() {
 	httpcaddyfile.RegisterHandlerDirective("cache_read", parseHandler[CacheRead])
 	httpcaddyfile.RegisterHandlerDirective("cache_invalidate", parseHandler[CacheInvalidate])
 	httpcaddyfile.RegisterHandlerDirective("rate_limit", parseHandler[RateLimit])
+	httpcaddyfile.RegisterHandlerDirective("cors", parseHandler[CORS])
 
 	// Rate limits count every request, cache hits included, before
 	// authentication spends any work on it.
 	httpcaddyfile.RegisterDirectiveOrder("rate_limit", httpcaddyfile.Before, "basic_auth")
+
+	// CORS answers preflights before rate limits and authentication (the
+	// deprecated basicauth included) could refuse them.
+	httpcaddyfile.RegisterDirectiveOrder("cors", httpcaddyfile.Before, "basicauth")
 
 	// Caching runs after authentication and encoding: encode, then
 	// cache_invalidate, cache_read, cache_write. Each registration after
@@ -593,6 +600,73 @@ func parseIntField(d *caddyfile.Dispenser, dir string, dst *int) error {
 	return err
 }
 
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	cors [<matcher>] {
+//		allow_origins         <origin...>
+//		allow_origin_regex    <regexp>
+//		allow_methods         <method...>
+//		allow_headers         <header...>
+//		expose_headers        <header...>
+//		allow_credentials
+//		allow_private_network
+//		max_age               <duration>
+//	}
+func (h *CORS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	const dir = "cors"
+	d.Next() // consume the directive name
+	if d.NextArg() {
+		return d.Errf("%s: unexpected argument '%s'; options go in a block", dir, d.Val())
+	}
+	once := onceEach{}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if err := once.check(d, dir); err != nil {
+			return err
+		}
+		var err error
+		switch opt {
+		case "allow_origins":
+			h.AllowOrigins, err = parseListArg(d, dir)
+		case "allow_origin_regex":
+			if !oneArg(d, &h.AllowOriginRegex) {
+				return d.Errf("%s: allow_origin_regex takes one regular expression", dir)
+			}
+		case "allow_methods":
+			h.AllowMethods, err = parseListArg(d, dir)
+		case "allow_headers":
+			h.AllowHeaders, err = parseListArg(d, dir)
+		case "expose_headers":
+			h.ExposeHeaders, err = parseListArg(d, dir)
+		case "allow_credentials", "allow_private_network":
+			if d.NextArg() {
+				return d.Errf("%s: %s takes no argument", dir, opt)
+			}
+			if opt == "allow_credentials" {
+				h.AllowCredentials = true
+			} else {
+				h.AllowPrivateNetwork = true
+			}
+		case "max_age":
+			err = parseAnyDurationArg(d, dir, &h.MaxAge)
+		default:
+			return d.Errf("%s: unknown subdirective '%s'", dir, opt)
+		}
+		if err != nil {
+			return err
+		}
+		// Judged after each option, so the error names its line; the
+		// requirement of an origin waits for the end of the block.
+		if err := cors.CheckOptions(h.config()); err != nil {
+			return d.Err(err.Error())
+		}
+	}
+	if err := h.Validate(); err != nil {
+		return d.Err(err.Error())
+	}
+	return nil
+}
+
 // onceEach refuses an option given twice in one block.
 type onceEach map[string]bool
 
@@ -650,4 +724,5 @@ var (
 	_ caddyfile.Unmarshaler = (*CacheWrite)(nil)
 	_ caddyfile.Unmarshaler = (*CacheRead)(nil)
 	_ caddyfile.Unmarshaler = (*CacheInvalidate)(nil)
+	_ caddyfile.Unmarshaler = (*CORS)(nil)
 )

@@ -234,10 +234,10 @@ type checkReport struct {
 
 // checks is the "checks" member of the full report.
 type checks struct {
-	Caches   []cacheCheck `json:"caches"`
-	Redis    []redisCheck `json:"redis"`
-	Zones    []zoneCheck  `json:"zones"`
-	Bus []busCheck   `json:"bus"`
+	Caches []cacheCheck `json:"caches"`
+	Redis  []redisCheck `json:"redis"`
+	Zones  []zoneCheck  `json:"zones"`
+	Bus    []busCheck   `json:"bus"`
 }
 
 type cacheCheck struct {
