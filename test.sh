@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting and vet, unit tests, integration
-# tests against a real Caddy on loopback, the README's walkthrough, and the
-# seeds of every fuzz target, with the race detector. It installs what it
-# needs when missing, says which stage it is in, and ends with one line of
-# totals. Arguments go to go test (./test.sh -run TestWalkthrough).
+# tests against a real Caddy on loopback, the README's walkthrough, a real
+# browser against the production example, and the seeds of every fuzz
+# target, with the race detector. It installs what it needs when missing,
+# says which stage it is in, and ends with one line of totals. Arguments
+# go to go test (./test.sh -run TestWalkthrough).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -14,11 +15,13 @@ if ! command -v go >/dev/null 2>&1; then
 	exit 1
 fi
 
-# The tests start their own redis-server on a free loopback port, and
-# follow the README's walkthrough with curl.
+# The tests start their own redis-server on a free loopback port, follow
+# the README's walkthrough with curl, and drive headless Chromium against
+# the production example.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if ((${#missing[@]})); then
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 		stage "installing ${missing[*]} with apt-get"
