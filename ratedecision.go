@@ -76,7 +76,7 @@ func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zo
 	for i, ref := range refs {
 		rr = append(rr, redisstore.Request{StateKey: digests[i].StateKey(ref.name), Limit: ref.limit, Cost: reqs[i].Cost, DryRun: reqs[i].DryRun})
 	}
-	admitted, err := redisstore.Decide(ctx, h.redis, 0, rr, out)
+	admitted, err := redisstore.Decide(ctx, h.redis.batcher, 0, rr, out)
 	if err != nil || admitted {
 		return admitted, err
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/caddy-gateway/gateway/internal/redisstore"
 )
 
 // redisClients holds one client per distinct Redis URL, shared by every
@@ -21,6 +23,9 @@ var redisClients = caddy.NewUsagePool()
 // validates, while Redis is down.
 type redisClient struct {
 	*redis.Client
+	// batcher sends the rate-limit decisions that arrive together in one
+	// pipeline.
+	batcher  *redisstore.Batcher
 	url      string
 	dialErrs atomic.Pointer[dialError] // the last failed dial, for the health report
 }
@@ -60,7 +65,17 @@ func (c *redisClient) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 }
 
 // Destruct closes the client once no config uses it.
-func (c *redisClient) Destruct() error { return c.Close() }
+func (c *redisClient) Destruct() error {
+	c.batcher.Close()
+	return c.Close()
+}
+
+// Batching: how many batches of decisions may be on the wire at once, and
+// how many decisions one holds at most.
+const (
+	batchLanes = 4
+	batchSize  = 128
+)
 
 // acquireRedis returns the shared client for a Redis URL (redis:// or
 // rediss://, with user, password and database), expanding global
@@ -82,6 +97,7 @@ func acquireRedis(rawURL string, timeout time.Duration) (*redisClient, error) {
 		opts.MaxRetries = -1 // a retry would outlast the timeout
 		c := &redisClient{Client: redis.NewClient(opts), url: key}
 		c.AddHook(c)
+		c.batcher = redisstore.NewBatcher(c.Client, batchLanes, batchSize)
 		return c, nil
 	})
 	if err != nil {

@@ -144,6 +144,46 @@ func TestLocalRefusalsSpareRedis(t *testing.T) {
 	}
 }
 
+// TestRedisHungHoldsNoRequest: a Redis that accepts connections and
+// answers nothing (SIGSTOP) holds no request past the timeout, even among
+// many at once, queued behind batches stuck on it; fail_mode local then
+// decides.
+func TestRedisHungHoldsNoRequest(t *testing.T) {
+	rds := redistest.Start(t)
+	g := startGateway(t, "", fmt.Sprintf(`
+	rate_limit {
+		zone hung {
+			key {http.request.header.X-Client}
+			events 100
+			window 1m
+		}
+		redis %s
+		timeout 100ms
+	}
+	respond ok
+`, rds.URL), "")
+	if r := g.get("/", "X-Client: a"); r.status != 200 {
+		t.Fatalf("with Redis up: %d", r.status)
+	}
+	rds.Pause()
+	var wg sync.WaitGroup
+	statuses := make(chan int, 32)
+	for i := range 32 {
+		wg.Go(func() {
+			// A bound far above the timeout, for a loaded machine: what
+			// it catches is a request held by the hung server.
+			statuses <- g.statusWithin(3*time.Second, "/", fmt.Sprintf("X-Client: c%d", i%4))
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != 200 {
+			t.Errorf("with Redis hung: status %d (0: no answer within 3s), want 200 decided locally", s)
+		}
+	}
+}
+
 func TestRedisFailModes(t *testing.T) {
 	rds := redistest.Start(t)
 	site := func(mode string) string {

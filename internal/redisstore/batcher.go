@@ -7,10 +7,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Batcher pipelines concurrent script calls: while a batch is on the wire,
-// the calls that arrive wait, and leave together in the next one, in one
-// write and one read. A lone caller waits for nobody, so batching adds no
-// latency of its own. It passes for the client it wraps as a
+// Batcher pipelines concurrent script calls: while batches are on the
+// wire, the calls that arrive wait, and leave together in the next one, in
+// one write and one read. A caller that finds a lane idle sends at once,
+// from its own goroutine, with whatever else waits, so a lone caller pays
+// neither a wait nor a hand-off. It passes for the client it wraps as a
 // redis.Scripter: EvalSha is batched, everything else goes straight.
 //
 // A caller waits for its answer no longer than its context allows; a call
@@ -18,6 +19,7 @@ import (
 type Batcher struct {
 	*redis.Client
 	calls chan *batchCall
+	lanes chan struct{} // a token for each batch on the wire
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	max   int
@@ -34,7 +36,7 @@ type batchCall struct {
 // NewBatcher starts lanes goroutines, each sending one batch of at most
 // maxBatch calls at a time on a pooled connection of c. Close stops them.
 func NewBatcher(c *redis.Client, lanes, maxBatch int) *Batcher {
-	b := &Batcher{Client: c, calls: make(chan *batchCall, lanes*maxBatch), stop: make(chan struct{}), max: maxBatch}
+	b := &Batcher{Client: c, calls: make(chan *batchCall, lanes*maxBatch), lanes: make(chan struct{}, lanes), stop: make(chan struct{}), max: maxBatch}
 	b.wg.Add(lanes)
 	for range lanes {
 		go b.lane()
@@ -62,6 +64,15 @@ func (b *Batcher) Close() {
 func (b *Batcher) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
 	c := &batchCall{ctx: ctx, sha: sha, keys: keys, args: args, done: make(chan *redis.Cmd, 1)}
 	select {
+	case b.lanes <- struct{}{}:
+		// A lane is idle: send now, and take along whoever waits.
+		batch := b.gather(append(make([]*batchCall, 0, 8), c))
+		b.send(ctx, batch, nil)
+		<-b.lanes
+		return <-c.done
+	default:
+	}
+	select {
 	case b.calls <- c:
 	case <-ctx.Done():
 		return errCmd(ctx, ctx.Err())
@@ -87,31 +98,45 @@ func (b *Batcher) lane() {
 		case <-b.stop:
 			return
 		}
-	gather:
-		for len(batch) < b.max {
-			select {
-			case c := <-b.calls:
-				batch = append(batch, c)
-			default:
-				break gather
-			}
+		// Waiting for a lane lets the batch grow meanwhile.
+		select {
+		case b.lanes <- struct{}{}:
+		case <-b.stop:
+			batch[0].done <- errCmd(batch[0].ctx, redis.ErrClosed)
+			return
 		}
-		cmds = b.send(batch, cmds[:0])
+		cmds = b.send(context.Background(), b.gather(batch), cmds[:0])
+		<-b.lanes
 		clear(batch) // let the callers' arguments go
 		clear(cmds)
 	}
 }
 
-// send runs one batch as a pipeline, cmds its scratch space. The
-// connection's read and write timeouts bound it; each call gets its own
-// result, NOSCRIPT included, so that redis.Script falls back to EVAL for
-// that call alone.
-func (b *Batcher) send(batch []*batchCall, cmds []*redis.Cmd) []*redis.Cmd {
+// gather adds to batch the calls that wait, up to the batch size.
+func (b *Batcher) gather(batch []*batchCall) []*batchCall {
+	for len(batch) < b.max {
+		select {
+		case c := <-b.calls:
+			batch = append(batch, c)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// send runs one batch as a pipeline, cmds its scratch space. ctx (that of
+// the caller who sends, or none for a lane) and the connection's read and
+// write timeouts bound it; each call gets its own result, NOSCRIPT
+// included, so that redis.Script falls back to EVAL for that call alone.
+func (b *Batcher) send(ctx context.Context, batch []*batchCall, cmds []*redis.Cmd) []*redis.Cmd {
 	live := batch[:0]
 	for _, c := range batch {
-		if c.ctx.Err() == nil { // a caller that has gone is not sent
-			live = append(live, c)
+		if err := c.ctx.Err(); err != nil {
+			c.done <- errCmd(c.ctx, err) // its caller has gone: not sent
+			continue
 		}
+		live = append(live, c)
 	}
 	if len(live) == 0 {
 		return cmds
@@ -120,7 +145,7 @@ func (b *Batcher) send(batch []*batchCall, cmds []*redis.Cmd) []*redis.Cmd {
 	for _, c := range live {
 		cmds = append(cmds, pipe.EvalSha(context.Background(), c.sha, c.keys, c.args...))
 	}
-	pipe.Exec(context.Background()) // errors are in each command
+	pipe.Exec(ctx) // errors are in each command
 	for i, c := range live {
 		c.done <- cmds[i]
 	}

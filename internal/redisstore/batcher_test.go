@@ -14,7 +14,7 @@ import (
 )
 
 func batcher(t *testing.T, srv *redistest.Server, timeout time.Duration) *Batcher {
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1, ContextTimeoutEnabled: true})
 	b := NewBatcher(c, 2, 64)
 	t.Cleanup(func() { b.Close(); c.Close() })
 	return b

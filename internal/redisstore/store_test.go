@@ -144,7 +144,13 @@ func BenchmarkDecide(b *testing.B) {
 		name    string
 		callers int
 		auto    bool
-	}{{"callers=1", 1, false}, {"callers=64", 64, false}, {"callers=1/auto", 1, true}, {"callers=64/auto", 64, true}} {
+		lanes   int // of a Batcher; 0: none
+	}{
+		{"callers=1", 1, false, 0}, {"callers=64", 64, false, 0},
+		{"callers=1/auto", 1, true, 0}, {"callers=64/auto", 64, true, 0},
+		{"callers=1/batcher", 1, false, 2}, {"callers=64/batcher", 64, false, 2},
+		{"callers=64/batcher-1", 64, false, 1}, {"callers=64/batcher-4", 64, false, 4},
+	} {
 		callers := tt.callers
 		b.Run(tt.name, func(b *testing.B) {
 			rc := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
@@ -156,6 +162,11 @@ func BenchmarkDecide(b *testing.B) {
 					b.Fatal(err)
 				}
 				c = ap
+			}
+			if tt.lanes > 0 {
+				bt := NewBatcher(rc, tt.lanes, 128)
+				defer bt.Close()
+				c = bt
 			}
 			l := limiter.Limit{Algorithm: limiter.SlidingWindow, Events: 1 << 30, Window: time.Hour}
 			b.SetParallelism(max(callers/2, 1)) // GOMAXPROCS is 2 here
