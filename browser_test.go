@@ -30,33 +30,17 @@ func chromium(t *testing.T) string {
 // README does, with only its ports changed. It returns the gateway and
 // the app's port.
 func startProduction(t *testing.T) (*gateway, string) {
-	example, err := os.ReadFile("examples/production.Caddyfile")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ports := freePorts(t, 4)
-	port := func(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1:] }
 	g := &gateway{t: t, admin: ports[0], addr: ports[1], dir: t.TempDir(), logs: new(lockedBuffer)}
-	app, up := port(ports[2]), port(ports[3])
-	caddyfile := string(example)
-	for _, sub := range []struct{ old, new string }{
-		{"admin localhost:2019", "admin localhost:" + port(g.admin)},
-		{"http://:8080 {", "http://:" + port(g.addr) + " {"},
-		{"http://:3000 {", "http://:" + app + " {"},
-		{"allow_origins http://localhost:3000", "allow_origins http://localhost:" + app},
-		{"http://:9090 {", "http://:" + up + " {"},
-		{"reverse_proxy 127.0.0.1:9090", "reverse_proxy 127.0.0.1:" + up},
-	} {
-		if !strings.Contains(caddyfile, sub.old) {
-			t.Fatalf("the production example no longer holds %q", sub.old)
-		}
-		caddyfile = strings.ReplaceAll(caddyfile, sub.old, sub.new)
-	}
-	path := g.dir + "/Caddyfile"
-	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g.start(path)
+	app, up := portOf(ports[2]), portOf(ports[3])
+	g.startEdited("examples/production.Caddyfile",
+		[2]string{"admin localhost:2019", "admin localhost:" + portOf(g.admin)},
+		[2]string{"http://:8080 {", "http://:" + portOf(g.addr) + " {"},
+		[2]string{"http://:3000 {", "http://:" + app + " {"},
+		[2]string{"allow_origins http://localhost:3000", "allow_origins http://localhost:" + app},
+		[2]string{"http://:9090 {", "http://:" + up + " {"},
+		[2]string{"reverse_proxy 127.0.0.1:9090", "reverse_proxy 127.0.0.1:" + up},
+	)
 	return g, app
 }
 
@@ -86,7 +70,7 @@ func browse(t *testing.T, chrome, url string) string {
 func TestBrowserCallsTheGatewayAcrossOrigins(t *testing.T) {
 	chrome := chromium(t)
 	g, app := startProduction(t)
-	api := "http://localhost:" + g.addr[strings.LastIndexByte(g.addr, ':')+1:]
+	api := "http://localhost:" + portOf(g.addr)
 
 	allowed := browse(t, chrome, "http://localhost:"+app+"/?api="+api)
 	if !regexp.MustCompile(`allowed: status 200, X-Request-Id [0-9a-f-]{36}, body \{"path":"/products/1"`).MatchString(allowed) {

@@ -205,6 +205,15 @@ func parseAnyDurationArg(d *caddyfile.Dispenser, dir string, dst *caddy.Duration
 	return nil
 }
 
+// parseFlag sets a flag option, which takes no argument.
+func parseFlag(d *caddyfile.Dispenser, dir, opt string, flag *bool) error {
+	if d.NextArg() {
+		return d.Errf("%s: %s takes no argument", dir, opt)
+	}
+	*flag = true
+	return nil
+}
+
 // parseListArg reads one or more arguments.
 func parseListArg(d *caddyfile.Dispenser, dir string) ([]string, error) {
 	opt := d.Val()
@@ -280,10 +289,7 @@ func (h *CacheWrite) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "status":
 			h.Status, err = parseStatuses(d, dir)
 		case "etag":
-			if d.NextArg() {
-				return d.Errf("%s: etag takes no argument", dir)
-			}
-			h.ETag = true
+			err = parseFlag(d, dir, opt, &h.ETag)
 		case "heuristic":
 			err = parseDurationArg(d, dir, &h.Heuristic)
 		case "stale_while_revalidate":
@@ -453,15 +459,10 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("%s: jitter: '%s' is not a number", dir, arg)
 			}
 			h.Jitter = f
-		case "log_key", "disable_metrics":
-			if d.NextArg() {
-				return d.Errf("%s: %s takes no argument", dir, opt)
-			}
-			if opt == "log_key" {
-				h.LogKey = true
-			} else {
-				h.DisableMetrics = true
-			}
+		case "log_key":
+			err = parseFlag(d, dir, opt, &h.LogKey)
+		case "disable_metrics":
+			err = parseFlag(d, dir, opt, &h.DisableMetrics)
 		case "sweep_interval":
 			err = parseDurationArg(d, dir, &h.SweepInterval)
 		case "ipv4_prefix":
@@ -550,10 +551,7 @@ func (h *RateLimit) parseZone(d *caddyfile.Dispenser) error {
 				return d.Errf("%s: cost takes a number or a placeholder", zdir)
 			}
 		case "dry_run":
-			if d.NextArg() {
-				return d.Errf("%s: dry_run takes no argument", zdir)
-			}
-			z.DryRun = true
+			err = parseFlag(d, zdir, "dry_run", &z.DryRun)
 		case "ipv4_prefix":
 			err = parseIntField(d, zdir, &z.IPv4Prefix)
 		case "ipv6_prefix":
@@ -638,15 +636,10 @@ func (h *CORS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.AllowHeaders, err = parseListArg(d, dir)
 		case "expose_headers":
 			h.ExposeHeaders, err = parseListArg(d, dir)
-		case "allow_credentials", "allow_private_network":
-			if d.NextArg() {
-				return d.Errf("%s: %s takes no argument", dir, opt)
-			}
-			if opt == "allow_credentials" {
-				h.AllowCredentials = true
-			} else {
-				h.AllowPrivateNetwork = true
-			}
+		case "allow_credentials":
+			err = parseFlag(d, dir, opt, &h.AllowCredentials)
+		case "allow_private_network":
+			err = parseFlag(d, dir, opt, &h.AllowPrivateNetwork)
 		case "max_age":
 			err = parseAnyDurationArg(d, dir, &h.MaxAge)
 		default:

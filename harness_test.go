@@ -104,6 +104,32 @@ func startGateway(t testing.TB, globals, site, upstream string) *gateway {
 	return g
 }
 
+// portOf returns the port of a host:port address.
+func portOf(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1:] }
+
+// startEdited runs Caddy from the Caddyfile at path, each edit's first
+// text, which must be there, replaced by its second: an example with its
+// ports moved to free ones.
+func (g *gateway) startEdited(path string, edits ...[2]string) {
+	g.t.Helper()
+	text, err := os.ReadFile(path)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	caddyfile := string(text)
+	for _, e := range edits {
+		if !strings.Contains(caddyfile, e[0]) {
+			g.t.Fatalf("%s no longer holds %q", path, e[0])
+		}
+		caddyfile = strings.ReplaceAll(caddyfile, e[0], e[1])
+	}
+	edited := filepath.Join(g.dir, "Caddyfile")
+	if err := os.WriteFile(edited, []byte(caddyfile), 0o600); err != nil {
+		g.t.Fatal(err)
+	}
+	g.start(edited)
+}
+
 // start runs Caddy from the Caddyfile at path and waits until the site
 // at g.addr accepts connections.
 func (g *gateway) start(path string) {

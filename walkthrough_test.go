@@ -112,32 +112,16 @@ func TestWalkthrough(t *testing.T) {
 		}
 	}
 
-	example, err := os.ReadFile("examples/gateway.Caddyfile")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ports := freePorts(t, 3)
-	port := func(addr string) string { return addr[strings.LastIndexByte(addr, ':')+1:] }
 	g := &gateway{t: t, admin: ports[0], addr: ports[1], dir: t.TempDir(), logs: new(lockedBuffer)}
-	caddyfile := string(example)
-	for _, sub := range []struct{ old, new string }{
-		{"admin localhost:2019", "admin localhost:" + port(g.admin)},
-		{"\n:8080 {", "\n:" + port(g.addr) + " {"},
-		{"127.0.0.1:9090", "127.0.0.1:" + port(ports[2])},
-		{"\n:9090 {", "\n:" + port(ports[2]) + " {"},
-	} {
-		if !strings.Contains(caddyfile, sub.old) {
-			t.Fatalf("the example Caddyfile no longer holds %q", sub.old)
-		}
-		caddyfile = strings.ReplaceAll(caddyfile, sub.old, sub.new)
-	}
-	path := g.dir + "/Caddyfile"
-	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g.start(path)
+	g.startEdited("examples/gateway.Caddyfile",
+		[2]string{"admin localhost:2019", "admin localhost:" + portOf(g.admin)},
+		[2]string{"\n:8080 {", "\n:" + portOf(g.addr) + " {"},
+		[2]string{"127.0.0.1:9090", "127.0.0.1:" + portOf(ports[2])},
+		[2]string{"\n:9090 {", "\n:" + portOf(ports[2]) + " {"},
+	)
 
-	ports2 := strings.NewReplacer("localhost:8080", "localhost:"+port(g.addr), "localhost:2019", "localhost:"+port(g.admin))
+	ports2 := strings.NewReplacer("localhost:8080", "localhost:"+portOf(g.addr), "localhost:2019", "localhost:"+portOf(g.admin))
 	var outs []string
 	for i, step := range walkthrough {
 		out, err := exec.Command("bash", "-c", ports2.Replace(step.cmd)).CombinedOutput()
