@@ -96,9 +96,15 @@ type Store struct {
 	refs    map[string]int // writers per rule ID, under rulesMu
 
 	flushing atomic.Bool
-	stats    counters
-	flights  flights
-	pending  pending
+
+	// The counters are written on every request, from every core: they
+	// keep cache lines of their own, so that the fields read on every
+	// request, such as rules, are not invalidated with them.
+	_       [64]byte
+	stats   counters
+	_       [64]byte
+	flights flights
+	pending pending
 }
 
 // New returns an empty store, or what is wrong with cfg.
