@@ -401,21 +401,24 @@ func cmdRateLimitReset(fl caddycmd.Flags, args []string) error {
 		return admin.unknown(zoneListing, zone, err)
 	}
 	var answer struct {
-		Reset     bool `json:"reset"`
-		ResetKeys int  `json:"reset_keys"`
+		Reset     bool   `json:"reset"`
+		ResetKeys int    `json:"reset_keys"`
+		Nodes     int    `json:"nodes"`
+		BusError  string `json:"bus_error"`
 	}
 	if err := decodeAnswer(body, "DELETE "+uri, &answer); err != nil {
 		return err
 	}
+	nodes := plural(max(answer.Nodes, 1), "node")
 	switch {
 	case !oneKey:
-		fmt.Printf("reset %s of zone %s\n", plural(answer.ResetKeys, "key"), zone)
+		fmt.Printf("reset %s of zone %s on %s\n", plural(answer.ResetKeys, "key"), zone, nodes)
 	case answer.Reset:
-		fmt.Printf("reset key %q of zone %s\n", key, zone)
+		fmt.Printf("reset key %q of zone %s on %s\n", key, zone, nodes)
 	default:
 		fmt.Printf("key %q of zone %s held nothing; nothing to reset\n", key, zone)
 	}
-	return nil
+	return busError(answer.BusError)
 }
 
 // adminAPI is the admin endpoint that a command's flags point at.

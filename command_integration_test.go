@@ -284,7 +284,7 @@ func TestCLIRateLimit(t *testing.T) {
 		if g.get("/", "X-Client: a").status != 429 {
 			t.Fatal("key a is not limited")
 		}
-		if out := caddy("rate-limit", "reset", "z", "--key", "a").ok(t); out != "reset key \"a\" of zone z\n" {
+		if out := caddy("rate-limit", "reset", "z", "--key", "a").ok(t); out != "reset key \"a\" of zone z on 1 node\n" {
 			t.Errorf("reset printed %q", out)
 		}
 		if s := g.get("/", "X-Client: a").status; s != 200 {
@@ -297,7 +297,7 @@ func TestCLIRateLimit(t *testing.T) {
 
 	t.Run("reset zone", func(t *testing.T) {
 		limit()
-		if out := caddy("rate-limit", "reset", "z").ok(t); out != "reset 1 key of zone z\n" {
+		if out := caddy("rate-limit", "reset", "z").ok(t); out != "reset 1 key of zone z on 1 node\n" {
 			t.Errorf("reset printed %q", out)
 		}
 		if s := g.get("/", "X-Client: a").status; s != 200 {

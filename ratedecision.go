@@ -35,6 +35,7 @@ const (
 	storeDecided storeVerdict = iota // by Redis or in memory
 	storeOpen                        // Redis failed; fail_mode open admits
 	storeClosed                      // Redis failed; fail_mode closed refuses
+	storeGone                        // the client left before Redis answered
 )
 
 // decide makes the decision in Redis when the handler has one, else in
@@ -48,6 +49,10 @@ func (h *RateLimit) decide(ctx context.Context, now time.Time, refs []*zoneRef, 
 		admitted, err := h.decideInRedis(ctx, now, refs, digests, reqs, out)
 		if err == nil {
 			return admitted, storeDecided
+		}
+		if ctx.Err() != nil {
+			// The client went away: no fault of Redis.
+			return false, storeGone
 		}
 		h.breaker.fail(now)
 		for _, ref := range refs {
@@ -72,17 +77,21 @@ func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zo
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
 	defer cancel()
 	var buf [maxZonesInline]redisstore.Request
+	var gens [maxZonesInline]uint64
 	rr := buf[:0]
 	for i, ref := range refs {
 		rr = append(rr, redisstore.Request{StateKey: digests[i].StateKey(ref.name), Limit: ref.limit, Cost: reqs[i].Cost, DryRun: reqs[i].DryRun})
+		if i < len(gens) {
+			gens[i] = ref.zone.refusals.Generation()
+		}
 	}
-	admitted, err := redisstore.Decide(ctx, h.redis.batcher, 0, rr, out)
+	admitted, err := redisstore.Decide(ctx, h.redis.batcher(), 0, rr, out)
 	if err != nil || admitted {
 		return admitted, err
 	}
 	for i, ref := range refs {
-		if !out[i].Allowed && !reqs[i].DryRun {
-			ref.zone.refusals.Record(digests[i].Short(), now, reqs[i].Cost, out[i])
+		if !out[i].Allowed && !reqs[i].DryRun && i < len(gens) {
+			ref.zone.refusals.Record(digests[i].Short(), now, ref.limit, reqs[i].Cost, out[i], gens[i])
 		}
 	}
 	return false, nil
@@ -97,7 +106,14 @@ func (h *RateLimit) refusedLocally(now time.Time, refs []*zoneRef, digests []red
 		if reqs[i].DryRun {
 			continue
 		}
-		if d, ok := refs[i].zone.refusals.Check(digests[i].Short(), now, reqs[i].Cost); ok {
+		refusals := refs[i].zone.refusals
+		if _, ok := refusals.Check(digests[i].Short(), now, refs[i].limit, reqs[i].Cost); !ok {
+			continue
+		}
+		// now is when Caddy began the request; handlers before this one
+		// may have taken a while. Redis would decide at this moment:
+		// the refusal must still hold then.
+		if d, ok := refusals.Check(digests[i].Short(), h.now(), refs[i].limit, reqs[i].Cost); ok {
 			out[i] = d
 			return i
 		}

@@ -369,6 +369,8 @@ func (h *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	case storeClosed:
 		w.Header().Set("Retry-After", strconv.FormatInt(ceilSeconds(breakerPause), 10))
 		return caddyhttp.Error(http.StatusServiceUnavailable, errStoreDown)
+	case storeGone:
+		return caddyhttp.Error(499, r.Context().Err())
 	}
 	h.count(refs, out, admitted)
 	h.setHeaders(w.Header(), refs, out)

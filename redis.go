@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,11 +24,12 @@ var redisClients = caddy.NewUsagePool()
 // validates, while Redis is down.
 type redisClient struct {
 	*redis.Client
-	// batcher sends the rate-limit decisions that arrive together in one
-	// pipeline.
-	batcher  *redisstore.Batcher
-	url      string
-	dialErrs atomic.Pointer[dialError] // the last failed dial, for the health report
+	// batch sends the rate-limit decisions that arrive together in one
+	// pipeline; made on first use, since the bus's client never decides.
+	batch     *redisstore.Batcher
+	batchOnce sync.Once
+	url       string
+	dialErrs  atomic.Pointer[dialError] // the last failed dial, for the health report
 }
 
 // dialError is a dial that failed.
@@ -66,8 +68,17 @@ func (c *redisClient) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 
 // Destruct closes the client once no config uses it.
 func (c *redisClient) Destruct() error {
-	c.batcher.Close()
+	c.batchOnce.Do(func() {}) // none made from now on
+	if c.batch != nil {
+		c.batch.Close()
+	}
 	return c.Close()
+}
+
+// batcher returns the client's batcher, starting it on first use.
+func (c *redisClient) batcher() *redisstore.Batcher {
+	c.batchOnce.Do(func() { c.batch = redisstore.NewBatcher(c.Client, batchLanes, batchSize) })
+	return c.batch
 }
 
 // Batching: how many batches of decisions may be on the wire at once, and
@@ -97,7 +108,6 @@ func acquireRedis(rawURL string, timeout time.Duration) (*redisClient, error) {
 		opts.MaxRetries = -1 // a retry would outlast the timeout
 		c := &redisClient{Client: redis.NewClient(opts), url: key}
 		c.AddHook(c)
-		c.batcher = redisstore.NewBatcher(c.Client, batchLanes, batchSize)
 		return c, nil
 	})
 	if err != nil {

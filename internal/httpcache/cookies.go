@@ -33,11 +33,35 @@ func (o KeyOptions) IdentityInKey() bool {
 	return o.holds("Authorization", "{http.auth.user.", "{http.request.header.authorization}")
 }
 
-// CookiesInKey reports whether the key holds the request's cookies, or the
-// caller's identity, wholesale: every cookie then matters to the key, and
-// none keeps a response from being stored or shared.
+// CookiesInKey reports whether the key holds the request's cookies
+// wholesale, the Cookie header: every cookie then matters to the key, and
+// none keeps a response from being stored or shared. The caller's identity
+// in the key does not count: an anonymous request, whose identity is
+// empty, may still carry the origin's own session cookie.
 func (o KeyOptions) CookiesInKey() bool {
-	return o.IdentityInKey() || o.holds("Cookie", "{http.request.cookie.", "{http.request.header.cookie}")
+	return o.holds("Cookie", "{http.request.header.cookie}")
+}
+
+// keyedCookies returns the cookies the key holds one by one: those of
+// key_cookies, and those a {http.request.cookie.NAME} placeholder names.
+func (o KeyOptions) keyedCookies() []string {
+	names := slices.Clone(o.Cookies)
+	const prefix = "{http.request.cookie."
+	for _, p := range o.Placeholders {
+		for {
+			i := strings.Index(strings.ToLower(p), prefix)
+			if i < 0 {
+				break
+			}
+			p = p[i+len(prefix):]
+			name, _, ok := strings.Cut(p, "}")
+			if !ok {
+				break
+			}
+			names = append(names, name)
+		}
+	}
+	return slices.Compact(slices.Sorted(slices.Values(names)))
 }
 
 // holds reports whether the key holds the header, or a placeholder that
@@ -72,7 +96,7 @@ type CookieRule struct {
 // NewCookieRule returns the rule of a writer's key options.
 func NewCookieRule(o KeyOptions) CookieRule {
 	return CookieRule{
-		keyed:   slices.Compact(slices.Sorted(slices.Values(o.Cookies))),
+		keyed:   o.keyedCookies(),
 		ignored: slices.Compact(slices.Sorted(slices.Values(o.IgnoreCookies))),
 		inKey:   o.CookiesInKey(),
 	}
@@ -124,8 +148,11 @@ func eachCookie(h http.Header, f func(name, value string)) {
 			var pair string
 			pair, line, _ = strings.Cut(line, ";")
 			name, value, _ := strings.Cut(pair, "=")
-			if name = trimOWS(name); name != "" {
-				f(name, trimQuotes(trimOWS(value)))
+			name, value = trimOWS(name), trimOWS(value)
+			// A value without a name is a cookie too (browsers send
+			// one set without a name so), and matches no listed name.
+			if name != "" || value != "" {
+				f(name, trimQuotes(value))
 			}
 		}
 	}

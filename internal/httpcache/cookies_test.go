@@ -30,9 +30,12 @@ func TestCookieRulePrivate(t *testing.T) {
 		{"a name without value", chosen, []string{"theme"}, true},
 		{"empty members", chosen, []string{";;session=a;"}, false},
 		{"Cookie header in the key", NewCookieRule(KeyOptions{Headers: []string{"cookie"}}), []string{"theme=dark"}, false},
-		{"a cookie placeholder in the key", NewCookieRule(KeyOptions{Placeholders: []string{"{http.request.cookie.sid}"}}), []string{"theme=dark"}, false},
-		{"the user in the key", NewCookieRule(KeyOptions{Placeholders: []string{"{http.auth.user.id}"}}), []string{"theme=dark"}, false},
-		{"Authorization in the key", NewCookieRule(KeyOptions{Headers: []string{"Authorization"}}), []string{"theme=dark"}, false},
+		{"a cookie placeholder's cookie", NewCookieRule(KeyOptions{Placeholders: []string{"{http.request.cookie.sid}"}}), []string{"sid=a"}, false},
+		{"a cookie placeholder keys that cookie only", NewCookieRule(KeyOptions{Placeholders: []string{"/{http.request.cookie.lang}"}}), []string{"lang=en; sid=alice"}, true},
+		{"the user in the key keeps cookies private", NewCookieRule(KeyOptions{Placeholders: []string{"{http.auth.user.id}"}}), []string{"theme=dark"}, true},
+		{"Authorization in the key keeps cookies private", NewCookieRule(KeyOptions{Headers: []string{"Authorization"}}), []string{"theme=dark"}, true},
+		{"a value without a name", chosen, []string{"=secret; session=a"}, true},
+		{"a name-less member alone", chosen, []string{"secret"}, true},
 		{"another header in the key", NewCookieRule(KeyOptions{Headers: []string{"X-Client"}}), []string{"theme=dark"}, true},
 	} {
 		h := http.Header{}

@@ -3,6 +3,7 @@ package limiter
 import (
 	"container/heap"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,22 +15,30 @@ import (
 // push that moment later; a reset of the key is the one thing that brings
 // it closer, and must Forget the key.
 //
+// A refusal holds only for the limit it was made under: after a reload
+// that changed the limit, the store decides again. Times are measured on
+// the monotonic clock, from the table's creation, so a step of the wall
+// clock does not stretch a refusal.
+//
 // The table is bounded: when it is full, the refusal that ends first goes,
 // so those kept are those that spare the store the most calls.
 type Refusals struct {
 	shards   [refusalShards]refusalShard
 	perShard int
+	base     time.Time
+	gen      atomic.Uint64 // advanced by every Forget and Clear
 }
 
 const refusalShards = 16
 
 // RefusalBytes is about what one remembered refusal costs in memory: its
 // heap entry and its map entry.
-const RefusalBytes = 96
+const RefusalBytes = 128
 
 // refusal is one remembered refusal, all times in Unix microseconds.
 type refusal struct {
 	key       uint64
+	limit     Limit // the limit it was made under
 	until     int64 // no request of cost or more is admitted before
 	resetAt   int64 // when the key is back at rest, as the store said
 	cost      int64
@@ -45,7 +54,7 @@ type refusalShard struct {
 // NewRefusals returns a table that holds up to max refusals; max is
 // rounded up to a multiple of 16.
 func NewRefusals(max int) *Refusals {
-	r := &Refusals{perShard: (max + refusalShards - 1) / refusalShards}
+	r := &Refusals{perShard: (max + refusalShards - 1) / refusalShards, base: time.Now()}
 	for i := range r.shards {
 		r.shards[i].index = make(map[uint64]int)
 		r.shards[i].heap.index = r.shards[i].index
@@ -55,18 +64,31 @@ func NewRefusals(max int) *Refusals {
 
 func (r *Refusals) shard(key uint64) *refusalShard { return &r.shards[key%refusalShards] }
 
-// Record remembers that the store refused a request of cost for key at a
-// time no earlier than now. A decision that never admits (a cost above
-// the limit's capacity) is not remembered: no moment ends it.
-func (r *Refusals) Record(key uint64, now time.Time, cost int64, d Decision) {
+// Generation returns a number that every Forget and Clear advance. A
+// caller reads it before it asks the store, and gives it to Record: a
+// refusal the store made before a reset that Forget or Clear carried out
+// meanwhile is not remembered.
+func (r *Refusals) Generation() uint64 { return r.gen.Load() }
+
+// micros returns t on the table's clock.
+func (r *Refusals) micros(t time.Time) int64 { return t.Sub(r.base).Microseconds() }
+
+// Record remembers that the store refused a request of cost for key under
+// limit, at a time no earlier than now, unless the table's generation has
+// moved past gen. A decision that never admits (a cost above the limit's
+// capacity) is not remembered: no moment ends it.
+func (r *Refusals) Record(key uint64, now time.Time, limit Limit, cost int64, d Decision, gen uint64) {
 	if d.Allowed || d.RetryAfter >= never || r.perShard == 0 {
 		return
 	}
-	t := now.UnixMicro()
-	e := refusal{key: key, until: t + d.RetryAfter.Microseconds(), resetAt: t + d.Reset.Microseconds(), cost: cost, remaining: d.Remaining}
+	t := r.micros(now)
+	e := refusal{key: key, limit: limit, until: t + d.RetryAfter.Microseconds(), resetAt: t + d.Reset.Microseconds(), cost: cost, remaining: d.Remaining}
 	s := r.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if r.gen.Load() != gen {
+		return // a reset came between the question and the answer
+	}
 	if i, ok := s.index[key]; ok {
 		s.heap.entries[i] = e
 		heap.Fix(&s.heap, i)
@@ -81,9 +103,9 @@ func (r *Refusals) Record(key uint64, now time.Time, cost int64, d Decision) {
 	heap.Push(&s.heap, e)
 }
 
-// Check reports whether a request of cost for key, at now, is refused by
-// a remembered refusal, and the decision to answer it with.
-func (r *Refusals) Check(key uint64, now time.Time, cost int64) (Decision, bool) {
+// Check reports whether a request of cost for key under limit, at now, is
+// refused by a remembered refusal, and the decision to answer it with.
+func (r *Refusals) Check(key uint64, now time.Time, limit Limit, cost int64) (Decision, bool) {
 	s := r.shard(key)
 	s.mu.Lock()
 	i, ok := s.index[key]
@@ -92,15 +114,16 @@ func (r *Refusals) Check(key uint64, now time.Time, cost int64) (Decision, bool)
 		return Decision{}, false
 	}
 	e := s.heap.entries[i]
-	t := now.UnixMicro()
+	t := r.micros(now)
 	if t >= e.until {
 		heap.Remove(&s.heap, i)
 		s.mu.Unlock()
 		return Decision{}, false
 	}
 	s.mu.Unlock()
-	if cost < e.cost {
-		// A smaller request may fit: the store decides it.
+	if cost < e.cost || limit != e.limit {
+		// A smaller request may fit, or the limit changed: the store
+		// decides it.
 		return Decision{}, false
 	}
 	return Decision{
@@ -115,6 +138,7 @@ func (r *Refusals) Forget(key uint64) {
 	s := r.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	r.gen.Add(1)
 	if i, ok := s.index[key]; ok {
 		heap.Remove(&s.heap, i)
 	}
@@ -122,6 +146,7 @@ func (r *Refusals) Forget(key uint64) {
 
 // Clear drops every refusal, after the zone was reset or its limit changed.
 func (r *Refusals) Clear() {
+	r.gen.Add(1)
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.Lock()

@@ -62,12 +62,23 @@ func (b *Batcher) Close() {
 // EvalSha queues the call for the next batch and waits for its answer, or
 // for ctx to end.
 func (b *Batcher) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	if err := ctx.Err(); err != nil {
+		return errCmd(ctx, err)
+	}
 	c := &batchCall{ctx: ctx, sha: sha, keys: keys, args: args, done: make(chan *redis.Cmd, 1)}
 	select {
 	case b.lanes <- struct{}{}:
-		// A lane is idle: send now, and take along whoever waits.
+		// A lane is idle: send now, and take along whoever waits. The
+		// batch keeps this caller's deadline but not its cancellation:
+		// a client that hangs up must not fail the others' calls.
 		batch := b.gather(append(make([]*batchCall, 0, 8), c))
-		b.send(ctx, batch, nil)
+		sendCtx := context.WithoutCancel(ctx)
+		if deadline, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			sendCtx, cancel = context.WithDeadline(sendCtx, deadline)
+			defer cancel()
+		}
+		b.send(sendCtx, batch, nil)
 		<-b.lanes
 		return <-c.done
 	default:

@@ -122,3 +122,46 @@ func TestBatcherGivesUpAtTheDeadline(t *testing.T) {
 		}
 	}
 }
+
+// A caller whose client hung up, finding a lane idle, would send the
+// calls that wait with it: they must not fail with its cancellation.
+func TestBatcherCanceledSenderFailsNoOther(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	// No lane goroutines: calls wait in the queue until a caller sends.
+	b := &Batcher{Client: c, calls: make(chan *batchCall, 16), lanes: make(chan struct{}, 1), stop: make(chan struct{}), max: 64}
+	ctx := context.Background()
+	sha := decideScript.Hash()
+	if err := decideScript.Load(ctx, c).Err(); err != nil {
+		t.Fatal(err)
+	}
+	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 10, Window: time.Hour}
+	var waiting []*batchCall
+	for i := range 5 {
+		keys := []string{StateKey("cancel", fmt.Sprint(i))}
+		args := []any{"", int(l.Algorithm), l.Events, l.Window.Microseconds(), l.Events, 1, 0}
+		call := &batchCall{ctx: ctx, sha: sha, keys: keys, args: args, done: make(chan *redis.Cmd, 1)}
+		b.calls <- call
+		waiting = append(waiting, call)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := Decide(gone, b, 0, []Request{{StateKey: StateKey("cancel", "gone"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err == nil {
+		t.Error("a canceled caller was answered")
+	}
+	// A caller still there sends whatever waits.
+	if _, err := Decide(ctx, b, 0, []Request{{StateKey: StateKey("cancel", "here"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err != nil {
+		t.Fatal(err)
+	}
+	for i, call := range waiting {
+		select {
+		case cmd := <-call.done:
+			if err := cmd.Err(); err != nil {
+				t.Errorf("waiting call %d failed with another caller's cancellation: %v", i, err)
+			}
+		default:
+			t.Errorf("waiting call %d was not sent", i)
+		}
+	}
+}
