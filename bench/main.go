@@ -729,17 +729,23 @@ func waitListening(addr string) {
 	log.Fatalf("nothing listens on %s", addr)
 }
 
-// portSet hands out free loopback ports.
-type portSet struct{}
+// portSet hands out free loopback ports, never one twice: a port closed
+// after the kernel chose it may be chosen again at once.
+type portSet struct{ given map[string]bool }
 
-func newPorts() *portSet { return &portSet{} }
+func newPorts() *portSet { return &portSet{given: map[string]bool{}} }
 
-func (*portSet) take() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	check(err)
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
+func (p *portSet) take() string {
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		check(err)
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		l.Close()
+		if !p.given[port] {
+			p.given[port] = true
+			return port
+		}
+	}
 }
 
 func mapKeys[V any](m map[string]V) func(func(string) bool) {
