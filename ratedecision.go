@@ -77,20 +77,18 @@ func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zo
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
 	defer cancel()
 	var buf [maxZonesInline]redisstore.Request
-	var gens [maxZonesInline]uint64
-	rr := buf[:0]
+	var gensBuf [maxZonesInline]uint64
+	rr, gens := buf[:0], gensBuf[:0]
 	for i, ref := range refs {
 		rr = append(rr, redisstore.Request{StateKey: digests[i].StateKey(ref.name), Limit: ref.limit, Cost: reqs[i].Cost, DryRun: reqs[i].DryRun})
-		if i < len(gens) {
-			gens[i] = ref.zone.refusals.Generation()
-		}
+		gens = append(gens, ref.zone.refusals.Generation())
 	}
 	admitted, err := redisstore.Decide(ctx, h.redis.batcher(), 0, rr, out)
 	if err != nil || admitted {
 		return admitted, err
 	}
 	for i, ref := range refs {
-		if !out[i].Allowed && !reqs[i].DryRun && i < len(gens) {
+		if !out[i].Allowed && !reqs[i].DryRun {
 			ref.zone.refusals.Record(digests[i].Short(), now, ref.limit, reqs[i].Cost, out[i], gens[i])
 		}
 	}

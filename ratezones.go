@@ -61,8 +61,9 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 	ref.zone = val.(*zoneEntry)
 	if loaded {
 		ref.zone.Reconfigure(ref.limit, h.MaxKeys)
-		// The limit or the store may have changed: what was refused
-		// under the old ones says nothing of the new.
+		// The store may have changed: what another Redis refused says
+		// nothing of this one. (A refusal holds only under its own
+		// limit, so a changed limit needs nothing here.)
 		ref.zone.refusals.Clear()
 	}
 	ref.zone.redis.Store(h.redis)
@@ -129,8 +130,8 @@ func newZoneEntry(name string, l limiter.Limit, maxKeys int, sweep time.Duration
 	return z
 }
 
-// MaxLocalRefusals bounds the refusals each zone remembers: about 6 MiB
-// at limiter.RefusalBytes each.
+// MaxLocalRefusals bounds the refusals each zone remembers: at most
+// limiter.RefusalBytes each, 8 MiB.
 const MaxLocalRefusals = 1 << 16
 
 // forget drops the remembered refusals of the key with the digest, written

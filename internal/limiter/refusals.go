@@ -31,8 +31,8 @@ type Refusals struct {
 
 const refusalShards = 16
 
-// RefusalBytes is about what one remembered refusal costs in memory: its
-// heap entry and its map entry.
+// RefusalBytes bounds what one remembered refusal costs in memory, its
+// heap entry and its map entry, in a full table (TestRefusalBytes).
 const RefusalBytes = 128
 
 // refusal is one remembered refusal, all times in Unix microseconds.

@@ -1,6 +1,7 @@
 package limiter
 
 import (
+	"runtime"
 	"testing"
 	"time"
 )
@@ -148,5 +149,30 @@ func TestRefusalsIgnoreAnswersFromBeforeAReset(t *testing.T) {
 		if _, refused := r.Check(1, now, lim, 1); refused {
 			t.Error("a refusal made before a reset was remembered after it")
 		}
+	}
+}
+
+// A full table of 65,536 refusals holds what the README says: at most
+// RefusalBytes each.
+func TestRefusalBytes(t *testing.T) {
+	const n = 1 << 16
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	r := NewRefusals(n)
+	now := time.UnixMicro(at(0))
+	for k := range uint64(n) {
+		r.Record(k*0x9E3779B97F4A7C15+1, now, lim, 1, Decision{RetryAfter: time.Duration(k+1) * time.Millisecond}, r.Generation())
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if r.Len() < n*9/10 {
+		t.Fatalf("the table holds %d refusals, want about %d", r.Len(), n)
+	}
+	each := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / int64(r.Len())
+	runtime.KeepAlive(r)
+	t.Logf("%d bytes per refusal", each)
+	if each > RefusalBytes {
+		t.Errorf("%d bytes per refusal, want at most %d", each, RefusalBytes)
 	}
 }
