@@ -144,6 +144,45 @@ func TestLocalRefusalsSpareRedis(t *testing.T) {
 	}
 }
 
+// TestLocalRefusalIsCheckedWhenItWouldRefuse: a request that waited in
+// an earlier handler (here a leaky bucket) past the end of a refusal is
+// decided by Redis, not refused by the time Caddy began it.
+func TestLocalRefusalIsCheckedWhenItWouldRefuse(t *testing.T) {
+	rds := redistest.Start(t)
+	g := startGateway(t, "", fmt.Sprintf(`
+	rate_limit {
+		zone queue {
+			key {http.request.header.X-Queue}
+			events 1
+			window 1500ms
+			algorithm leaky_bucket
+			burst 1
+		}
+	}
+	rate_limit {
+		zone shared {
+			key static
+			events 1
+			window 1s
+			algorithm token_bucket
+		}
+		redis %s
+	}
+	respond ok
+`, rds.URL), "")
+	if r := g.get("/", "X-Queue: a"); r.status != 200 {
+		t.Fatalf("first request: %d", r.status)
+	}
+	if r := g.get("/", "X-Queue: b"); r.status != 429 {
+		t.Fatalf("second request, over the shared limit: %d", r.status)
+	}
+	// Queue a waits 1.5 s for its slot; the shared refusal ends about
+	// 1 s after the first request, and its token is back then.
+	if r := g.get("/", "X-Queue: a"); r.status != 200 {
+		t.Errorf("after waiting past the refusal's end: %d %v, want 200 from Redis", r.status, r.header)
+	}
+}
+
 // TestRedisHungHoldsNoRequest: a Redis that accepts connections and
 // answers nothing (SIGSTOP) holds no request past the timeout, even among
 // many at once, queued behind batches stuck on it; fail_mode local then
