@@ -8,9 +8,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/gateway/internal/cachestore"
@@ -324,33 +326,45 @@ func forgetRefusalsEverywhere(ctx context.Context, zone *zoneEntry, name, digest
 	return b.publish(ctx, busMessage{Zone: name, KeyDigest: digest})
 }
 
-// deleteRedisZone deletes every key of a zone from Redis.
+// deleteRedisZone deletes every key of a zone from Redis: from every
+// master of a Redis Cluster, a key at a time (the keys of one zone lie in
+// every slot), in pipelines of a thousand.
 func deleteRedisZone(ctx context.Context, rc *redisClient, zone string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	n := 0
-	iter := rc.Scan(ctx, 0, redisstore.KeyPrefix+zone+":*", 1000).Iterator()
-	var batch []string
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
+	var n atomic.Int64
+	err := rc.forEachMaster(ctx, func(ctx context.Context, node redis.Cmdable) error {
+		iter := node.Scan(ctx, 0, redisstore.ZonePattern(zone), 1000).Iterator()
+		var batch []string
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			cmds, err := node.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, key := range batch {
+					p.Del(ctx, key)
+				}
+				return nil
+			})
+			for _, cmd := range cmds {
+				n.Add(cmd.(*redis.IntCmd).Val())
+			}
+			batch = batch[:0]
+			return err
 		}
-		removed, err := rc.Del(ctx, batch...).Result()
-		n += int(removed)
-		batch = batch[:0]
-		return err
-	}
-	for iter.Next(ctx) {
-		if batch = append(batch, iter.Val()); len(batch) == 1000 {
-			if err := flush(); err != nil {
-				return n, err
+		for iter.Next(ctx) {
+			if batch = append(batch, iter.Val()); len(batch) == 1000 {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
 		}
-	}
-	if err := iter.Err(); err != nil {
-		return n, err
-	}
-	return n, flush()
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		return flush()
+	})
+	return int(n.Load()), err
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {

@@ -77,7 +77,15 @@ func acquireBus(url string, logger *zap.Logger) (*bus, error) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		b := &bus{client: c, key: url, logger: logger, stop: cancel, tried: make(chan struct{}), done: make(chan struct{})}
-		b.ps = c.Subscribe(ctx) // no channel yet: no dial
+		// No channel yet: no dial. A Redis Cluster forwards a classic
+		// PUBLISH to every node but counts only the receivers on the node
+		// that ran it; sharded pub/sub keeps the channel's publishers and
+		// subscribers on one node, so publish waits for every receiver.
+		if c.cluster {
+			b.ps = c.SSubscribe(ctx)
+		} else {
+			b.ps = c.Subscribe(ctx)
+		}
 		go b.listen(ctx)
 		return b, nil
 	})
@@ -109,7 +117,11 @@ func (b *bus) listen(ctx context.Context) {
 	defer close(b.done)
 	// A failed subscription is tried again by Receive, which redials and
 	// resubscribes.
-	b.ps.Subscribe(ctx, busChannel)
+	if b.client.cluster {
+		b.ps.SSubscribe(ctx, busChannel)
+	} else {
+		b.ps.Subscribe(ctx, busChannel)
+	}
 	close(b.tried)
 	subscribed, lost := false, false
 	for {
@@ -129,7 +141,7 @@ func (b *bus) listen(ctx context.Context) {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind != "subscribe" {
+			if m.Kind != "subscribe" && m.Kind != "ssubscribe" {
 				continue
 			}
 			if lost {
@@ -224,7 +236,12 @@ func (b *bus) publish(ctx context.Context, m busMessage) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, busAckWait+busTimeout)
 	defer cancel()
-	receivers, err := b.client.Publish(ctx, busChannel, payload).Result()
+	var receivers int64
+	if b.client.cluster {
+		receivers, err = b.client.SPublish(ctx, busChannel, payload).Result()
+	} else {
+		receivers, err = b.client.Publish(ctx, busChannel, payload).Result()
+	}
 	if err != nil {
 		return 1, err
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-gateway/gateway/internal/health"
 )
@@ -294,8 +293,7 @@ func runChecks() checkReport {
 	use := func(c *redisClient, user string) *redisCheck {
 		p := pings[c]
 		if p == nil {
-			opts := c.Options()
-			p = &redisCheck{URL: redactedURL(opts), TimeoutMS: ms(opts.ReadTimeout), client: c}
+			p = &redisCheck{URL: c.display, TimeoutMS: ms(c.timeout), client: c}
 			pings[c] = p
 			order = append(order, p)
 		}
@@ -386,11 +384,11 @@ func judgeZone(z *zoneEntry, p *redisCheck, now time.Time) zoneCheck {
 // ping asks the Redis for PONG, waiting no longer than the client's
 // timeout.
 func (p *redisCheck) ping() {
-	timeout := p.client.Options().ReadTimeout
+	timeout := p.client.timeout
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
-	err := p.client.Ping(ctx).Err()
+	err := p.client.ping(ctx)
 	p.LatencyMS = ms(time.Since(start))
 	p.Status = "ok"
 	if err == nil {
@@ -415,14 +413,6 @@ func isTimeout(err error) bool {
 }
 
 // redactedURL names a Redis without its user or password.
-func redactedURL(opts *redis.Options) string {
-	scheme := "redis"
-	if opts.TLSConfig != nil {
-		scheme = "rediss"
-	}
-	return fmt.Sprintf("%s://%s/%d", scheme, opts.Addr, opts.DB)
-}
-
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // Interface guards

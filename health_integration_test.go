@@ -480,3 +480,32 @@ func TestHealthReadyDrainsDuringShutdownDelay(t *testing.T) {
 		t.Errorf("report while draining: %d %s", r.status, r.body)
 	}
 }
+
+// TestHealthWithRedisClusterMasterDown: the report pings every master of
+// a Redis Cluster, and one master down fails the check.
+func TestHealthWithRedisClusterMasterDown(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	globals, site := redisHealthSite(rc.URL, "closed")
+	g := startGateway(t, globals, site, "")
+
+	r := g.get("/health")
+	rep := decodeReport(t, r)
+	if r.status != 200 || rep.Status != "ok" || len(rep.Checks.Redis) != 2 {
+		t.Fatalf("with the cluster up: %d %s", r.status, r.body)
+	}
+	if got := rep.Checks.Redis[0]; got.Status != "ok" || got.URL != rc.URL {
+		t.Errorf("the cluster's check: %+v, want ok at %s", got, rc.URL)
+	}
+
+	rc.Nodes[2].Stop()
+	r = g.get("/health")
+	rep = decodeReport(t, r)
+	if r.status != 503 || rep.Status != "fail" {
+		t.Errorf("with a master down and a closed zone: %d %q, want 503 fail", r.status, rep.Status)
+	}
+	for _, c := range rep.Checks.Redis {
+		if c.Status != "error" || !strings.Contains(c.Error, "connection refused") {
+			t.Errorf("a master down: %+v, want the error", c)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/gateway/internal/limiter"
@@ -83,7 +84,13 @@ func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zo
 		rr = append(rr, redisstore.Request{StateKey: digests[i].StateKey(ref.name), Limit: ref.limit, Cost: reqs[i].Cost, DryRun: reqs[i].DryRun})
 		gens = append(gens, ref.zone.refusals.Generation())
 	}
-	admitted, err := redisstore.Decide(ctx, h.redis.batcher(), 0, rr, out)
+	var admitted bool
+	var err error
+	if h.redis.cluster && !sameDigest(digests) {
+		admitted, err = decideAcrossSlots(ctx, h.redis.batcher(), rr, digests, out)
+	} else {
+		admitted, err = redisstore.Decide(ctx, h.redis.batcher(), 0, rr, out)
+	}
 	if err != nil || admitted {
 		return admitted, err
 	}
@@ -93,6 +100,56 @@ func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zo
 		}
 	}
 	return false, nil
+}
+
+func sameDigest(digests []redisstore.Digest) bool {
+	for _, d := range digests[1:] {
+		if d != digests[0] {
+			return false
+		}
+	}
+	return true
+}
+
+// decideAcrossSlots decides, in a Redis Cluster, a request whose zones
+// use different keys: their states lie in different hash slots, which no
+// one script can touch. The zones of each key are decided together,
+// atomically, one key after another; once one refuses, the rest are only
+// looked at (at cost zero, so that the response still tells each zone's
+// state), but the keys decided before keep their charge. A request that
+// Redis alone decides is charged nowhere unless every zone admits it; this
+// one may be charged by a zone before another refuses it, never admitted
+// by fewer zones than it needs.
+func decideAcrossSlots(ctx context.Context, c redis.Scripter, reqs []redisstore.Request, digests []redisstore.Digest, out []limiter.Decision) (bool, error) {
+	admitted := true
+	done := make([]bool, len(reqs))
+	group := make([]redisstore.Request, 0, len(reqs))
+	where := make([]int, 0, len(reqs))
+	decided := make([]limiter.Decision, len(reqs))
+	for i := range reqs {
+		if done[i] {
+			continue
+		}
+		group, where = group[:0], where[:0]
+		for j := i; j < len(reqs); j++ {
+			if digests[j] == digests[i] {
+				r := reqs[j]
+				if !admitted {
+					r.Cost = 0
+				}
+				group, where, done[j] = append(group, r), append(where, j), true
+			}
+		}
+		ok, err := redisstore.Decide(ctx, c, 0, group, decided[:len(group)])
+		if err != nil {
+			return false, err
+		}
+		for k, j := range where {
+			out[j] = decided[k]
+		}
+		admitted = admitted && ok
+	}
+	return admitted, nil
 }
 
 // refusedLocally finds a zone that Redis told this node refuses the

@@ -20,10 +20,17 @@ import (
 // handler and the cache pool, kept across reloads.
 var redisClients = caddy.NewUsagePool()
 
-// redisClient is a shared client. It dials lazily, so Caddy starts, and
+// redisClient is a shared client of one Redis, a Redis Cluster, or the
+// master that Sentinels name. It dials lazily, so Caddy starts, and
 // validates, while Redis is down.
 type redisClient struct {
-	*redis.Client
+	redis.UniversalClient
+	// cluster is set for a Redis Cluster: the keys of one script call must
+	// share a hash slot, a scan visits every master, and the bus uses
+	// sharded pub/sub, whose receiver count is exact.
+	cluster bool
+	display string        // the URL without credentials, for the health report
+	timeout time.Duration // bounds every dial and command
 	// batch sends the rate-limit decisions that arrive together in one
 	// pipeline; made on first use, since the bus's client never decides.
 	batch     *redisstore.Batcher
@@ -77,7 +84,7 @@ func (c *redisClient) Destruct() error {
 
 // batcher returns the client's batcher, starting it on first use.
 func (c *redisClient) batcher() *redisstore.Batcher {
-	c.batchOnce.Do(func() { c.batch = redisstore.NewBatcher(c.Client, batchLanes, batchSize) })
+	c.batchOnce.Do(func() { c.batch = redisstore.NewBatcher(c.UniversalClient, batchLanes, batchSize) })
 	return c.batch
 }
 
@@ -88,26 +95,20 @@ const (
 	batchSize  = 128
 )
 
-// acquireRedis returns the shared client for a Redis URL (redis:// or
-// rediss://, with user, password and database), expanding global
-// placeholders such as {env.REDIS_URL}. timeout bounds every dial and
-// command; the caller releases the client with releaseRedis.
+// acquireRedis returns the shared client for a Redis URL, in one of the
+// forms parseRedisURL reads, expanding global placeholders such as
+// {env.REDIS_URL}. timeout bounds every dial and command; the caller
+// releases the client with releaseRedis.
 func acquireRedis(rawURL string, timeout time.Duration) (*redisClient, error) {
 	url := caddy.NewReplacer().ReplaceAll(rawURL, "")
-	opts, err := redis.ParseURL(url)
+	target, err := parseRedisURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("redis: invalid URL: %v", err)
 	}
 	key := fmt.Sprintf("%s|%v", url, timeout)
 	val, _, err := redisClients.LoadOrNew(key, func() (caddy.Destructor, error) {
-		opts.DialTimeout = timeout
-		opts.ReadTimeout = timeout
-		opts.WriteTimeout = timeout
-		opts.PoolTimeout = timeout
-		opts.ContextTimeoutEnabled = true
-		opts.MaxRetries = -1 // a retry would outlast the timeout
-		c := &redisClient{Client: redis.NewClient(opts), url: key}
-		c.AddHook(c)
+		c := &redisClient{url: key, display: target.display, timeout: timeout, cluster: target.cluster != nil}
+		c.UniversalClient = target.newClient(timeout, c)
 		return c, nil
 	})
 	if err != nil {
@@ -124,7 +125,7 @@ func validateRedisURL(rawURL string) error {
 	if rawURL == "" || strings.Contains(rawURL, "{") {
 		return nil
 	}
-	if _, err := redis.ParseURL(rawURL); err != nil {
+	if _, err := parseRedisURL(rawURL); err != nil {
 		return fmt.Errorf("invalid URL: %v", err)
 	}
 	return nil

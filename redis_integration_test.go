@@ -11,6 +11,29 @@ import (
 	"github.com/caddy-gateway/gateway/internal/redistest"
 )
 
+// redisDeployment is a Redis that gateways share.
+type redisDeployment struct {
+	url   string
+	calls func(commands ...string) int // INFO commandstats, summed over the masters
+}
+
+// forEachRedis runs a test against one Redis, a Redis Cluster of three
+// masters, and a master that a Sentinel watches, each named by its URL.
+func forEachRedis(t *testing.T, test func(t *testing.T, rds redisDeployment)) {
+	t.Run("redis", func(t *testing.T) {
+		s := redistest.Start(t)
+		test(t, redisDeployment{s.URL, s.Calls})
+	})
+	t.Run("cluster", func(t *testing.T) {
+		c := redistest.StartCluster(t, 3)
+		test(t, redisDeployment{c.URL, c.Calls})
+	})
+	t.Run("sentinel", func(t *testing.T) {
+		s := redistest.StartSentinel(t)
+		test(t, redisDeployment{s.URL, s.Master.Calls})
+	})
+}
+
 // cluster starts n gateways with the same site, sharing one Redis.
 func cluster(t *testing.T, n int, globals, site, upstream string) []*gateway {
 	var nodes []*gateway
@@ -20,8 +43,9 @@ func cluster(t *testing.T, n int, globals, site, upstream string) []*gateway {
 	return nodes
 }
 
-func TestClusterLimitsHoldExactly(t *testing.T) {
-	rds := redistest.Start(t)
+func TestClusterLimitsHoldExactly(t *testing.T) { forEachRedis(t, testClusterLimitsHoldExactly) }
+
+func testClusterLimitsHoldExactly(t *testing.T, rds redisDeployment) {
 	tests := []struct {
 		algorithm, extra string
 		allowed          int
@@ -50,7 +74,7 @@ func TestClusterLimitsHoldExactly(t *testing.T) {
 		fail_mode closed
 	}
 	respond ok
-`, zone, tt.extra, tt.algorithm, rds.URL), "")
+`, zone, tt.extra, tt.algorithm, rds.url), "")
 			queued := 0
 			if tt.algorithm == "leaky_bucket" {
 				queued = 2
@@ -87,8 +111,9 @@ func TestClusterLimitsHoldExactly(t *testing.T) {
 // TestLocalRefusalsSpareRedis: once Redis refused a key until a moment,
 // each node refuses it again without asking until then, and asks again
 // after.
-func TestLocalRefusalsSpareRedis(t *testing.T) {
-	rds := redistest.Start(t)
+func TestLocalRefusalsSpareRedis(t *testing.T) { forEachRedis(t, testLocalRefusalsSpareRedis) }
+
+func testLocalRefusalsSpareRedis(t *testing.T, rds redisDeployment) {
 	nodes := cluster(t, 2, "", fmt.Sprintf(`
 	rate_limit {
 		zone spare {
@@ -100,8 +125,8 @@ func TestLocalRefusalsSpareRedis(t *testing.T) {
 		redis %s
 	}
 	respond ok
-`, rds.URL), "")
-	calls := func() int { return rds.Calls("evalsha", "eval") }
+`, rds.url), "")
+	calls := func() int { return rds.calls("evalsha", "eval") }
 	for range 2 {
 		if r := nodes[0].get("/", "X-Client: a"); r.status != 200 {
 			t.Fatalf("within the limit: %d", r.status)
@@ -315,10 +340,11 @@ func TestCaddyStartsWithRedisDown(t *testing.T) {
 	}
 }
 
-func TestRedisRateLimitAdminReset(t *testing.T) {
-	rds := redistest.Start(t)
+func TestRedisRateLimitAdminReset(t *testing.T) { forEachRedis(t, testRedisRateLimitAdminReset) }
+
+func testRedisRateLimitAdminReset(t *testing.T, rds redisDeployment) {
 	// The URL comes from the environment, as operators keep secrets.
-	t.Setenv("GATEWAY_TEST_REDIS_URL", rds.URL)
+	t.Setenv("GATEWAY_TEST_REDIS_URL", rds.url)
 	nodes := cluster(t, 2, "", `
 	rate_limit {
 		zone shared {
@@ -362,9 +388,12 @@ func regexpMatch(pattern, s string) bool {
 }
 
 func TestInvalidationReachesEveryNode(t *testing.T) {
-	rds := redistest.Start(t)
+	forEachRedis(t, testInvalidationReachesEveryNode)
+}
+
+func testInvalidationReachesEveryNode(t *testing.T, rds redisDeployment) {
 	up := newUpstream(t, serial("Surrogate-Key", "all"))
-	globals := fmt.Sprintf("\tcache_pool {\n\t\tredis %s\n\t}", rds.URL)
+	globals := fmt.Sprintf("\tcache_pool {\n\t\tredis %s\n\t}", rds.url)
 	nodes := cluster(t, 3, globals, `
 	@write method POST
 	cache_invalidate @write products {
@@ -450,5 +479,156 @@ func TestNodeFlushesAfterMissingInvalidations(t *testing.T) {
 		}
 		nodes[0].get("/refill") // keep node 0 busy; node 1 is polled
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestRedisClusterSpreadsKeys: in a Redis Cluster the keys of a zone lie
+// on every master; a zone's reset finds them on each, and the zones of
+// one request decide together when they share its key, one key after
+// another when they do not.
+func TestRedisClusterSpreadsKeys(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	nodes := cluster(t, 2, "", fmt.Sprintf(`
+	rate_limit {
+		zone per_client {
+			key {http.request.header.X-Client}
+			events 3
+			window 1h
+		}
+		zone per_client_strict {
+			key {http.request.header.X-Client}
+			events 1
+			window 1h
+			algorithm token_bucket
+		}
+		zone per_team {
+			key {http.request.header.X-Team}
+			events 1
+			window 1h
+		}
+		redis %s
+	}
+	respond ok
+`, rc.URL), "")
+
+	// Thirty clients, one request each: admitted, and their states spread
+	// over the masters.
+	for i := range 30 {
+		if r := nodes[i%2].get("/", fmt.Sprintf("X-Client: c%d", i), fmt.Sprintf("X-Team: t%d", i)); r.status != 200 {
+			t.Fatalf("client %d: %d", i, r.status)
+		}
+	}
+	for _, s := range rc.Nodes {
+		if n := s.Do("DBSIZE"); n == "0" {
+			t.Errorf("master %s holds no key", s.Addr)
+		}
+	}
+	if out := nodes[0].adminJSON("DELETE", "/rate_limit/per_team", "", 200); out["reset_keys"] != 30.0 || out["nodes"] != 2.0 {
+		t.Errorf("zone reset: %v, want 30 keys on 2 nodes", out)
+	}
+	for i := range 30 {
+		if r := nodes[1].get("/", fmt.Sprintf("X-Client: d%d", i), fmt.Sprintf("X-Team: t%d", i)); r.status != 200 {
+			t.Fatalf("team %d after its zone's reset: %d", i, r.status)
+		}
+	}
+
+	// One key, two zones: one script. The strict zone refuses, and the
+	// other zone is not charged.
+	nodes[0].get("/", "X-Client: solo", "X-Team: a")
+	for range 3 {
+		if r := nodes[0].get("/", "X-Client: solo", "X-Team: b"); r.status != 429 {
+			t.Fatalf("over the strict zone: %d", r.status)
+		}
+	}
+	nodes[0].adminJSON("DELETE", "/rate_limit/per_client_strict?key=solo", "", 200)
+	if r := nodes[1].get("/", "X-Client: solo", "X-Team: c"); r.status != 200 {
+		t.Errorf("the refused requests were charged to per_client: %d", r.status)
+	}
+
+	// Two keys in two slots: per_team is decided after the client's zones
+	// admitted, and keeps nothing of a request they refuse.
+	nodes[0].get("/", "X-Client: pair", "X-Team: first")
+	if r := nodes[0].get("/", "X-Client: pair", "X-Team: second"); r.status != 429 {
+		t.Fatalf("over the strict zone: %d", r.status)
+	}
+	if r := nodes[1].get("/", "X-Client: new", "X-Team: second"); r.status != 200 {
+		t.Errorf("a request that its client's zone refused was charged to its team: %d", r.status)
+	}
+}
+
+// TestRedisSentinelFailover: when the master that a Sentinel watches
+// dies, the Sentinel promotes its replica, and the gateways find it by
+// themselves: decisions and the invalidation bus resume on the new
+// master.
+func TestRedisSentinelFailover(t *testing.T) {
+	rs := redistest.StartSentinel(t)
+	up := newUpstream(t, serial())
+	globals := fmt.Sprintf("\tcache_pool {\n\t\tredis %s\n\t}", rs.URL)
+	nodes := cluster(t, 2, globals, fmt.Sprintf(`
+	rate_limit {
+		zone failover {
+			key {http.request.header.X-Client}
+			events 1
+			window 1h
+		}
+		redis %s
+		timeout 500ms
+		fail_mode closed
+	}
+	cache_read products
+	cache_write products {
+		ttl 1h
+	}
+	reverse_proxy {upstream}
+`, rs.URL), up.addr())
+	if r := nodes[0].get("/", "X-Client: before"); r.status != 200 {
+		t.Fatalf("before the failover: %d", r.status)
+	}
+	if r := nodes[1].get("/", "X-Client: before"); r.status != 429 {
+		t.Fatalf("the limit is not shared: %d", r.status)
+	}
+
+	rs.Master.Stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for n, g := range nodes {
+		for i := 0; ; i++ {
+			r := g.get("/", fmt.Sprintf("X-Client: after%d-%d", n, i))
+			if r.status == 200 {
+				break
+			}
+			if r.status != 503 {
+				t.Fatalf("node %d during the failover: %d, want 503 (fail_mode closed) or 200", n, r.status)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d: decisions did not resume after the failover", n)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if !strings.Contains(rs.Replica.Do("INFO", "replication"), "role:master") {
+		t.Fatal("the replica was not promoted")
+	}
+	nodes[0].get("/", "X-Client: shared")
+	if r := nodes[1].get("/", "X-Client: shared"); r.status != 429 {
+		t.Errorf("the limit is not shared on the new master: %d", r.status)
+	}
+
+	// The bus subscribes again on the new master: a flush reaches both
+	// nodes. Until it has, the answer may count one node.
+	for _, g := range nodes {
+		g.get("/page")
+	}
+	for {
+		out := nodes[0].adminJSON("DELETE", "/cache/products", "", 200)
+		if out["nodes"] == 2.0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("flush after the failover: %v, want 2 nodes", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if nodes[1].get("/page").isHit() {
+		t.Error("the flush after the failover did not reach the other node")
 	}
 }

@@ -17,7 +17,7 @@ import (
 // A caller waits for its answer no longer than its context allows; a call
 // whose caller gave up before its batch left is not sent.
 type Batcher struct {
-	*redis.Client
+	redis.UniversalClient
 	calls chan *batchCall
 	lanes chan struct{} // a token for each batch on the wire
 	stop  chan struct{}
@@ -35,8 +35,8 @@ type batchCall struct {
 
 // NewBatcher starts lanes goroutines, each sending one batch of at most
 // maxBatch calls at a time on a pooled connection of c. Close stops them.
-func NewBatcher(c *redis.Client, lanes, maxBatch int) *Batcher {
-	b := &Batcher{Client: c, calls: make(chan *batchCall, lanes*maxBatch), lanes: make(chan struct{}, lanes), stop: make(chan struct{}), max: maxBatch}
+func NewBatcher(c redis.UniversalClient, lanes, maxBatch int) *Batcher {
+	b := &Batcher{UniversalClient: c, calls: make(chan *batchCall, lanes*maxBatch), lanes: make(chan struct{}, lanes), stop: make(chan struct{}), max: maxBatch}
 	b.wg.Add(lanes)
 	for range lanes {
 		go b.lane()
@@ -152,7 +152,7 @@ func (b *Batcher) send(ctx context.Context, batch []*batchCall, cmds []*redis.Cm
 	if len(live) == 0 {
 		return cmds
 	}
-	pipe := b.Client.Pipeline()
+	pipe := b.UniversalClient.Pipeline()
 	for _, c := range live {
 		cmds = append(cmds, pipe.EvalSha(context.Background(), c.sha, c.keys, c.args...))
 	}

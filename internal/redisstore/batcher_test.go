@@ -130,7 +130,7 @@ func TestBatcherCanceledSenderFailsNoOther(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	// No lane goroutines: calls wait in the queue until a caller sends.
-	b := &Batcher{Client: c, calls: make(chan *batchCall, 16), lanes: make(chan struct{}, 1), stop: make(chan struct{}), max: 64}
+	b := &Batcher{UniversalClient: c, calls: make(chan *batchCall, 16), lanes: make(chan struct{}, 1), stop: make(chan struct{}), max: 64}
 	ctx := context.Background()
 	sha := decideScript.Hash()
 	if err := decideScript.Load(ctx, c).Err(); err != nil {

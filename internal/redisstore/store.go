@@ -54,8 +54,15 @@ func ParseDigest(s string) (Digest, error) {
 
 func (d Digest) String() string { return hex.EncodeToString(d[:]) }
 
-// StateKey names the Redis key of the digest's key in a zone.
-func (d Digest) StateKey(zone string) string { return KeyPrefix + zone + ":" + d.String() }
+// StateKey names the Redis key of the digest's key in a zone. The digest
+// is the key's hash tag: in a Redis Cluster, every zone's state of one
+// rate-limit key lies in one slot, so one script decides a request whose
+// zones share a key. The tag comes before the zone, so that nothing in a
+// zone's name could be taken for it.
+func (d Digest) StateKey(zone string) string { return KeyPrefix + "{" + d.String() + "}:" + zone }
+
+// ZonePattern matches the Redis keys of every key in a zone, for SCAN.
+func ZonePattern(zone string) string { return KeyPrefix + "{*}:" + zone }
 
 // Short is the digest in 64 bits, for a node's own tables.
 func (d Digest) Short() uint64 { return binary.BigEndian.Uint64(d[:8]) }
