@@ -25,6 +25,26 @@ local function int(x)
   return string.format('%d', x)
 end
 
+-- The sliding window's state as this script writes it: the head and 17
+-- counts, each as %d writes it, separated by one space.
+local SLIDING = '^(%-?%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
+
+-- Reads any other value as a sliding-window state as the script always
+-- has: up to 18 integers separated by white space, a missing count being
+-- zero, a field that is no number nil, any further field ignored. Another
+-- algorithm's state, when a zone changed algorithm, comes this way.
+local function slidingLoose(raw)
+  local c = { '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0' }
+  local k = 1
+  for v in string.gmatch(raw, '%S+') do
+    if k > NB + 2 then break end
+    local n = tonumber(v)
+    if n then c[k] = int(n) else c[k] = nil end
+    k = k + 1
+  end
+  return c
+end
+
 local now
 if ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
@@ -33,7 +53,8 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local out = { now, 1 }
+-- Sized for one zone, the common case: growing a table costs.
+local out = { now, 1, 0, 0, 0, 0, 0 }
 local writes = {}
 local admitted = true
 
@@ -50,28 +71,35 @@ for i = 1, #KEYS do
   local state, restAt
 
   if algo == 0 then
-    -- sliding window: 17 sub-window counts and the newest index
+    -- sliding window: 17 sub-window counts and the newest index, kept as
+    -- the text "head c0 c1 ... c16". c[1] is the head and c[2 + s] the
+    -- count of slot s, sub-window j being in slot j % 17. The fields stay
+    -- the strings read: arithmetic converts them, and the state is written
+    -- back by joining them, with only the changed ones formatted anew.
+    -- Parsing and formatting 18 numbers each were most of the cost.
     local q = floordiv(w, NB)
-    local head, counts = 0, {}
-    for j = 0, NB do counts[j] = 0 end
-    if raw then
-      local k = -1
-      for v in string.gmatch(raw, '%S+') do
-        if k < 0 then head = tonumber(v) else counts[k] = tonumber(v) end
-        k = k + 1
-      end
-    end
     local idx = floordiv(now, q)
-    if idx > head then
-      if idx - head > NB then
-        for j = 0, NB do counts[j] = 0 end
-      else
-        for j = head + 1, idx do counts[j % (NB + 1)] = 0 end
-      end
-      head = idx
+    local c
+    if raw then
+      c = { string.match(raw, SLIDING) }
+      if c[1] == nil then c = slidingLoose(raw) end
+    else
+      c = { '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0' }
     end
+    local head = tonumber(c[1])
     local total = 0
-    for j = 0, NB do total = total + counts[j] end
+    if idx > head + NB then
+      for s = 2, NB + 2 do c[s] = '0' end
+      head = idx
+      c[1] = int(head)
+    else
+      if idx > head then
+        for j = head + 1, idx do c[j % (NB + 1) + 2] = '0' end
+        head = idx
+        c[1] = int(head)
+      end
+      for s = 2, NB + 2 do total = total + c[s] end
+    end
     reset = (head + 1) * q + w - now
     if total + cost > events then
       remaining = math.max(events - total, 0)
@@ -81,7 +109,7 @@ for i = 1, #KEYS do
         retry = (head + 1) * q + w - now
         local left = total
         for j = head - NB, head do
-          left = left - counts[j % (NB + 1)]
+          left = left - c[j % (NB + 1) + 2]
           if left + cost <= events then
             retry = (j + 1) * q + w - now
             break
@@ -90,11 +118,10 @@ for i = 1, #KEYS do
       end
     else
       allowed = 1
-      counts[head % (NB + 1)] = counts[head % (NB + 1)] + cost
+      local s = head % (NB + 1) + 2
+      c[s] = int(c[s] + cost)
       remaining = events - total - cost
-      local parts = { int(head) }
-      for j = 0, NB do parts[#parts + 1] = int(counts[j]) end
-      state = table.concat(parts, ' ')
+      state = table.concat(c, ' ')
       restAt = (head + 1) * q + w
     end
 
@@ -117,7 +144,7 @@ for i = 1, #KEYS do
       allowed = 1
       n = n + cost
       remaining = events - n
-      state = int(a) .. ' ' .. int(n)
+      state = string.format('%d %d', a, n)
       restAt = (idx + 1) * w
     end
 
@@ -165,22 +192,25 @@ for i = 1, #KEYS do
 
   if allowed == 0 and not dry then admitted = false end
   if allowed == 1 then writes[#writes + 1] = { KEYS[i], state, restAt, cost, i } end
-  out[#out + 1] = allowed
-  out[#out + 1] = remaining
-  out[#out + 1] = reset
-  out[#out + 1] = retry
-  out[#out + 1] = wait
+  local r = 2 + (i - 1) * 5
+  out[r + 1] = allowed
+  out[r + 2] = remaining
+  out[r + 3] = reset
+  out[r + 4] = retry
+  out[r + 5] = wait
 end
 
 if admitted then
-  for _, wr in ipairs(writes) do
+  for k = 1, #writes do
+    local wr = writes[k]
     -- The key expires exactly when its state is back at rest.
     redis.call('SET', wr[1], wr[2], 'PXAT', int(math.floor((wr[3] + 999) / 1000)))
   end
 else
   out[2] = 0
   -- Nothing is charged: a zone that would have admitted keeps what it had.
-  for _, wr in ipairs(writes) do
+  for k = 1, #writes do
+    local wr = writes[k]
     local r = 2 + (wr[5] - 1) * 5 + 2
     out[r] = out[r] + wr[4]
   end
