@@ -303,7 +303,7 @@ func (a *adminRateLimit) serve(w http.ResponseWriter, r *http.Request) error {
 	found := zone.Reset(hashKey(key))
 	digest := redisstore.DigestOf(key)
 	if rc != nil {
-		n, err := rc.Del(r.Context(), digest.StateKey(name)).Result()
+		n, err := rc.Del(r.Context(), digest.StateKey(redisstore.ZoneSuffix(name, zone.Limit()))).Result()
 		if err != nil {
 			return apiError(http.StatusBadGateway, "resetting the key in Redis: %v", err)
 		}

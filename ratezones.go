@@ -27,6 +27,8 @@ type zoneRef struct {
 	err      error  // what a refusal in this zone says
 	keyVar   string // the placeholder, when the key is exactly one
 	remKey   string // the placeholder of the zone's remaining units
+	// stateSuffix ends the names of the zone's keys in Redis.
+	stateSuffix string
 }
 
 // provisionZone acquires a zone, validated already, for the handler.
@@ -39,7 +41,8 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 	if err != nil {
 		return nil, err
 	}
-	ref := &zoneRef{name: name, cfg: cfg, limit: limit, cost: cost, remKey: "http.rate_limit." + name + ".remaining"}
+	ref := &zoneRef{name: name, cfg: cfg, limit: limit, cost: cost, remKey: "http.rate_limit." + name + ".remaining",
+		stateSuffix: redisstore.ZoneSuffix(name, limit)}
 	if cfg.MatcherSetsRaw != nil {
 		mods, err := ctx.LoadModule(cfg, "MatcherSetsRaw")
 		if err != nil {

@@ -632,3 +632,45 @@ func TestRedisSentinelFailover(t *testing.T) {
 		t.Error("the flush after the failover did not reach the other node")
 	}
 }
+
+// TestRedisZoneReconfigured: as in memory, a zone's keys in Redis keep
+// their state across a reload that changes only the number of events, and
+// count afresh under a new algorithm or window, whose arithmetic would
+// misread the old state.
+func TestRedisZoneReconfigured(t *testing.T) {
+	rds := redistest.Start(t)
+	site := func(events int, window, algorithm string) string {
+		return fmt.Sprintf(`
+	rate_limit {
+		zone z {
+			key {http.request.header.X-Client}
+			events %d
+			window %s
+			algorithm %s
+		}
+		redis %s
+	}
+	respond ok
+`, events, window, algorithm, rds.URL)
+	}
+	g := startGateway(t, "", site(2, "1m", "fixed_window"), "")
+	if got := g.countStatuses(3, "/", "X-Client: a"); got[200] != 2 || got[429] != 1 {
+		t.Fatalf("before the reloads: %v", got)
+	}
+	g.reload("", site(3, "1m", "fixed_window"), "")
+	if got := g.countStatuses(2, "/", "X-Client: a"); got[200] != 1 || got[429] != 1 {
+		t.Errorf("with one event more: %v, want the one more admitted", got)
+	}
+	for _, next := range []struct{ window, algorithm string }{{"1h", "fixed_window"}, {"1h", "sliding_window"}, {"1h", "token_bucket"}} {
+		g.reload("", site(3, next.window, next.algorithm), "")
+		if got := g.countStatuses(4, "/", "X-Client: a"); got[200] != 3 || got[429] != 1 {
+			t.Errorf("under %s over %s: %v, want a fresh count of 3", next.algorithm, next.window, got)
+		}
+	}
+	if out := g.adminJSON("DELETE", "/rate_limit/z?key=a", "", 200); out["reset"] != true {
+		t.Errorf("reset of the key under its current limit: %v", out)
+	}
+	if r := g.get("/", "X-Client: a"); r.status != 200 {
+		t.Errorf("after the key's reset: %d", r.status)
+	}
+}

@@ -36,7 +36,7 @@ func TestBatcherKeepsEachAnswerWithItsCaller(t *testing.T) {
 			out := make([]limiter.Decision, 1)
 			for i := range 20 {
 				key := fmt.Sprint("k", (c+i)%keys)
-				ok, err := Decide(context.Background(), b, 0, []Request{{StateKey: StateKey("batch", key), Limit: l, Cost: 1}}, out)
+				ok, err := Decide(context.Background(), b, 0, []Request{{StateKey: StateKey("batch", l, key), Limit: l, Cost: 1}}, out)
 				if err != nil {
 					errs <- err
 					return
@@ -74,7 +74,7 @@ func TestBatcherScriptReload(t *testing.T) {
 	ctx := context.Background()
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
 	out := make([]limiter.Decision, 1)
-	req := []Request{{StateKey: StateKey("reload", "a"), Limit: l, Cost: 1}}
+	req := []Request{{StateKey: StateKey("reload", l, "a"), Limit: l, Cost: 1}}
 	if _, err := Decide(ctx, b, 0, req, out); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestBatcherGivesUpAtTheDeadline(t *testing.T) {
 	srv := redistest.Start(t)
 	b := batcher(t, srv, 2*time.Second)
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
-	req := []Request{{StateKey: StateKey("hung", "a"), Limit: l, Cost: 1}}
+	req := []Request{{StateKey: StateKey("hung", l, "a"), Limit: l, Cost: 1}}
 	out := make([]limiter.Decision, 1)
 	if _, err := Decide(context.Background(), b, 0, req, out); err != nil {
 		t.Fatal(err)
@@ -139,7 +139,7 @@ func TestBatcherCanceledSenderFailsNoOther(t *testing.T) {
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 10, Window: time.Hour}
 	var waiting []*batchCall
 	for i := range 5 {
-		keys := []string{StateKey("cancel", fmt.Sprint(i))}
+		keys := []string{StateKey("cancel", l, fmt.Sprint(i))}
 		args := []any{"", int(l.Algorithm), l.Events, l.Window.Microseconds(), l.Events, 1, 0}
 		call := &batchCall{ctx: ctx, sha: sha, keys: keys, args: args, done: make(chan *redis.Cmd, 1)}
 		b.calls <- call
@@ -147,11 +147,11 @@ func TestBatcherCanceledSenderFailsNoOther(t *testing.T) {
 	}
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := Decide(gone, b, 0, []Request{{StateKey: StateKey("cancel", "gone"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err == nil {
+	if _, err := Decide(gone, b, 0, []Request{{StateKey: StateKey("cancel", l, "gone"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err == nil {
 		t.Error("a canceled caller was answered")
 	}
 	// A caller still there sends whatever waits.
-	if _, err := Decide(ctx, b, 0, []Request{{StateKey: StateKey("cancel", "here"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err != nil {
+	if _, err := Decide(ctx, b, 0, []Request{{StateKey: StateKey("cancel", l, "here"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err != nil {
 		t.Fatal(err)
 	}
 	for i, call := range waiting {

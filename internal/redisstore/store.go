@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,9 +29,11 @@ var decideScript = redis.NewScript(decideSource)
 // KeyPrefix starts every key this package writes.
 const KeyPrefix = "caddy-gateway:rl:"
 
-// StateKey names the Redis key of one rate-limit key in a zone. The key is
-// hashed: Redis never holds key material.
-func StateKey(zone, key string) string { return DigestOf(key).StateKey(zone) }
+// StateKey names the Redis key of one rate-limit key in a zone under a
+// limit. The key is hashed: Redis never holds key material.
+func StateKey(zone string, l limiter.Limit, key string) string {
+	return DigestOf(key).StateKey(ZoneSuffix(zone, l))
+}
 
 // Digest is what Redis and the nodes know of a rate-limit key: the first
 // 16 bytes of its SHA-256, the same on every node.
@@ -54,15 +57,34 @@ func ParseDigest(s string) (Digest, error) {
 
 func (d Digest) String() string { return hex.EncodeToString(d[:]) }
 
-// StateKey names the Redis key of the digest's key in a zone. The digest
-// is the key's hash tag: in a Redis Cluster, every zone's state of one
-// rate-limit key lies in one slot, so one script decides a request whose
-// zones share a key. The tag comes before the zone, so that nothing in a
-// zone's name could be taken for it.
-func (d Digest) StateKey(zone string) string { return KeyPrefix + "{" + d.String() + "}:" + zone }
+// ZoneSuffix is what follows the digest in the Redis keys of a zone
+// under a limit: the zone's name, its algorithm and its window. A zone
+// whose algorithm or window changes counts afresh, as it does in memory,
+// rather than misread a state kept under the old ones.
+func ZoneSuffix(zone string, l limiter.Limit) string {
+	return fmt.Sprintf("}:%s:%d.%d", zone, l.Algorithm, l.Window.Microseconds())
+}
 
-// ZonePattern matches the Redis keys of every key in a zone, for SCAN.
-func ZonePattern(zone string) string { return KeyPrefix + "{*}:" + zone }
+// StateKey names the Redis key of the digest's key in a zone, given by
+// its ZoneSuffix. The digest is the key's hash tag: in a Redis Cluster,
+// every zone's state of one rate-limit key lies in one slot, so one script
+// decides a request whose zones share a key. The tag comes before the
+// zone, so that nothing in a zone's name could be taken for it.
+func (d Digest) StateKey(zoneSuffix string) string {
+	var sb strings.Builder
+	sb.Grow(len(KeyPrefix) + 1 + 2*len(d) + len(zoneSuffix))
+	sb.WriteString(KeyPrefix)
+	sb.WriteByte('{')
+	var h [2 * len(Digest{})]byte
+	hex.Encode(h[:], d[:])
+	sb.Write(h[:])
+	sb.WriteString(zoneSuffix)
+	return sb.String()
+}
+
+// ZonePattern matches the Redis keys of every key in a zone, whatever its
+// limit, for SCAN.
+func ZonePattern(zone string) string { return KeyPrefix + "{*}:" + zone + ":*" }
 
 // Short is the digest in 64 bits, for a node's own tables.
 func (d Digest) Short() uint64 { return binary.BigEndian.Uint64(d[:8]) }

@@ -81,7 +81,7 @@ func TestKeysExpireAtRest(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now().UnixMicro()
 	l := limiter.Limit{Algorithm: limiter.TokenBucket, Events: 10, Window: time.Second, Burst: 10}
-	key := StateKey("z", "client")
+	key := StateKey("z", l, "client")
 	out := make([]limiter.Decision, 1)
 	if _, err := Decide(ctx, c, now, []Request{{StateKey: key, Limit: l, Cost: 3}}, out); err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func TestServerClockAndScriptReload(t *testing.T) {
 	c := client(t)
 	ctx := context.Background()
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
-	req := []Request{{StateKey: StateKey("z", "a"), Limit: l, Cost: 1}}
+	req := []Request{{StateKey: StateKey("z", l, "a"), Limit: l, Cost: 1}}
 	out := make([]limiter.Decision, 1)
 	for i, want := range []bool{true, true} {
 		ok, err := Decide(ctx, c, 0, req, out)
@@ -125,7 +125,7 @@ func TestLateRequestCountsInNewerWindow(t *testing.T) {
 	c := client(t)
 	ctx := context.Background()
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 3, Window: time.Second}
-	req := []Request{{StateKey: StateKey("z", "late"), Limit: l, Cost: 1}}
+	req := []Request{{StateKey: StateKey("z", l, "late"), Limit: l, Cost: 1}}
 	out := make([]limiter.Decision, 1)
 	base := time.Now().Truncate(time.Second).Add(time.Hour).UnixMicro()
 	for _, at := range []int64{base + 1_000_000, base + 999_000} {
@@ -177,7 +177,7 @@ func BenchmarkDecide(b *testing.B) {
 				i := rand.IntN(1000)
 				for pb.Next() {
 					i++
-					req := []Request{{StateKey: StateKey("bench", fmt.Sprint(i%1000)), Limit: l, Cost: 1}}
+					req := []Request{{StateKey: StateKey("bench", l, fmt.Sprint(i%1000)), Limit: l, Cost: 1}}
 					if _, err := Decide(context.Background(), c, 0, req, out); err != nil {
 						b.Fatal(err)
 					}
