@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/caddy-gateway/gateway/internal/limiter"
@@ -89,7 +88,7 @@ func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zo
 	if h.redis.cluster && !sameDigest(digests) {
 		admitted, err = decideAcrossSlots(ctx, h.redis.batcher(), rr, digests, out)
 	} else {
-		admitted, err = redisstore.Decide(ctx, h.redis.batcher(), 0, rr, out)
+		admitted, err = h.redis.batcher().Decide(ctx, rr, out)
 	}
 	if err != nil || admitted {
 		return admitted, err
@@ -120,7 +119,7 @@ func sameDigest(digests []redisstore.Digest) bool {
 // Redis alone decides is charged nowhere unless every zone admits it; this
 // one may be charged by a zone before another refuses it, never admitted
 // by fewer zones than it needs.
-func decideAcrossSlots(ctx context.Context, c redis.Scripter, reqs []redisstore.Request, digests []redisstore.Digest, out []limiter.Decision) (bool, error) {
+func decideAcrossSlots(ctx context.Context, b *redisstore.Batcher, reqs []redisstore.Request, digests []redisstore.Digest, out []limiter.Decision) (bool, error) {
 	admitted := true
 	done := make([]bool, len(reqs))
 	group := make([]redisstore.Request, 0, len(reqs))
@@ -140,7 +139,7 @@ func decideAcrossSlots(ctx context.Context, c redis.Scripter, reqs []redisstore.
 				group, where, done[j] = append(group, r), append(where, j), true
 			}
 		}
-		ok, err := redisstore.Decide(ctx, c, 0, group, decided[:len(group)])
+		ok, err := b.Decide(ctx, group, decided[:len(group)])
 		if err != nil {
 			return false, err
 		}

@@ -89,9 +89,13 @@ func (c *redisClient) batcher() *redisstore.Batcher {
 }
 
 // Batching: how many batches of decisions may be on the wire at once, and
-// how many decisions one holds at most.
+// how many decisions one holds at most. One batch at a time decides the
+// most: the requests that arrive while it is out leave together in the
+// next, and one script call decides them all. Measured with wrk -c64 on
+// one key, 2 cores: 1 lane about 11 requests a batch and 6% more requests
+// a second than 4 lanes (4 a batch); 2 lanes no better than 4.
 const (
-	batchLanes = 4
+	batchLanes = 1
 	batchSize  = 128
 )
 

@@ -2,41 +2,57 @@ package redisstore
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-gateway/gateway/internal/limiter"
 )
 
-// Batcher pipelines concurrent script calls: while batches are on the
-// wire, the calls that arrive wait, and leave together in the next one, in
-// one write and one read. A caller that finds a lane idle sends at once,
-// from its own goroutine, with whatever else waits, so a lone caller pays
-// neither a wait nor a hand-off. It passes for the client it wraps as a
-// redis.Scripter: EvalSha is batched, everything else goes straight.
+// Batcher decides concurrent requests together: while batches are on the
+// wire, the requests that arrive wait, and the next batch decides them all
+// in one script call, which reads and writes each state key once, however
+// many of its requests share it. A caller that finds a lane idle sends at
+// once, from its own goroutine, with whatever else waits, so a lone caller
+// pays neither a wait nor a hand-off.
 //
-// A caller waits for its answer no longer than its context allows; a call
-// whose caller gave up before its batch left is not sent.
+// In a Redis Cluster a script may only touch keys of one hash slot: the
+// batch makes one call per hash tag, all in one pipeline.
+//
+// A caller waits for its answer no longer than its context allows; a
+// request whose caller gave up before its batch left is not sent.
 type Batcher struct {
-	redis.UniversalClient
-	calls chan *batchCall
-	lanes chan struct{} // a token for each batch on the wire
-	stop  chan struct{}
-	wg    sync.WaitGroup
-	max   int
+	client  redis.UniversalClient
+	cluster bool
+	calls   chan *batchCall
+	lanes   chan struct{} // a token for each batch on the wire
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	max     int
 }
 
 type batchCall struct {
 	ctx  context.Context
-	sha  string
-	keys []string
-	args []any
-	done chan *redis.Cmd // buffered: a caller that gave up does not block the lane
+	reqs []Request
+	done chan batchReply // buffered: a caller that gave up does not block the lane
+}
+
+// batchReply is one request's part of the script's reply; the lane never
+// writes to memory the caller may have left.
+type batchReply struct {
+	vals []int64
+	err  error
 }
 
 // NewBatcher starts lanes goroutines, each sending one batch of at most
-// maxBatch calls at a time on a pooled connection of c. Close stops them.
+// maxBatch requests at a time on a pooled connection of c. Close stops
+// them.
 func NewBatcher(c redis.UniversalClient, lanes, maxBatch int) *Batcher {
-	b := &Batcher{UniversalClient: c, calls: make(chan *batchCall, lanes*maxBatch), lanes: make(chan struct{}, lanes), stop: make(chan struct{}), max: maxBatch}
+	_, cluster := c.(*redis.ClusterClient)
+	b := &Batcher{client: c, cluster: cluster, calls: make(chan *batchCall, lanes*maxBatch),
+		lanes: make(chan struct{}, lanes), stop: make(chan struct{}), max: maxBatch}
 	b.wg.Add(lanes)
 	for range lanes {
 		go b.lane()
@@ -44,33 +60,44 @@ func NewBatcher(c redis.UniversalClient, lanes, maxBatch int) *Batcher {
 	return b
 }
 
-// Close stops the lanes; calls still queued fail. It does not close the
-// client.
+// Close stops the lanes; requests still queued fail. It does not close
+// the client.
 func (b *Batcher) Close() {
 	close(b.stop)
 	b.wg.Wait()
 	for {
 		select {
 		case c := <-b.calls:
-			c.done <- errCmd(c.ctx, redis.ErrClosed)
+			c.done <- batchReply{err: redis.ErrClosed}
 		default:
 			return
 		}
 	}
 }
 
-// EvalSha queues the call for the next batch and waits for its answer, or
-// for ctx to end.
-func (b *Batcher) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
-	if err := ctx.Err(); err != nil {
-		return errCmd(ctx, err)
+// Decide decides a request against its zones, on Redis' clock, with the
+// requests that wait beside it. out receives each zone's decision and
+// must be as long as reqs.
+func (b *Batcher) Decide(ctx context.Context, reqs []Request, out []limiter.Decision) (bool, error) {
+	r := b.call(ctx, reqs)
+	if r.err != nil {
+		return false, r.err
 	}
-	c := &batchCall{ctx: ctx, sha: sha, keys: keys, args: args, done: make(chan *redis.Cmd, 1)}
+	return decode(r.vals, reqs, out)
+}
+
+// call queues the request for the next batch and waits for its answer, or
+// for ctx to end.
+func (b *Batcher) call(ctx context.Context, reqs []Request) batchReply {
+	if err := ctx.Err(); err != nil {
+		return batchReply{err: err}
+	}
+	c := &batchCall{ctx: ctx, reqs: reqs, done: make(chan batchReply, 1)}
 	select {
 	case b.lanes <- struct{}{}:
 		// A lane is idle: send now, and take along whoever waits. The
 		// batch keeps this caller's deadline but not its cancellation:
-		// a client that hangs up must not fail the others' calls.
+		// a client that hangs up must not fail the others' requests.
 		batch := b.gather(append(make([]*batchCall, 0, 8), c))
 		sendCtx := context.WithoutCancel(ctx)
 		if deadline, ok := ctx.Deadline(); ok {
@@ -78,7 +105,7 @@ func (b *Batcher) EvalSha(ctx context.Context, sha string, keys []string, args .
 			sendCtx, cancel = context.WithDeadline(sendCtx, deadline)
 			defer cancel()
 		}
-		b.send(sendCtx, batch, nil)
+		b.send(sendCtx, batch)
 		<-b.lanes
 		return <-c.done
 	default:
@@ -86,22 +113,21 @@ func (b *Batcher) EvalSha(ctx context.Context, sha string, keys []string, args .
 	select {
 	case b.calls <- c:
 	case <-ctx.Done():
-		return errCmd(ctx, ctx.Err())
+		return batchReply{err: ctx.Err()}
 	case <-b.stop:
-		return errCmd(ctx, redis.ErrClosed)
+		return batchReply{err: redis.ErrClosed}
 	}
 	select {
-	case cmd := <-c.done:
-		return cmd
+	case r := <-c.done:
+		return r
 	case <-ctx.Done():
-		return errCmd(ctx, ctx.Err())
+		return batchReply{err: ctx.Err()}
 	}
 }
 
 func (b *Batcher) lane() {
 	defer b.wg.Done()
 	batch := make([]*batchCall, 0, b.max)
-	cmds := make([]*redis.Cmd, 0, b.max)
 	for {
 		select {
 		case c := <-b.calls:
@@ -113,13 +139,12 @@ func (b *Batcher) lane() {
 		select {
 		case b.lanes <- struct{}{}:
 		case <-b.stop:
-			batch[0].done <- errCmd(batch[0].ctx, redis.ErrClosed)
+			batch[0].done <- batchReply{err: redis.ErrClosed}
 			return
 		}
-		cmds = b.send(context.Background(), b.gather(batch), cmds[:0])
+		b.send(context.Background(), b.gather(batch))
 		<-b.lanes
-		clear(batch) // let the callers' arguments go
-		clear(cmds)
+		clear(batch) // let the callers' requests go
 	}
 }
 
@@ -136,35 +161,90 @@ func (b *Batcher) gather(batch []*batchCall) []*batchCall {
 	return batch
 }
 
-// send runs one batch as a pipeline, cmds its scratch space. ctx (that of
-// the caller who sends, or none for a lane) and the connection's read and
-// write timeouts bound it; each call gets its own result, NOSCRIPT
-// included, so that redis.Script falls back to EVAL for that call alone.
-func (b *Batcher) send(ctx context.Context, batch []*batchCall, cmds []*redis.Cmd) []*redis.Cmd {
+// scriptCall is one script call of a batch: the requests it decides.
+type scriptCall struct {
+	calls []*batchCall
+	args  batch
+	cmd   *redis.Cmd
+}
+
+// send decides one batch. ctx (that of the caller who sends, or none for
+// a lane) and the connection's read and write timeouts bound it. A call
+// that fails with NOSCRIPT, the server having lost its script cache, is
+// sent again with the script.
+func (b *Batcher) send(ctx context.Context, batch []*batchCall) {
 	live := batch[:0]
 	for _, c := range batch {
 		if err := c.ctx.Err(); err != nil {
-			c.done <- errCmd(c.ctx, err) // its caller has gone: not sent
+			c.done <- batchReply{err: err} // its caller has gone: not sent
 			continue
 		}
 		live = append(live, c)
 	}
 	if len(live) == 0 {
-		return cmds
+		return
 	}
-	pipe := b.UniversalClient.Pipeline()
-	for _, c := range live {
-		cmds = append(cmds, pipe.EvalSha(context.Background(), c.sha, c.keys, c.args...))
+	calls := b.split(live)
+	pipe := b.client.Pipeline()
+	for _, sc := range calls {
+		sc.args.start(0)
+		for _, c := range sc.calls {
+			sc.args.add(c.reqs)
+		}
+		sc.cmd = pipe.EvalSha(context.Background(), decideScript.Hash(), sc.args.keys, sc.args.args...)
 	}
 	pipe.Exec(ctx) // errors are in each command
-	for i, c := range live {
-		c.done <- cmds[i]
+	for _, sc := range calls {
+		vals, err := sc.cmd.Int64Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			vals, err = decideScript.Eval(ctx, b.client, sc.args.keys, sc.args.args...).Int64Slice()
+		}
+		off := 1 // past now
+		for _, c := range sc.calls {
+			n := replyLen(len(c.reqs))
+			switch {
+			case err != nil:
+				c.done <- batchReply{err: err}
+			case off+n > len(vals):
+				c.done <- batchReply{err: errShortReply}
+			default:
+				c.done <- batchReply{vals: vals[off : off+n : off+n]}
+			}
+			off += n
+		}
 	}
-	return cmds
 }
 
-func errCmd(ctx context.Context, err error) *redis.Cmd {
-	cmd := redis.NewCmd(ctx)
-	cmd.SetErr(err)
-	return cmd
+var errShortReply = errors.New("rate-limit script returned too few values for its batch")
+
+// split makes the batch's script calls: one for all, or, in a Redis
+// Cluster, one per hash tag, every key of one request sharing its tag.
+func (b *Batcher) split(live []*batchCall) []*scriptCall {
+	if !b.cluster {
+		return []*scriptCall{{calls: live}}
+	}
+	var calls []*scriptCall
+	byTag := map[string]*scriptCall{}
+	for _, c := range live {
+		tag := hashTag(c.reqs[0].StateKey)
+		sc := byTag[tag]
+		if sc == nil {
+			sc = &scriptCall{}
+			byTag[tag] = sc
+			calls = append(calls, sc)
+		}
+		sc.calls = append(sc.calls, c)
+	}
+	return calls
+}
+
+// hashTag returns what Redis Cluster hashes of a key: the text between
+// its first '{' and the next '}', or the whole key.
+func hashTag(key string) string {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j]
+		}
+	}
+	return key
 }

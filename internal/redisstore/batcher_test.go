@@ -21,10 +21,24 @@ func batcher(t *testing.T, srv *redistest.Server, timeout time.Duration) *Batche
 }
 
 // Many callers at once through the batcher: every decision comes back to
-// its own caller, and the limit holds exactly.
+// its own caller, and the limit holds exactly, with one Redis and with a
+// Redis Cluster, where a batch's keys lie in several slots.
 func TestBatcherKeepsEachAnswerWithItsCaller(t *testing.T) {
-	srv := redistest.Start(t)
-	b := batcher(t, srv, time.Second)
+	t.Run("redis", func(t *testing.T) { testBatcherKeepsEachAnswer(t, batcher(t, redistest.Start(t), time.Second)) })
+	t.Run("cluster", func(t *testing.T) {
+		rc := redistest.StartCluster(t, 3)
+		var addrs []string
+		for _, s := range rc.Nodes {
+			addrs = append(addrs, s.Addr)
+		}
+		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second})
+		b := NewBatcher(c, 1, 64)
+		t.Cleanup(func() { b.Close(); c.Close() })
+		testBatcherKeepsEachAnswer(t, b)
+	})
+}
+
+func testBatcherKeepsEachAnswer(t *testing.T, b *Batcher) {
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 50, Window: time.Hour}
 	const callers, keys = 64, 8
 	var mu sync.Mutex
@@ -36,7 +50,7 @@ func TestBatcherKeepsEachAnswerWithItsCaller(t *testing.T) {
 			out := make([]limiter.Decision, 1)
 			for i := range 20 {
 				key := fmt.Sprint("k", (c+i)%keys)
-				ok, err := Decide(context.Background(), b, 0, []Request{{StateKey: StateKey("batch", l, key), Limit: l, Cost: 1}}, out)
+				ok, err := b.Decide(context.Background(), []Request{{StateKey: StateKey("batch", l, key), Limit: l, Cost: 1}}, out)
 				if err != nil {
 					errs <- err
 					return
@@ -67,7 +81,7 @@ func TestBatcherKeepsEachAnswerWithItsCaller(t *testing.T) {
 }
 
 // After SCRIPT FLUSH, a batched EVALSHA fails with NOSCRIPT and the call
-// is sent again with its script, alone.
+// is sent again with its script.
 func TestBatcherScriptReload(t *testing.T) {
 	srv := redistest.Start(t)
 	b := batcher(t, srv, time.Second)
@@ -75,13 +89,13 @@ func TestBatcherScriptReload(t *testing.T) {
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
 	out := make([]limiter.Decision, 1)
 	req := []Request{{StateKey: StateKey("reload", l, "a"), Limit: l, Cost: 1}}
-	if _, err := Decide(ctx, b, 0, req, out); err != nil {
+	if _, err := b.Decide(ctx, req, out); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.ScriptFlush(ctx).Err(); err != nil {
+	if err := b.client.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := Decide(ctx, b, 0, req, out); err != nil || !ok || out[0].Remaining != 0 {
+	if ok, err := b.Decide(ctx, req, out); err != nil || !ok || out[0].Remaining != 0 {
 		t.Fatalf("after SCRIPT FLUSH: admitted=%v err=%v %+v", ok, err, out[0])
 	}
 }
@@ -94,7 +108,7 @@ func TestBatcherGivesUpAtTheDeadline(t *testing.T) {
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
 	req := []Request{{StateKey: StateKey("hung", l, "a"), Limit: l, Cost: 1}}
 	out := make([]limiter.Decision, 1)
-	if _, err := Decide(context.Background(), b, 0, req, out); err != nil {
+	if _, err := b.Decide(context.Background(), req, out); err != nil {
 		t.Fatal(err)
 	}
 	srv.Pause()
@@ -105,7 +119,7 @@ func TestBatcherGivesUpAtTheDeadline(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 			defer cancel()
 			start := time.Now()
-			_, err := Decide(ctx, b, 0, req, make([]limiter.Decision, 1))
+			_, err := b.Decide(ctx, req, make([]limiter.Decision, 1))
 			if err == nil {
 				t.Error("a hung Redis decided")
 			}
@@ -130,38 +144,47 @@ func TestBatcherCanceledSenderFailsNoOther(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	// No lane goroutines: calls wait in the queue until a caller sends.
-	b := &Batcher{UniversalClient: c, calls: make(chan *batchCall, 16), lanes: make(chan struct{}, 1), stop: make(chan struct{}), max: 64}
+	b := &Batcher{client: c, calls: make(chan *batchCall, 16), lanes: make(chan struct{}, 1), stop: make(chan struct{}), max: 64}
 	ctx := context.Background()
-	sha := decideScript.Hash()
-	if err := decideScript.Load(ctx, c).Err(); err != nil {
-		t.Fatal(err)
-	}
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 10, Window: time.Hour}
 	var waiting []*batchCall
 	for i := range 5 {
-		keys := []string{StateKey("cancel", l, fmt.Sprint(i))}
-		args := []any{"", int(l.Algorithm), l.Events, l.Window.Microseconds(), l.Events, 1, 0}
-		call := &batchCall{ctx: ctx, sha: sha, keys: keys, args: args, done: make(chan *redis.Cmd, 1)}
+		reqs := []Request{{StateKey: StateKey("cancel", l, fmt.Sprint(i)), Limit: l, Cost: 1}}
+		call := &batchCall{ctx: ctx, reqs: reqs, done: make(chan batchReply, 1)}
 		b.calls <- call
 		waiting = append(waiting, call)
 	}
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := Decide(gone, b, 0, []Request{{StateKey: StateKey("cancel", l, "gone"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err == nil {
+	if _, err := b.Decide(gone, []Request{{StateKey: StateKey("cancel", l, "gone"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err == nil {
 		t.Error("a canceled caller was answered")
 	}
 	// A caller still there sends whatever waits.
-	if _, err := Decide(ctx, b, 0, []Request{{StateKey: StateKey("cancel", l, "here"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err != nil {
+	if _, err := b.Decide(ctx, []Request{{StateKey: StateKey("cancel", l, "here"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err != nil {
 		t.Fatal(err)
 	}
 	for i, call := range waiting {
 		select {
-		case cmd := <-call.done:
-			if err := cmd.Err(); err != nil {
+		case r := <-call.done:
+			if err := r.err; err != nil {
 				t.Errorf("waiting call %d failed with another caller's cancellation: %v", i, err)
 			}
 		default:
 			t.Errorf("waiting call %d was not sent", i)
+		}
+	}
+}
+
+func TestHashTag(t *testing.T) {
+	for key, want := range map[string]string{
+		"caddy-gateway:rl:{0a1b}:zone:0.60": "0a1b",
+		"plain":                             "plain",
+		"a{}b{c}":                           "a{}b{c}", // an empty tag is none
+		"a{b":                               "a{b",
+		"x{y}{z}":                           "y",
+	} {
+		if got := hashTag(key); got != want {
+			t.Errorf("hashTag(%q) = %q, want %q", key, got, want)
 		}
 	}
 }

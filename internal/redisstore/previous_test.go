@@ -24,10 +24,24 @@ var previousSource string
 var previousScript = redis.NewScript(previousSource)
 
 // runScript calls a script with Decide's arguments and returns its reply
-// and the state it left in each key.
+// and the state it left in each key. The previous script decided one
+// request a call, with the same reply for it.
 func runScript(ctx context.Context, c *redis.Client, s *redis.Script, now int64, keys []string, limits []limiter.Limit, costs []int64, dry []bool) ([]int64, []string, error) {
 	args := []any{now}
+	if s == decideScript {
+		var b batch
+		b.start(now)
+		var reqs []Request
+		for i, l := range limits {
+			reqs = append(reqs, Request{StateKey: keys[i], Limit: l, Cost: costs[i], DryRun: dry[i]})
+		}
+		b.add(reqs)
+		args = b.args
+	}
 	for i, l := range limits {
+		if s == decideScript {
+			break
+		}
 		burst := l.Burst
 		if burst == 0 {
 			burst = l.Events

@@ -1,13 +1,19 @@
--- Decides one request against every zone it matched, atomically, with
--- the arithmetic of internal/limiter in microseconds.
+-- Decides a batch of requests, each against every zone it matched,
+-- atomically, with the arithmetic of internal/limiter in microseconds.
+-- The requests are decided in order, each as if alone: a later one sees
+-- what an earlier one charged. Each state key is read once and written
+-- once, however many requests of the batch touch it.
 --
--- KEYS[i]   the state key of zone i for this request's key
+-- KEYS      the state keys the batch touches, each once
 -- ARGV[1]   now in Unix microseconds, or "" for the server's TIME
--- ARGV[1+6(i-1)+1..6]  zone i: algorithm (0 sliding, 1 fixed, 2 token,
---           3 leaky), events, window (µs), burst, cost, dry run (1 or 0)
+-- ARGV[2]   the number of requests
+-- then per request: its number of zones, then per zone 7 values: the
+--           index of its state key in KEYS, algorithm (0 sliding, 1 fixed,
+--           2 token, 3 leaky), events, window (µs), burst, cost, dry run
+--           (1 or 0)
 --
--- Returns { now, admitted, then per zone: allowed, remaining, reset µs,
--- retry µs (-1: never), wait µs }.
+-- Returns { now, then per request: admitted, then per zone: allowed,
+-- remaining, reset µs, retry µs (-1: never), wait µs }.
 
 local NB = 16
 
@@ -53,166 +59,186 @@ else
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
--- Sized for one zone, the common case: growing a table costs.
-local out = { now, 1, 0, 0, 0, 0, 0 }
-local writes = {}
-local admitted = true
+-- By key index: the key's state as read or last charged (false: none),
+-- and, once charged, when that state is at rest.
+local states, restAts = {}, {}
+local out = { now }
+local p = 3
 
-for i = 1, #KEYS do
-  local b = 1 + (i - 1) * 6
-  local algo = tonumber(ARGV[b + 1])
-  local events = tonumber(ARGV[b + 2])
-  local w = tonumber(ARGV[b + 3])
-  local burst = tonumber(ARGV[b + 4])
-  local cost = tonumber(ARGV[b + 5])
-  local dry = ARGV[b + 6] == '1'
-  local raw = redis.call('GET', KEYS[i])
-  local allowed, remaining, reset, retry, wait = 0, 0, 0, 0, 0
-  local state, restAt
+for _ = 1, tonumber(ARGV[2]) do -- each request
+  local zones = tonumber(ARGV[p])
+  p = p + 1
+  local base = #out
+  out[base + 1] = 1
+  local writes = {}
+  local admitted = true
 
-  if algo == 0 then
-    -- sliding window: 17 sub-window counts and the newest index, kept as
-    -- the text "head c0 c1 ... c16". c[1] is the head and c[2 + s] the
-    -- count of slot s, sub-window j being in slot j % 17. The fields stay
-    -- the strings read: arithmetic converts them, and the state is written
-    -- back by joining them, with only the changed ones formatted anew.
-    -- Parsing and formatting 18 numbers each were most of the cost.
-    local q = floordiv(w, NB)
-    local idx = floordiv(now, q)
-    local c
-    if raw then
-      c = { string.match(raw, SLIDING) }
-      if c[1] == nil then c = slidingLoose(raw) end
-    else
-      c = { '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0' }
+  for i = 1, zones do
+    local ki = tonumber(ARGV[p])
+    local algo = tonumber(ARGV[p + 1])
+    local events = tonumber(ARGV[p + 2])
+    local w = tonumber(ARGV[p + 3])
+    local burst = tonumber(ARGV[p + 4])
+    local cost = tonumber(ARGV[p + 5])
+    local dry = ARGV[p + 6] == '1'
+    p = p + 7
+    local raw = states[ki]
+    if raw == nil then
+      raw = redis.call('GET', KEYS[ki])
+      states[ki] = raw
     end
-    local head = tonumber(c[1])
-    local total = 0
-    if idx > head + NB then
-      for s = 2, NB + 2 do c[s] = '0' end
-      head = idx
-      c[1] = int(head)
-    else
-      if idx > head then
-        for j = head + 1, idx do c[j % (NB + 1) + 2] = '0' end
+    local allowed, remaining, reset, retry, wait = 0, 0, 0, 0, 0
+    local state, restAt
+
+    if algo == 0 then
+      -- sliding window: 17 sub-window counts and the newest index, kept as
+      -- the text "head c0 c1 ... c16". c[1] is the head and c[2 + s] the
+      -- count of slot s, sub-window j being in slot j % 17. The fields stay
+      -- the strings read: arithmetic converts them, and the state is written
+      -- back by joining them, with only the changed ones formatted anew.
+      -- Parsing and formatting 18 numbers each were most of the cost.
+      local q = floordiv(w, NB)
+      local idx = floordiv(now, q)
+      local c
+      if raw then
+        c = { string.match(raw, SLIDING) }
+        if c[1] == nil then c = slidingLoose(raw) end
+      else
+        c = { '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0' }
+      end
+      local head = tonumber(c[1])
+      local total = 0
+      if idx > head + NB then
+        for s = 2, NB + 2 do c[s] = '0' end
         head = idx
         c[1] = int(head)
-      end
-      for s = 2, NB + 2 do total = total + c[s] end
-    end
-    reset = (head + 1) * q + w - now
-    if total + cost > events then
-      remaining = math.max(events - total, 0)
-      if cost > events then
-        retry = -1
       else
-        retry = (head + 1) * q + w - now
-        local left = total
-        for j = head - NB, head do
-          left = left - c[j % (NB + 1) + 2]
-          if left + cost <= events then
-            retry = (j + 1) * q + w - now
-            break
+        if idx > head then
+          for j = head + 1, idx do c[j % (NB + 1) + 2] = '0' end
+          head = idx
+          c[1] = int(head)
+        end
+        for s = 2, NB + 2 do total = total + c[s] end
+      end
+      reset = (head + 1) * q + w - now
+      if total + cost > events then
+        remaining = math.max(events - total, 0)
+        if cost > events then
+          retry = -1
+        else
+          retry = (head + 1) * q + w - now
+          local left = total
+          for j = head - NB, head do
+            left = left - c[j % (NB + 1) + 2]
+            if left + cost <= events then
+              retry = (j + 1) * q + w - now
+              break
+            end
           end
         end
-      end
-    else
-      allowed = 1
-      local s = head % (NB + 1) + 2
-      c[s] = int(c[s] + cost)
-      remaining = events - total - cost
-      state = table.concat(c, ' ')
-      restAt = (head + 1) * q + w
-    end
-
-  elseif algo == 1 then
-    -- fixed window: the window's index and its count
-    local idx = floordiv(now, w)
-    local n = 0
-    if raw then
-      local sa, sn = string.match(raw, '(%S+) (%S+)')
-      sa = tonumber(sa)
-      -- A time before the stored window counts in it.
-      if sa >= idx then idx, n = sa, tonumber(sn) end
-    end
-    local a = idx
-    reset = (idx + 1) * w - now
-    if n + cost > events then
-      remaining = math.max(events - n, 0)
-      if cost > events then retry = -1 else retry = reset end
-    else
-      allowed = 1
-      n = n + cost
-      remaining = events - n
-      state = string.format('%d %d', a, n)
-      restAt = (idx + 1) * w
-    end
-
-  else
-    -- token bucket and leaky bucket: GCRA over one arrival time
-    local t = math.floor((w + events - 1) / events)
-    if t * events < w then t = t + 1 end
-    if (t - 1) * events >= w then t = t - 1 end
-    local tolerance = burst * t
-    local tat = now
-    if raw then tat = math.max(tonumber(raw), now) end
-    if cost > burst then
-      remaining = math.max(floordiv(tolerance - (tat - now), t), 0)
-      reset = tat - now
-      retry = -1
-    elseif algo == 3 then
-      local delay = tat - now
-      if delay > tolerance then
-        reset = tat - now
-        retry = delay - tolerance
       else
         allowed = 1
-        local nxt = tat + cost * t
-        remaining = math.max(floordiv(tolerance - (nxt - now), t) + 1, 0)
-        reset = nxt - now
-        wait = delay
-        state = int(nxt)
-        restAt = nxt
+        local s = head % (NB + 1) + 2
+        c[s] = int(c[s] + cost)
+        remaining = events - total - cost
+        state = table.concat(c, ' ')
+        restAt = (head + 1) * q + w
       end
+
+    elseif algo == 1 then
+      -- fixed window: the window's index and its count
+      local idx = floordiv(now, w)
+      local n = 0
+      if raw then
+        local sa, sn = string.match(raw, '(%S+) (%S+)')
+        sa = tonumber(sa)
+        -- A time before the stored window counts in it.
+        if sa >= idx then idx, n = sa, tonumber(sn) end
+      end
+      local a = idx
+      reset = (idx + 1) * w - now
+      if n + cost > events then
+        remaining = math.max(events - n, 0)
+        if cost > events then retry = -1 else retry = reset end
+      else
+        allowed = 1
+        n = n + cost
+        remaining = events - n
+        state = string.format('%d %d', a, n)
+        restAt = (idx + 1) * w
+      end
+
     else
-      local nxt = tat + cost * t
-      if nxt - now > tolerance then
+      -- token bucket and leaky bucket: GCRA over one arrival time
+      local t = math.floor((w + events - 1) / events)
+      if t * events < w then t = t + 1 end
+      if (t - 1) * events >= w then t = t - 1 end
+      local tolerance = burst * t
+      local tat = now
+      if raw then tat = math.max(tonumber(raw), now) end
+      if cost > burst then
         remaining = math.max(floordiv(tolerance - (tat - now), t), 0)
         reset = tat - now
-        retry = nxt - tolerance - now
+        retry = -1
+      elseif algo == 3 then
+        local delay = tat - now
+        if delay > tolerance then
+          reset = tat - now
+          retry = delay - tolerance
+        else
+          allowed = 1
+          local nxt = tat + cost * t
+          remaining = math.max(floordiv(tolerance - (nxt - now), t) + 1, 0)
+          reset = nxt - now
+          wait = delay
+          state = int(nxt)
+          restAt = nxt
+        end
       else
-        allowed = 1
-        remaining = floordiv(tolerance - (nxt - now), t)
-        reset = nxt - now
-        state = int(nxt)
-        restAt = nxt
+        local nxt = tat + cost * t
+        if nxt - now > tolerance then
+          remaining = math.max(floordiv(tolerance - (tat - now), t), 0)
+          reset = tat - now
+          retry = nxt - tolerance - now
+        else
+          allowed = 1
+          remaining = floordiv(tolerance - (nxt - now), t)
+          reset = nxt - now
+          state = int(nxt)
+          restAt = nxt
+        end
       end
     end
+
+    if allowed == 0 and not dry then admitted = false end
+    if allowed == 1 then writes[#writes + 1] = { ki, state, restAt, cost, i } end
+    local r = base + 1 + (i - 1) * 5
+    out[r + 1] = allowed
+    out[r + 2] = remaining
+    out[r + 3] = reset
+    out[r + 4] = retry
+    out[r + 5] = wait
   end
 
-  if allowed == 0 and not dry then admitted = false end
-  if allowed == 1 then writes[#writes + 1] = { KEYS[i], state, restAt, cost, i } end
-  local r = 2 + (i - 1) * 5
-  out[r + 1] = allowed
-  out[r + 2] = remaining
-  out[r + 3] = reset
-  out[r + 4] = retry
-  out[r + 5] = wait
+  if admitted then
+    for k = 1, #writes do
+      local wr = writes[k]
+      states[wr[1]] = wr[2]
+      restAts[wr[1]] = wr[3]
+    end
+  else
+    out[base + 1] = 0
+    -- Nothing is charged: a zone that would have admitted keeps what it had.
+    for k = 1, #writes do
+      local wr = writes[k]
+      local r = base + 1 + (wr[5] - 1) * 5 + 2
+      out[r] = out[r] + wr[4]
+    end
+  end
 end
 
-if admitted then
-  for k = 1, #writes do
-    local wr = writes[k]
-    -- The key expires exactly when its state is back at rest.
-    redis.call('SET', wr[1], wr[2], 'PXAT', int(math.floor((wr[3] + 999) / 1000)))
-  end
-else
-  out[2] = 0
-  -- Nothing is charged: a zone that would have admitted keeps what it had.
-  for k = 1, #writes do
-    local wr = writes[k]
-    local r = 2 + (wr[5] - 1) * 5 + 2
-    out[r] = out[r] + wr[4]
-  end
+for ki, restAt in pairs(restAts) do
+  -- The key expires exactly when its last state is back at rest.
+  redis.call('SET', KEYS[ki], states[ki], 'PXAT', int(math.floor((restAt + 999) / 1000)))
 end
 return out

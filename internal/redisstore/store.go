@@ -97,18 +97,43 @@ type Request struct {
 	DryRun   bool
 }
 
-// Decide decides a request against its zones. With now zero the server's
-// clock decides; tests pass an explicit time (Unix µs). out receives each
-// zone's decision and must be as long as reqs.
+// Decide decides a request against its zones, in a script call of its
+// own. With now zero the server's clock decides; tests pass an explicit
+// time (Unix µs). out receives each zone's decision and must be as long
+// as reqs. A Batcher decides many requests in one call.
 func Decide(ctx context.Context, c redis.Scripter, now int64, reqs []Request, out []limiter.Decision) (admitted bool, err error) {
-	keys := make([]string, len(reqs))
-	args := make([]any, 1, 1+6*len(reqs))
-	args[0] = ""
-	if now != 0 {
-		args[0] = strconv.FormatInt(now, 10)
+	var b batch
+	b.start(now)
+	b.add(reqs)
+	vals, err := decideScript.Run(ctx, c, b.keys, b.args...).Int64Slice()
+	if err != nil {
+		return false, err
 	}
-	for i, r := range reqs {
-		keys[i] = r.StateKey
+	return decode(vals[min(1, len(vals)):], reqs, out)
+}
+
+// batch is the arguments of one script call, which decides the requests
+// added to it in order.
+type batch struct {
+	keys  []string
+	args  []any
+	n     int            // requests added
+	index map[string]int // a key's place in keys, once there are many
+}
+
+func (b *batch) start(now int64) {
+	b.keys, b.n, b.index = b.keys[:0], 0, nil
+	b.args = append(b.args[:0], "", 0)
+	if now != 0 {
+		b.args[0] = strconv.FormatInt(now, 10)
+	}
+}
+
+func (b *batch) add(reqs []Request) {
+	b.n++
+	b.args[1] = b.n
+	b.args = append(b.args, len(reqs))
+	for _, r := range reqs {
 		burst := r.Limit.Burst
 		if burst == 0 {
 			burst = r.Limit.Events
@@ -117,26 +142,56 @@ func Decide(ctx context.Context, c redis.Scripter, now int64, reqs []Request, ou
 		if r.DryRun {
 			dry = 1
 		}
-		args = append(args, int(r.Limit.Algorithm), r.Limit.Events, r.Limit.Window.Microseconds(), burst, r.Cost, dry)
+		b.args = append(b.args, b.keyIndex(r.StateKey), int(r.Limit.Algorithm), r.Limit.Events, r.Limit.Window.Microseconds(), burst, r.Cost, dry)
 	}
-	res, err := decideScript.Run(ctx, c, keys, args...).Int64Slice()
-	if err != nil {
-		return false, err
-	}
-	if len(res) != 2+5*len(reqs) {
-		return false, fmt.Errorf("rate-limit script returned %d values for %d zones", len(res), len(reqs))
-	}
-	for i := range reqs {
-		v := res[2+5*i:]
-		out[i] = limiter.Decision{
-			Allowed:    v[0] == 1,
-			Remaining:  v[1],
-			Reset:      micros(v[2]),
-			RetryAfter: micros(v[3]),
-			Wait:       micros(v[4]),
+}
+
+// keyIndex returns the place of a key in KEYS, counted from 1 as Lua
+// does, adding it the first time.
+func (b *batch) keyIndex(key string) int {
+	if b.index == nil {
+		for i, k := range b.keys {
+			if k == key {
+				return i + 1
+			}
+		}
+		if len(b.keys) < 16 {
+			b.keys = append(b.keys, key)
+			return len(b.keys)
+		}
+		b.index = make(map[string]int, 2*len(b.keys))
+		for i, k := range b.keys {
+			b.index[k] = i + 1
 		}
 	}
-	return res[1] == 1, nil
+	if i, ok := b.index[key]; ok {
+		return i
+	}
+	b.keys = append(b.keys, key)
+	b.index[key] = len(b.keys)
+	return len(b.keys)
+}
+
+// replyLen is how many values the script returns for a request with n
+// zones.
+func replyLen(n int) int { return 1 + 5*n }
+
+// decode reads one request's part of the script's reply.
+func decode(v []int64, reqs []Request, out []limiter.Decision) (bool, error) {
+	if len(v) != replyLen(len(reqs)) {
+		return false, fmt.Errorf("rate-limit script returned %d values for %d zones", len(v), len(reqs))
+	}
+	for i := range reqs {
+		z := v[1+5*i:]
+		out[i] = limiter.Decision{
+			Allowed:    z[0] == 1,
+			Remaining:  z[1],
+			Reset:      micros(z[2]),
+			RetryAfter: micros(z[3]),
+			Wait:       micros(z[4]),
+		}
+	}
+	return v[0] == 1, nil
 }
 
 func micros(us int64) time.Duration {

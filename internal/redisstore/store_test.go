@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -145,11 +146,12 @@ func BenchmarkDecide(b *testing.B) {
 		callers int
 		auto    bool
 		lanes   int // of a Batcher; 0: none
+		keys    int
 	}{
-		{"callers=1", 1, false, 0}, {"callers=64", 64, false, 0},
-		{"callers=1/auto", 1, true, 0}, {"callers=64/auto", 64, true, 0},
-		{"callers=1/batcher", 1, false, 2}, {"callers=64/batcher", 64, false, 2},
-		{"callers=64/batcher-1", 64, false, 1}, {"callers=64/batcher-4", 64, false, 4},
+		{"callers=1", 1, false, 0, 1000}, {"callers=64", 64, false, 0, 1000},
+		{"callers=1/auto", 1, true, 0, 1000}, {"callers=64/auto", 64, true, 0, 1000},
+		{"callers=1/batcher", 1, false, 4, 1000}, {"callers=64/batcher", 64, false, 4, 1000},
+		{"callers=64/batcher/one-key", 64, false, 4, 1},
 	} {
 		callers := tt.callers
 		b.Run(tt.name, func(b *testing.B) {
@@ -163,10 +165,13 @@ func BenchmarkDecide(b *testing.B) {
 				}
 				c = ap
 			}
+			decide := func(ctx context.Context, reqs []Request, out []limiter.Decision) (bool, error) {
+				return Decide(ctx, c, 0, reqs, out)
+			}
 			if tt.lanes > 0 {
 				bt := NewBatcher(rc, tt.lanes, 128)
 				defer bt.Close()
-				c = bt
+				decide = bt.Decide
 			}
 			l := limiter.Limit{Algorithm: limiter.SlidingWindow, Events: 1 << 30, Window: time.Hour}
 			b.SetParallelism(max(callers/2, 1)) // GOMAXPROCS is 2 here
@@ -177,13 +182,81 @@ func BenchmarkDecide(b *testing.B) {
 				i := rand.IntN(1000)
 				for pb.Next() {
 					i++
-					req := []Request{{StateKey: StateKey("bench", l, fmt.Sprint(i%1000)), Limit: l, Cost: 1}}
-					if _, err := Decide(context.Background(), c, 0, req, out); err != nil {
+					req := []Request{{StateKey: StateKey("bench", l, fmt.Sprint(i%tt.keys)), Limit: l, Cost: 1}}
+					if _, err := decide(context.Background(), req, out); err != nil {
 						b.Fatal(err)
 					}
 				}
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "decisions/s")
 		})
+	}
+}
+
+// TestBatchSameAsMemory: one script call that decides a batch of
+// requests, several of them on one key, decides each as the zones in
+// memory do one after another at the same moment.
+func TestBatchSameAsMemory(t *testing.T) {
+	c := client(t)
+	ctx := context.Background()
+	algos := []limiter.Algorithm{limiter.FixedWindow, limiter.SlidingWindow, limiter.TokenBucket, limiter.LeakyBucket}
+	for seed := range uint64(12) {
+		r := rand.New(rand.NewPCG(seed, 17))
+		var limits []limiter.Limit
+		var zones []*limiter.Zone
+		for i, a := range algos {
+			l := limiter.Limit{Algorithm: a, Events: 1 + r.Int64N(8), Window: time.Duration(16+r.Int64N(3000)) * time.Millisecond}
+			if a == limiter.TokenBucket || a == limiter.LeakyBucket {
+				l.Burst = r.Int64N(5)
+			}
+			limits = append(limits, l)
+			zones = append(zones, limiter.NewZone(fmt.Sprint(i), l, 100))
+		}
+		now := time.Now().Add(time.Hour).UnixMicro() + r.Int64N(1e6)
+		for step := range 60 {
+			now += r.Int64N(limits[0].Window.Microseconds()/3 + 1)
+			var b batch
+			b.start(now)
+			var mem [][]limiter.Request
+			var red [][]Request
+			for range 1 + r.IntN(12) {
+				var m []limiter.Request
+				var q []Request
+				for z := range zones {
+					if r.IntN(2) == 0 && z != 3 {
+						continue
+					}
+					key := r.Uint64N(3)
+					cost := 1 + r.Int64N(2)
+					dry := r.IntN(9) == 0
+					m = append(m, limiter.Request{Zone: zones[z], Key: key, Cost: cost, DryRun: dry})
+					q = append(q, Request{StateKey: fmt.Sprintf("%sbatch%d:%d:%d", KeyPrefix, seed, z, key), Limit: limits[z], Cost: cost, DryRun: dry})
+				}
+				mem, red = append(mem, m), append(red, q)
+				b.add(q)
+			}
+			vals, err := decideScript.Run(ctx, c, b.keys, b.args...).Int64Slice()
+			if err != nil {
+				t.Fatal(err)
+			}
+			vals = vals[1:]
+			for i := range mem {
+				want := make([]limiter.Decision, len(mem[i]))
+				wantAdmitted := limiter.Decide(time.UnixMicro(now), mem[i], want)
+				n := replyLen(len(red[i]))
+				got := make([]limiter.Decision, len(red[i]))
+				gotAdmitted, err := decode(vals[:n], red[i], got)
+				if err != nil {
+					t.Fatal(err)
+				}
+				vals = vals[n:]
+				if gotAdmitted != wantAdmitted || !slices.Equal(got, want) {
+					t.Fatalf("seed %d step %d request %d: Redis admitted=%v %+v, memory %v %+v", seed, step, i, gotAdmitted, got, wantAdmitted, want)
+				}
+			}
+			if len(vals) != 0 {
+				t.Fatalf("%d values left over", len(vals))
+			}
+		}
 	}
 }
