@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -58,6 +59,7 @@ var buses = caddy.NewUsagePool()
 
 type bus struct {
 	client *redisClient
+	mu     sync.Mutex // guards ps, which a cluster's bus replaces
 	ps     *redis.PubSub
 	key    string
 	logger *zap.Logger
@@ -104,7 +106,9 @@ func releaseBus(b *bus) {
 // Destruct stops listening once no config uses the bus.
 func (b *bus) Destruct() error {
 	b.stop()
+	b.mu.Lock()
 	b.ps.Close() // a blocked Receive returns
+	b.mu.Unlock()
 	<-b.done
 	releaseRedis(b.client)
 	return nil
@@ -125,22 +129,41 @@ func (b *bus) listen(ctx context.Context) {
 	close(b.tried)
 	subscribed, lost := false, false
 	for {
-		msg, err := b.ps.Receive(ctx)
+		b.mu.Lock()
+		ps := b.ps
+		b.mu.Unlock()
+		msg, err := ps.Receive(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			lost = lost || subscribed
+			lost, subscribed = lost || subscribed, false
+			b.client.reloadSlots()
 			b.warns.warn(b.logger, time.Now(), "cache invalidation bus: Redis unreachable", zap.Error(err))
 			select {
 			case <-ctx.Done():
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
+			if b.client.cluster {
+				// go-redis redials after a lost connection, but stays on
+				// a node that answered MOVED: the slot's owner changed
+				// while its map was stale. Subscribe anew, at the owner
+				// the map names now.
+				b.resubscribe(ctx)
+			}
 			continue
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
+			if m.Kind == "sunsubscribe" {
+				// The cluster gave the channel's slot to another node,
+				// which carries its messages from now on: subscribe
+				// there. What was published meanwhile is lost.
+				lost, subscribed = lost || subscribed, false
+				b.resubscribe(ctx)
+				continue
+			}
 			if m.Kind != "subscribe" && m.Kind != "ssubscribe" {
 				continue
 			}
@@ -153,6 +176,22 @@ func (b *bus) listen(ctx context.Context) {
 			b.apply(ctx, m.Payload)
 		}
 	}
+}
+
+// resubscribe replaces a cluster bus's subscription by one at the node
+// that owns the channel's slot now, as far as the client knows: it learns
+// again in the background, and a subscription made before it has learnt
+// is answered MOVED and made anew.
+func (b *bus) resubscribe(ctx context.Context) {
+	b.client.reloadSlots()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ctx.Err() != nil {
+		return // Destruct closes the subscription
+	}
+	b.ps.Close()
+	b.ps = b.client.SSubscribe(ctx)
+	b.ps.SSubscribe(ctx, busChannel)
 }
 
 // flushAll drops what a lost message might have invalidated: every cache

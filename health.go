@@ -412,7 +412,7 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// redactedURL names a Redis without its user or password.
+// ms is a duration in milliseconds, for JSON.
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // Interface guards

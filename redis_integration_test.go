@@ -492,7 +492,7 @@ func TestRedisClusterSpreadsKeys(t *testing.T) {
 	rate_limit {
 		zone per_client {
 			key {http.request.header.X-Client}
-			events 3
+			events 2
 			window 1h
 		}
 		zone per_client_strict {
@@ -533,7 +533,8 @@ func TestRedisClusterSpreadsKeys(t *testing.T) {
 	}
 
 	// One key, two zones: one script. The strict zone refuses, and the
-	// other zone is not charged.
+	// other zone is not charged: per_client has one of its two events
+	// left after the reset.
 	nodes[0].get("/", "X-Client: solo", "X-Team: a")
 	for range 3 {
 		if r := nodes[0].get("/", "X-Client: solo", "X-Team: b"); r.status != 429 {
@@ -653,15 +654,16 @@ func TestRedisZoneReconfigured(t *testing.T) {
 	respond ok
 `, events, window, algorithm, rds.URL)
 	}
-	g := startGateway(t, "", site(2, "1m", "fixed_window"), "")
+	// Hours: a minute's fixed window could turn between two steps.
+	g := startGateway(t, "", site(2, "1h", "fixed_window"), "")
 	if got := g.countStatuses(3, "/", "X-Client: a"); got[200] != 2 || got[429] != 1 {
 		t.Fatalf("before the reloads: %v", got)
 	}
-	g.reload("", site(3, "1m", "fixed_window"), "")
+	g.reload("", site(3, "1h", "fixed_window"), "")
 	if got := g.countStatuses(2, "/", "X-Client: a"); got[200] != 1 || got[429] != 1 {
 		t.Errorf("with one event more: %v, want the one more admitted", got)
 	}
-	for _, next := range []struct{ window, algorithm string }{{"1h", "fixed_window"}, {"1h", "sliding_window"}, {"1h", "token_bucket"}} {
+	for _, next := range []struct{ window, algorithm string }{{"2h", "fixed_window"}, {"2h", "sliding_window"}, {"2h", "token_bucket"}} {
 		g.reload("", site(3, next.window, next.algorithm), "")
 		if got := g.countStatuses(4, "/", "X-Client: a"); got[200] != 3 || got[429] != 1 {
 			t.Errorf("under %s over %s: %v, want a fresh count of 3", next.algorithm, next.window, got)
@@ -673,4 +675,47 @@ func TestRedisZoneReconfigured(t *testing.T) {
 	if r := g.get("/", "X-Client: a"); r.status != 200 {
 		t.Errorf("after the key's reset: %d", r.status)
 	}
+}
+
+// TestRedisClusterBusFollowsItsSlot: when the cluster gives the bus
+// channel's slot to another node, that node carries the channel from then
+// on; each node subscribes there, and invalidations reach every node
+// again.
+func TestRedisClusterBusFollowsItsSlot(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	up := newUpstream(t, serial())
+	globals := fmt.Sprintf("\tcache_pool {\n\t\tredis %s\n\t}", rc.URL)
+	nodes := cluster(t, 2, globals, `
+	cache_read products
+	cache_write products {
+		ttl 1h
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	flushReachesBoth := func(step string) {
+		t.Helper()
+		for _, g := range nodes {
+			g.get("/page")
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			out := nodes[0].adminJSON("DELETE", "/cache/products", "", 200)
+			if out["nodes"] == 2.0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: flush answered %v, want 2 nodes", step, out)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if nodes[1].get("/page").isHit() {
+			t.Errorf("%s: the flush did not reach the other node", step)
+		}
+	}
+	flushReachesBoth("before the move")
+
+	var slot int
+	fmt.Sscan(rc.Nodes[0].Do("CLUSTER", "KEYSLOT", "caddy-gateway:cache:invalidate"), &slot)
+	rc.MoveSlot(t, slot, (rc.Owner(slot)+1)%3)
+	flushReachesBoth("after the move")
 }

@@ -38,6 +38,15 @@ type redisTarget struct {
 // (dial_timeout, pool_size, ...); the handler's timeout overrides the
 // timeouts among them.
 func parseRedisURL(raw string) (*redisTarget, error) {
+	t, err := parseRedisTarget(raw)
+	var urlErr *url.Error
+	if errors.As(err, &urlErr) {
+		err = urlErr.Err // it quotes the URL, password and all
+	}
+	return t, err
+}
+
+func parseRedisTarget(raw string) (*redisTarget, error) {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return nil, errors.New("want redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://")
@@ -110,6 +119,9 @@ func parseRedisURL(raw string) (*redisTarget, error) {
 		if err != nil {
 			return nil, err
 		}
+		if opts.TLSConfig != nil {
+			opts.TLSConfig.ServerName = "" // each node's certificate names that node
+		}
 		return &redisTarget{cluster: opts, display: fmt.Sprintf("%s+cluster://%s", base, strings.Join(hosts, ","))}, nil
 	}
 
@@ -123,6 +135,9 @@ func parseRedisURL(raw string) (*redisTarget, error) {
 			return nil, fmt.Errorf("invalid database number %q", path[1])
 		}
 	}
+	if q.Has("db") {
+		return nil, errors.New("a sentinel URL gives its database in the path (/master/db), not as an option")
+	}
 	sentinelUser, sentinelPassword := q.Get("sentinel_username"), q.Get("sentinel_password")
 	q.Del("sentinel_username")
 	q.Del("sentinel_password")
@@ -135,6 +150,9 @@ func parseRedisURL(raw string) (*redisTarget, error) {
 		return nil, err
 	}
 	opts.SentinelUsername, opts.SentinelPassword = sentinelUser, sentinelPassword
+	if opts.TLSConfig != nil {
+		opts.TLSConfig.ServerName = "" // each Sentinel's and the master's certificate names it
+	}
 	if user != nil {
 		opts.Username = user.Username()
 		opts.Password, _ = user.Password()
@@ -181,6 +199,14 @@ func (c *redisClient) forEachMaster(ctx context.Context, f func(context.Context,
 		return cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return f(ctx, node) })
 	}
 	return f(ctx, c.UniversalClient)
+}
+
+// reloadSlots has a cluster client learn again which node serves which
+// slot, in the background; other clients have nothing to learn.
+func (c *redisClient) reloadSlots() {
+	if cc, ok := c.UniversalClient.(*redis.ClusterClient); ok {
+		cc.ReloadState(context.Background())
+	}
 }
 
 // ping checks that Redis answers: every master of a cluster.

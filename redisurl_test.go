@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestParseRedisURL(t *testing.T) {
@@ -59,7 +61,24 @@ func TestParseRedisURL(t *testing.T) {
 			t.Run(tt.url, func(t *testing.T) { tt.check(t, r) })
 		}
 		// The handler's timeout bounds everything, whatever the URL said.
-		c := r.newClient(time.Second, &redisClient{})
+		c := r.newClient(1234*time.Millisecond, &redisClient{})
+		var timeouts []time.Duration
+		switch c := c.(type) {
+		case *redis.ClusterClient:
+			o := c.Options()
+			timeouts = []time.Duration{o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout}
+		case *redis.Client:
+			o := c.Options()
+			timeouts = []time.Duration{o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout}
+		}
+		for _, d := range timeouts {
+			if d != 1234*time.Millisecond {
+				t.Errorf("%s: a timeout of %v, want the handler's", tt.url, d)
+			}
+		}
+		if len(timeouts) == 0 {
+			t.Errorf("%s: a %T", tt.url, c)
+		}
 		c.Close()
 	}
 
@@ -76,11 +95,25 @@ func TestParseRedisURL(t *testing.T) {
 		"redis+sentinel://s/m?bogus=1":  "bogus",
 		"redis://h/notanumber":          "invalid database",
 		"redis+cluster://u:p@a:notport": "",
+		"redis+sentinel://s/m?db=2":     "in the path",
 	}
 	for url, want := range bad {
 		_, err := parseRedisURL(url)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want one that says %q", url, err, want)
+		}
+	}
+	// An error never quotes the password.
+	for _, url := range []string{"redis://u:s3cret@h:port/0", "redis+cluster://u:s3cret@a:1/%zz", "redis+sentinel://u:s3cret@s:notport/m"} {
+		if _, err := parseRedisURL(url); err == nil || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: error %v", url, err)
+		}
+	}
+	// Over TLS, each node's certificate is checked against that node.
+	for _, url := range []string{"rediss+cluster://a:1,b:2", "rediss+sentinel://s:1/m"} {
+		r, _ := parseRedisURL(url)
+		if (r.cluster != nil && r.cluster.TLSConfig.ServerName != "") || (r.sentinel != nil && r.sentinel.TLSConfig.ServerName != "") {
+			t.Errorf("%s: every node checked as the first one", url)
 		}
 	}
 }

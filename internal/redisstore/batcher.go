@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -26,6 +27,7 @@ import (
 type Batcher struct {
 	client  redis.UniversalClient
 	cluster bool
+	timeout time.Duration // bounds a lane's batch
 	calls   chan *batchCall
 	lanes   chan struct{} // a token for each batch on the wire
 	stop    chan struct{}
@@ -47,11 +49,11 @@ type batchReply struct {
 }
 
 // NewBatcher starts lanes goroutines, each sending one batch of at most
-// maxBatch requests at a time on a pooled connection of c. Close stops
-// them.
-func NewBatcher(c redis.UniversalClient, lanes, maxBatch int) *Batcher {
+// maxBatch requests at a time on a pooled connection of c, for no longer
+// than timeout. Close stops them.
+func NewBatcher(c redis.UniversalClient, lanes, maxBatch int, timeout time.Duration) *Batcher {
 	_, cluster := c.(*redis.ClusterClient)
-	b := &Batcher{client: c, cluster: cluster, calls: make(chan *batchCall, lanes*maxBatch),
+	b := &Batcher{client: c, cluster: cluster, timeout: timeout, calls: make(chan *batchCall, lanes*maxBatch),
 		lanes: make(chan struct{}, lanes), stop: make(chan struct{}), max: maxBatch}
 	b.wg.Add(lanes)
 	for range lanes {
@@ -142,7 +144,9 @@ func (b *Batcher) lane() {
 			batch[0].done <- batchReply{err: redis.ErrClosed}
 			return
 		}
-		b.send(context.Background(), b.gather(batch))
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		b.send(ctx, b.gather(batch))
+		cancel()
 		<-b.lanes
 		clear(batch) // let the callers' requests go
 	}
@@ -168,10 +172,11 @@ type scriptCall struct {
 	cmd   *redis.Cmd
 }
 
-// send decides one batch. ctx (that of the caller who sends, or none for
-// a lane) and the connection's read and write timeouts bound it. A call
-// that fails with NOSCRIPT, the server having lost its script cache, is
-// sent again with the script.
+// send decides one batch, within ctx: the deadline of the caller who
+// sends, or the batcher's timeout for a lane. A call that fails with
+// NOSCRIPT, the server having lost its script cache, is sent again with
+// the script. No call is ever retried otherwise: a script that ran but
+// whose answer was lost would charge its requests twice.
 func (b *Batcher) send(ctx context.Context, batch []*batchCall) {
 	live := batch[:0]
 	for _, c := range batch {
@@ -191,13 +196,16 @@ func (b *Batcher) send(ctx context.Context, batch []*batchCall) {
 		for _, c := range sc.calls {
 			sc.args.add(c.reqs)
 		}
-		sc.cmd = pipe.EvalSha(context.Background(), decideScript.Hash(), sc.args.keys, sc.args.args...)
+		sc.cmd = scriptCmd("evalsha", decideScript.Hash(), sc.args)
+		pipe.Process(ctx, noRetry{sc.cmd})
 	}
 	pipe.Exec(ctx) // errors are in each command
 	for _, sc := range calls {
 		vals, err := sc.cmd.Int64Slice()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			vals, err = decideScript.Eval(ctx, b.client, sc.args.keys, sc.args.args...).Int64Slice()
+			cmd := scriptCmd("eval", decideSource, sc.args)
+			b.client.Process(ctx, noRetry{cmd})
+			vals, err = cmd.Int64Slice()
 		}
 		off := 1 // past now
 		for _, c := range sc.calls {
@@ -214,6 +222,25 @@ func (b *Batcher) send(ctx context.Context, batch []*batchCall) {
 		}
 	}
 }
+
+// scriptCmd makes an EVAL or EVALSHA of the batch's arguments.
+func scriptCmd(name, script string, b batch) *redis.Cmd {
+	args := make([]any, 0, 3+len(b.keys)+len(b.args))
+	args = append(args, name, script, len(b.keys))
+	for _, k := range b.keys {
+		args = append(args, k)
+	}
+	return redis.NewCmd(context.Background(), append(args, b.args...)...)
+}
+
+// noRetry keeps go-redis from sending a command again. A Redis Cluster
+// client retries a pipeline after a timeout or a dropped connection, and
+// a node's whole pipeline after some errors of its first command, whatever
+// MaxRetries says; it still follows MOVED and ASK, before which the script
+// did not run.
+type noRetry struct{ *redis.Cmd }
+
+func (noRetry) NoRetry() bool { return true }
 
 var errShortReply = errors.New("rate-limit script returned too few values for its batch")
 

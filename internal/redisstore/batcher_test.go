@@ -15,7 +15,7 @@ import (
 
 func batcher(t *testing.T, srv *redistest.Server, timeout time.Duration) *Batcher {
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1, ContextTimeoutEnabled: true})
-	b := NewBatcher(c, 2, 64)
+	b := NewBatcher(c, 2, 64, timeout)
 	t.Cleanup(func() { b.Close(); c.Close() })
 	return b
 }
@@ -32,7 +32,7 @@ func TestBatcherKeepsEachAnswerWithItsCaller(t *testing.T) {
 			addrs = append(addrs, s.Addr)
 		}
 		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second})
-		b := NewBatcher(c, 1, 64)
+		b := NewBatcher(c, 1, 64, time.Second)
 		t.Cleanup(func() { b.Close(); c.Close() })
 		testBatcherKeepsEachAnswer(t, b)
 	})

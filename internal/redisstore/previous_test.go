@@ -15,8 +15,8 @@ import (
 )
 
 // The script as released before its sliding window was made cheaper, at
-// commit b88be84. Nodes running it share keys with this one during a
-// rolling upgrade.
+// commit b88be84, which decided one request a call. The states it wrote
+// are the states this one writes: what one reads, the other reads alike.
 //
 //go:embed testdata/ratelimit_previous.lua
 var previousSource string
@@ -71,9 +71,8 @@ func runScript(ctx context.Context, c *redis.Client, s *redis.Script, now int64,
 
 // TestSameAsPreviousScript plays random arrivals against the previous
 // script and this one, each on its own keys and both in turn on shared
-// keys, as nodes do during a rolling upgrade: every reply and every state
-// written must be the same, byte for byte, so that either reads what the
-// other wrote. Some keys start from states that neither writes for their
+// keys: every reply and every state written must be the same, byte for
+// byte, so that either reads what the other wrote. Some keys start from states that neither writes for their
 // algorithm (a zone whose algorithm changed, stray spaces), read as before.
 func TestSameAsPreviousScript(t *testing.T) {
 	c := client(t)

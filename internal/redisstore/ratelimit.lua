@@ -211,7 +211,9 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
     end
 
     if allowed == 0 and not dry then admitted = false end
-    if allowed == 1 then writes[#writes + 1] = { ki, state, restAt, cost, i } end
+    -- A request at cost zero (one that another key refused, looked at in
+    -- a cluster) changes nothing worth writing.
+    if allowed == 1 and cost > 0 then writes[#writes + 1] = { ki, state, restAt, cost, i } end
     local r = base + 1 + (i - 1) * 5
     out[r + 1] = allowed
     out[r + 2] = remaining

@@ -169,7 +169,7 @@ func BenchmarkDecide(b *testing.B) {
 				return Decide(ctx, c, 0, reqs, out)
 			}
 			if tt.lanes > 0 {
-				bt := NewBatcher(rc, tt.lanes, 128)
+				bt := NewBatcher(rc, tt.lanes, 128, time.Second)
 				defer bt.Close()
 				decide = bt.Decide
 			}

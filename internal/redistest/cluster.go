@@ -80,11 +80,6 @@ func StartSentinel(t testing.TB) *Sentinel {
 	m := startOn(t, freePort(t, 0), []string{"--repl-diskless-sync-delay", "0"})
 	mhost, mport, _ := strings.Cut(m.Addr, ":")
 	r := startOn(t, freePort(t, 0), []string{"--replicaof", mhost, mport})
-	s := startOn(t, freePort(t, 0), []string{"--sentinel",
-		fmt.Sprintf("sentinel monitor %s %s %s 1", SentinelMaster, mhost, mport),
-		fmt.Sprintf("sentinel down-after-milliseconds %s 1000", SentinelMaster),
-		fmt.Sprintf("sentinel failover-timeout %s 5000", SentinelMaster),
-	})
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(r.Do("INFO", "replication"), "master_link_status:up") {
 		if time.Now().After(deadline) {
@@ -92,5 +87,46 @@ func StartSentinel(t testing.TB) *Sentinel {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// A Sentinel learns of replicas from its master's INFO, which it asks
+	// for at once and then every ten seconds: start it once the replica
+	// is there, and wait until it knows, or it could find nothing to
+	// promote.
+	s := startOn(t, freePort(t, 0), []string{"--sentinel",
+		fmt.Sprintf("sentinel monitor %s %s %s 1", SentinelMaster, mhost, mport),
+		fmt.Sprintf("sentinel down-after-milliseconds %s 1000", SentinelMaster),
+		fmt.Sprintf("sentinel failover-timeout %s 5000", SentinelMaster),
+	})
+	for !strings.Contains(s.Do("INFO", "sentinel"), "slaves=1") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the Sentinel did not learn of the replica: %s", s.Do("INFO", "sentinel"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	return &Sentinel{Master: m, Replica: r, Sentinel: s, URL: fmt.Sprintf("redis+sentinel://%s/%s", s.Addr, SentinelMaster)}
+}
+
+// Owner returns the index of the node that StartCluster gave a slot.
+func (c *Cluster) Owner(slot int) int {
+	n := len(c.Nodes)
+	for i := range n {
+		if slot <= (i+1)*16384/n-1 {
+			return i
+		}
+	}
+	return n - 1
+}
+
+// MoveSlot gives a slot that holds no key to the node at index to, as the
+// last step of a resharding does: the new owner claims it under a new
+// epoch, and every other node is told.
+func (c *Cluster) MoveSlot(t testing.TB, slot, to int) {
+	t.Helper()
+	id := c.Nodes[to].Do("CLUSTER", "MYID")
+	c.Nodes[to].Do("CLUSTER", "SETSLOT", fmt.Sprint(slot), "NODE", id)
+	c.Nodes[to].Do("CLUSTER", "BUMPEPOCH")
+	for i, s := range c.Nodes {
+		if i != to {
+			s.Do("CLUSTER", "SETSLOT", fmt.Sprint(slot), "NODE", id)
+		}
+	}
 }
