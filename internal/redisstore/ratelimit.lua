@@ -89,6 +89,7 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
     end
     local allowed, remaining, reset, retry, wait = 0, 0, 0, 0, 0
     local state, restAt
+    local undoSlot, undoValue -- how to take a sliding window's charge back
 
     if algo == 0 then
       -- sliding window: 17 sub-window counts and the newest index, kept as
@@ -96,16 +97,23 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
       -- count of slot s, sub-window j being in slot j % 17. The fields stay
       -- the strings read: arithmetic converts them, and the state is written
       -- back by joining them, with only the changed ones formatted anew.
-      -- Parsing and formatting 18 numbers each were most of the cost.
+      -- Parsing and formatting 18 numbers each were most of the cost, so
+      -- the table read is kept for the batch's later requests on the key
+      -- and joined once, when the key is written.
       local q = floordiv(w, NB)
       local idx = floordiv(now, q)
       local c
-      if raw then
+      if type(raw) == 'table' then
+        c = raw
+      elseif raw then
         c = { string.match(raw, SLIDING) }
         if c[1] == nil then c = slidingLoose(raw) end
       else
         c = { '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0' }
       end
+      -- Moving the window on changes nothing that counts: the table may
+      -- serve the batch's next request whatever this one's fate.
+      states[ki] = c
       local head = tonumber(c[1])
       local total = 0
       if idx > head + NB then
@@ -139,9 +147,10 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
       else
         allowed = 1
         local s = head % (NB + 1) + 2
+        undoSlot, undoValue = s, c[s]
         c[s] = int(c[s] + cost)
         remaining = events - total - cost
-        state = table.concat(c, ' ')
+        state = c
         restAt = (head + 1) * q + w
       end
 
@@ -213,7 +222,11 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
     if allowed == 0 and not dry then admitted = false end
     -- A request at cost zero (one that another key refused, looked at in
     -- a cluster) changes nothing worth writing.
-    if allowed == 1 and cost > 0 then writes[#writes + 1] = { ki, state, restAt, cost, i } end
+    if allowed == 1 and cost > 0 then
+      writes[#writes + 1] = { ki, state, restAt, cost, i, undoSlot, undoValue }
+    elseif undoSlot then
+      state[undoSlot] = undoValue
+    end
     local r = base + 1 + (i - 1) * 5
     out[r + 1] = allowed
     out[r + 2] = remaining
@@ -235,12 +248,15 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
       local wr = writes[k]
       local r = base + 1 + (wr[5] - 1) * 5 + 2
       out[r] = out[r] + wr[4]
+      if wr[6] then wr[2][wr[6]] = wr[7] end
     end
   end
 end
 
 for ki, restAt in pairs(restAts) do
+  local state = states[ki]
+  if type(state) == 'table' then state = table.concat(state, ' ') end
   -- The key expires exactly when its last state is back at rest.
-  redis.call('SET', KEYS[ki], states[ki], 'PXAT', int(math.floor((restAt + 999) / 1000)))
+  redis.call('SET', KEYS[ki], state, 'PXAT', int(math.floor((restAt + 999) / 1000)))
 end
 return out
