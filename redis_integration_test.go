@@ -614,23 +614,33 @@ func TestRedisSentinelFailover(t *testing.T) {
 		t.Errorf("the limit is not shared on the new master: %d", r.status)
 	}
 
-	// The bus subscribes again on the new master: a flush reaches both
-	// nodes. Until it has, the answer may count one node.
+	// The bus subscribes again on the new master.
+	flushReachesEveryNode(t, "after the failover", nodes)
+}
+
+// flushReachesEveryNode caches /page on every node and flushes products
+// from the first until the answer counts every node, for a bus that may
+// be subscribing anew, then checks that the flush emptied the others.
+func flushReachesEveryNode(t *testing.T, step string, nodes []*gateway) {
+	t.Helper()
 	for _, g := range nodes {
 		g.get("/page")
 	}
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		out := nodes[0].adminJSON("DELETE", "/cache/products", "", 200)
-		if out["nodes"] == 2.0 {
+		if out["nodes"] == float64(len(nodes)) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("flush after the failover: %v, want 2 nodes", out)
+			t.Fatalf("%s: flush answered %v, want %d nodes", step, out, len(nodes))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if nodes[1].get("/page").isHit() {
-		t.Error("the flush after the failover did not reach the other node")
+	for i, g := range nodes[1:] {
+		if g.get("/page").isHit() {
+			t.Errorf("%s: the flush did not reach node %d", step, i+1)
+		}
 	}
 }
 
@@ -692,30 +702,10 @@ func TestRedisClusterBusFollowsItsSlot(t *testing.T) {
 	}
 	reverse_proxy {upstream}
 `, up.addr())
-	flushReachesBoth := func(step string) {
-		t.Helper()
-		for _, g := range nodes {
-			g.get("/page")
-		}
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			out := nodes[0].adminJSON("DELETE", "/cache/products", "", 200)
-			if out["nodes"] == 2.0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: flush answered %v, want 2 nodes", step, out)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if nodes[1].get("/page").isHit() {
-			t.Errorf("%s: the flush did not reach the other node", step)
-		}
-	}
-	flushReachesBoth("before the move")
+	flushReachesEveryNode(t, "before the move", nodes)
 
 	var slot int
 	fmt.Sscan(rc.Nodes[0].Do("CLUSTER", "KEYSLOT", "caddy-gateway:cache:invalidate"), &slot)
 	rc.MoveSlot(t, slot, (rc.Owner(slot)+1)%3)
-	flushReachesBoth("after the move")
+	flushReachesEveryNode(t, "after the move", nodes)
 }

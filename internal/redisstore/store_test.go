@@ -21,25 +21,32 @@ func client(t *testing.T) *redis.Client {
 	return c
 }
 
+// randomZones makes a zone of each algorithm (fixed, sliding, token,
+// leaky) with a random limit, and returns the limits and the zones.
+func randomZones(r *rand.Rand) ([]limiter.Limit, []*limiter.Zone) {
+	var limits []limiter.Limit
+	var zones []*limiter.Zone
+	algos := []limiter.Algorithm{limiter.FixedWindow, limiter.SlidingWindow, limiter.TokenBucket, limiter.LeakyBucket}
+	for i, a := range algos {
+		l := limiter.Limit{Algorithm: a, Events: 1 + r.Int64N(8), Window: time.Duration(16+r.Int64N(3000)) * time.Millisecond}
+		if a == limiter.TokenBucket || a == limiter.LeakyBucket {
+			l.Burst = r.Int64N(5)
+		}
+		limits = append(limits, l)
+		zones = append(zones, limiter.NewZone(fmt.Sprint(i), l, 100))
+	}
+	return limits, zones
+}
+
 // TestSameDecisionsAsMemory plays one table of arrivals against the
 // in-memory zones and against Redis, zone by zone and with several zones
 // per request, and wants the same decisions to the microsecond.
 func TestSameDecisionsAsMemory(t *testing.T) {
 	c := client(t)
 	ctx := context.Background()
-	algos := []limiter.Algorithm{limiter.FixedWindow, limiter.SlidingWindow, limiter.TokenBucket, limiter.LeakyBucket}
 	for seed := range uint64(12) {
 		r := rand.New(rand.NewPCG(seed, 9))
-		var limits []limiter.Limit
-		var zones []*limiter.Zone
-		for i, a := range algos {
-			l := limiter.Limit{Algorithm: a, Events: 1 + r.Int64N(8), Window: time.Duration(16+r.Int64N(3000)) * time.Millisecond}
-			if a == limiter.TokenBucket || a == limiter.LeakyBucket {
-				l.Burst = r.Int64N(5)
-			}
-			limits = append(limits, l)
-			zones = append(zones, limiter.NewZone(fmt.Sprint(i), l, 100))
-		}
+		limits, zones := randomZones(r)
 		// Ahead of the server's clock: keys expire at their rest time by
 		// that clock, and must not expire before the table's time says.
 		now := time.Now().Add(time.Hour).UnixMicro() + r.Int64N(1e6)
@@ -199,19 +206,9 @@ func BenchmarkDecide(b *testing.B) {
 func TestBatchSameAsMemory(t *testing.T) {
 	c := client(t)
 	ctx := context.Background()
-	algos := []limiter.Algorithm{limiter.FixedWindow, limiter.SlidingWindow, limiter.TokenBucket, limiter.LeakyBucket}
 	for seed := range uint64(12) {
 		r := rand.New(rand.NewPCG(seed, 17))
-		var limits []limiter.Limit
-		var zones []*limiter.Zone
-		for i, a := range algos {
-			l := limiter.Limit{Algorithm: a, Events: 1 + r.Int64N(8), Window: time.Duration(16+r.Int64N(3000)) * time.Millisecond}
-			if a == limiter.TokenBucket || a == limiter.LeakyBucket {
-				l.Burst = r.Int64N(5)
-			}
-			limits = append(limits, l)
-			zones = append(zones, limiter.NewZone(fmt.Sprint(i), l, 100))
-		}
+		limits, zones := randomZones(r)
 		now := time.Now().Add(time.Hour).UnixMicro() + r.Int64N(1e6)
 		for step := range 60 {
 			now += r.Int64N(limits[0].Window.Microseconds()/3 + 1)
