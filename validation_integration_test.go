@@ -84,6 +84,10 @@ func TestValidationRules(t *testing.T) {
 			"", "rate_limit: max_keys must be positive", 0},
 		{"rate_limit redis", "", `{"handler": "rate_limit", "redis": "http://h", "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
 			"\trate_limit {\n\t\tredis http://h\n\t}\n", "rate_limit: redis: invalid URL", 6},
+		{"rate_limit cluster redis", "", `{"handler": "rate_limit", "redis": "redis+cluster://a:1/2", "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\tredis redis+cluster://a:1/2\n\t}\n", "rate_limit: redis: invalid URL: a cluster URL has no database", 6},
+		{"pool sentinel redis", `{"redis": "redis+sentinel://u:s3cret@s:1"}`, read, "\tcache_pool {\n\t\tredis redis+sentinel://u:s3cret@s:1\n\t}\n", "\tcache_read products\n",
+			"cache_pool: redis: invalid URL: a sentinel URL's path is /master", 5},
 		{"rate_limit no zone", "", `{"handler": "rate_limit"}`, "", "\trate_limit {\n\t\tfail_mode open\n\t}\n",
 			"rate_limit: at least one zone is required", 7},
 		{"zone name", "", `{"handler": "rate_limit", "rate_limits": {"a/b": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
@@ -130,6 +134,9 @@ func TestValidConfigsStayValid(t *testing.T) {
 		caddyfileIn("\tcache_pool {\n\t\tmax_size 1MiB\n\t\tmax_entry_size 256KiB\n\t}\n", "\tcache_read p\n"),
 		caddyfileIn("\tcache_pool {\n\t\tmax_entry_size 40MiB\n\t\tmax_size 100MiB\n\t}\n", "\tcache_read p\n"),
 		caddyfileIn("", "\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 3\n\t\t\twindow 1m\n\t\t\tcost 5\n\t\t\tdry_run\n\t\t}\n\t}\n"),
+		// Validating dials nothing: these Redis deployments do not exist.
+		caddyfileIn("\tcache_pool {\n\t\tredis redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster/3\n\t}\n", "\tcache_read p\n"),
+		caddyfileIn("", "\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 3\n\t\t\twindow 1m\n\t\t}\n\t\tredis rediss+cluster://u:p@127.0.0.1:1,127.0.0.1:2\n\t}\n"),
 	} {
 		if out, ok := validate(t, cf); !ok {
 			t.Errorf("refused:\n%s\n%s", cf, tail(out, 3))
