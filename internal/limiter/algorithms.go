@@ -86,20 +86,31 @@ func (l Limit) gcra(c Cell, now, cost int64) (Cell, Decision) {
 // Every sub-window that overlaps the last Window counts whole, so no
 // interval of length Window ever holds more than Events.
 func (l Limit) DecideWindow(w Window, now, cost int64) (Window, Decision) {
-	q := l.window() / SlidingBuckets
+	q := l.subWindow()
 	i := floorDiv(now, q)
 	w = w.advance(i)
 	var total int64
 	for _, n := range w.Counts {
 		total += int64(n)
 	}
-	reset := micros((w.Head+1)*q + l.window() - now)
+	reset := micros(dropsAt(w.Head, q) - now)
 	if total+cost > l.Events {
 		return w, Decision{Remaining: max(l.Events-total, 0), Reset: reset, RetryAfter: w.retryAfter(l, q, now, total, cost)}
 	}
 	w.Counts[slot(w.Head)] += uint32(cost)
 	return w, Decision{Allowed: true, Remaining: l.Events - total - cost, Reset: reset}
 }
+
+// subWindow is the length of a sliding window's sub-window in µs: the
+// window over SlidingBuckets, rounded up, so that the sub-windows counted
+// always span the whole window. Rounded down, a window that is not a
+// multiple of 16 µs would let a sub-window go up to 15 µs before it has
+// left the window.
+func (l Limit) subWindow() int64 { return (l.window() + SlidingBuckets - 1) / SlidingBuckets }
+
+// dropsAt is when sub-window j stops counting: when the newest sub-window
+// is SlidingBuckets after it.
+func dropsAt(j, q int64) int64 { return (j + 1 + SlidingBuckets) * q }
 
 func slot(i int64) int {
 	return int(((i % (SlidingBuckets + 1)) + SlidingBuckets + 1) % (SlidingBuckets + 1))
@@ -130,12 +141,13 @@ func (w Window) retryAfter(l Limit, q, now, total, cost int64) time.Duration {
 	for j := w.Head - SlidingBuckets; j <= w.Head; j++ {
 		total -= int64(w.Counts[slot(j)])
 		if total+cost <= l.Events {
-			// Sub-window j covers [j*q, (j+1)*q) and stops overlapping the
-			// window once now-Window reaches its end.
-			return micros((j+1)*q + l.window() - now)
+			// Sub-window j covers [j*q, (j+1)*q) and stops counting
+			// once it is SlidingBuckets sub-windows old, when now-Window
+			// has passed its end.
+			return micros(dropsAt(j, q) - now)
 		}
 	}
-	return micros((w.Head+1)*q + l.window() - now)
+	return micros(dropsAt(w.Head, q) - now)
 }
 
 // RestAtCell returns when a key in state c is back at rest (Unix µs):
@@ -149,8 +161,7 @@ func (l Limit) RestAtCell(c Cell) int64 {
 
 // RestAtWindow returns when a sliding-window key is back at rest.
 func (l Limit) RestAtWindow(w Window) int64 {
-	q := l.window() / SlidingBuckets
-	return (w.Head+1)*q + l.window()
+	return dropsAt(w.Head, l.subWindow())
 }
 
 func floorDiv(a, b int64) int64 {

@@ -91,6 +91,38 @@ func TestSlidingWindowIsExactAtTheEdge(t *testing.T) {
 	})
 }
 
+// TestSlidingWindowOddWindows: with a window that is not a multiple of 16
+// µs, an event still counts until a whole window has gone by, to the
+// microsecond, and RetryAfter names the first microsecond that admits.
+func TestSlidingWindowOddWindows(t *testing.T) {
+	for _, us := range []int64{1_000_007, 1_000_015, 17_001, 3_600_000_001} {
+		l := Limit{Algorithm: SlidingWindow, Events: 1, Window: time.Duration(us) * time.Microsecond}
+		q := l.subWindow()
+		for _, t0 := range []int64{at(0) + 1, at(0) + q - 1, at(0) + q/2, 40*q - 1} {
+			w, d := l.DecideWindow(Window{}, t0, 1)
+			if !d.Allowed {
+				t.Fatalf("window %dµs: the first event refused", us)
+			}
+			for now := t0 + us - 20; now < t0+us; now++ {
+				_, d := l.DecideWindow(w, now, 1)
+				if d.Allowed {
+					t.Fatalf("window %dµs: admitted %dµs after an event, within the window", us, now-t0)
+				}
+				retry := now + d.RetryAfter.Microseconds()
+				if _, early := l.DecideWindow(w, retry-1, 1); early.Allowed {
+					t.Fatalf("window %dµs: admitted a µs before its RetryAfter", us)
+				}
+				if _, then := l.DecideWindow(w, retry, 1); !then.Allowed {
+					t.Fatalf("window %dµs: refused at its RetryAfter", us)
+				}
+				if rest := l.RestAtWindow(w); rest < retry {
+					t.Fatalf("window %dµs: the key is at rest at %d, before its refusal ends at %d", us, rest, retry)
+				}
+			}
+		}
+	}
+}
+
 func TestSlidingWindowSlides(t *testing.T) {
 	l := Limit{Algorithm: SlidingWindow, Events: 2, Window: 1600 * time.Millisecond}
 	run(t, l, []step{
@@ -155,7 +187,8 @@ func randomArrivals(r *rand.Rand, n int, span time.Duration) []arrival {
 func TestPropertySlidingWindow(t *testing.T) {
 	for seed := range uint64(200) {
 		r := rand.New(rand.NewPCG(seed, 1))
-		l := Limit{Algorithm: SlidingWindow, Events: 1 + r.Int64N(20), Window: time.Duration(16+r.Int64N(2000)) * time.Millisecond}
+		// Windows of any number of µs: most are not a multiple of 16.
+		l := Limit{Algorithm: SlidingWindow, Events: 1 + r.Int64N(20), Window: time.Duration(16000+r.Int64N(2_000_000)) * time.Microsecond}
 		var w Window
 		var admitted []arrival
 		for _, a := range randomArrivals(r, 300, 5*l.Window) {
@@ -166,7 +199,7 @@ func TestPropertySlidingWindow(t *testing.T) {
 				if p.t > a.t-l.window() {
 					inWindow += p.cost
 				}
-				if p.t > a.t-l.window()-l.window()/SlidingBuckets {
+				if p.t > a.t-(SlidingBuckets+1)*l.subWindow() {
 					inWider += p.cost
 				}
 			}

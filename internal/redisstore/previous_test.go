@@ -83,7 +83,10 @@ func TestSameAsPreviousScript(t *testing.T) {
 	for seed := range uint64(8 * len(starts)) {
 		r := rand.New(rand.NewPCG(seed, 11))
 		algo := limiter.Algorithm(seed % 4)
-		l := limiter.Limit{Algorithm: algo, Events: 1 + r.Int64N(10), Window: time.Duration(16+r.Int64N(2000)) * time.Millisecond}
+		// Even milliseconds: multiples of 16 µs, where the previous script's
+		// sub-window (the window over 16, rounded down) is this one's
+		// (rounded up). Other windows lie on another grid of sub-windows.
+		l := limiter.Limit{Algorithm: algo, Events: 1 + r.Int64N(10), Window: time.Duration(16+2*r.Int64N(1000)) * time.Millisecond}
 		if algo == limiter.TokenBucket || algo == limiter.LeakyBucket {
 			l.Burst = r.Int64N(5)
 		}

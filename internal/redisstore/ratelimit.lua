@@ -100,7 +100,8 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
       -- Parsing and formatting 18 numbers each were most of the cost, so
       -- the table read is kept for the batch's later requests on the key
       -- and joined once, when the key is written.
-      local q = floordiv(w, NB)
+      -- The window over 16, rounded up, as internal/limiter's subWindow.
+      local q = floordiv(w + NB - 1, NB)
       local idx = floordiv(now, q)
       local c
       if type(raw) == 'table' then
@@ -128,18 +129,18 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
         end
         for s = 2, NB + 2 do total = total + c[s] end
       end
-      reset = (head + 1) * q + w - now
+      reset = (head + 1 + NB) * q - now
       if total + cost > events then
         remaining = math.max(events - total, 0)
         if cost > events then
           retry = -1
         else
-          retry = (head + 1) * q + w - now
+          retry = (head + 1 + NB) * q - now
           local left = total
           for j = head - NB, head do
             left = left - c[j % (NB + 1) + 2]
             if left + cost <= events then
-              retry = (j + 1) * q + w - now
+              retry = (j + 1 + NB) * q - now
               break
             end
           end
@@ -151,7 +152,7 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
         c[s] = int(c[s] + cost)
         remaining = events - total - cost
         state = c
-        restAt = (head + 1) * q + w
+        restAt = (head + 1 + NB) * q
       end
 
     elseif algo == 1 then

@@ -28,7 +28,8 @@ func randomZones(r *rand.Rand) ([]limiter.Limit, []*limiter.Zone) {
 	var zones []*limiter.Zone
 	algos := []limiter.Algorithm{limiter.FixedWindow, limiter.SlidingWindow, limiter.TokenBucket, limiter.LeakyBucket}
 	for i, a := range algos {
-		l := limiter.Limit{Algorithm: a, Events: 1 + r.Int64N(8), Window: time.Duration(16+r.Int64N(3000)) * time.Millisecond}
+		// Any number of µs: most windows are not a multiple of 16.
+		l := limiter.Limit{Algorithm: a, Events: 1 + r.Int64N(8), Window: time.Duration(16000+r.Int64N(3_000_000)) * time.Microsecond}
 		if a == limiter.TokenBucket || a == limiter.LeakyBucket {
 			l.Burst = r.Int64N(5)
 		}
