@@ -52,7 +52,8 @@ func ParseAlgorithm(s string) (Algorithm, error) {
 
 // SlidingBuckets is how many sub-windows the sliding window divides a window
 // into. Its bound is exact; capacity comes back at most Window/SlidingBuckets
-// later than a log of every event would give it back.
+// later than a log of every event would give it back, and up to 16 µs more
+// when Window is not a multiple of 16 µs.
 const SlidingBuckets = 16
 
 // Limit is one zone's rate limit.

@@ -200,13 +200,24 @@ func (b *Batcher) send(ctx context.Context, batch []*batchCall) {
 		pipe.Process(ctx, noRetry{sc.cmd})
 	}
 	pipe.Exec(ctx) // errors are in each command
+	// The calls that found no script, after a failover or a SCRIPT FLUSH,
+	// go again with the script, together: a cluster's batch may hold a
+	// call for every tag.
+	var again redis.Pipeliner
+	for _, sc := range calls {
+		if err := sc.cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if again == nil {
+				again = b.client.Pipeline()
+			}
+			sc.cmd = scriptCmd("eval", decideSource, sc.args)
+			again.Process(ctx, noRetry{sc.cmd})
+		}
+	}
+	if again != nil {
+		again.Exec(ctx)
+	}
 	for _, sc := range calls {
 		vals, err := sc.cmd.Int64Slice()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			cmd := scriptCmd("eval", decideSource, sc.args)
-			b.client.Process(ctx, noRetry{cmd})
-			vals, err = cmd.Int64Slice()
-		}
 		off := 1 // past now
 		for _, c := range sc.calls {
 			n := replyLen(len(c.reqs))

@@ -100,6 +100,48 @@ func TestBatcherScriptReload(t *testing.T) {
 	}
 }
 
+// In a cluster, after every master lost its scripts, a batch's calls for
+// many tags all fail with NOSCRIPT and go again with the script, and every
+// caller gets its decision.
+func TestBatcherScriptReloadInACluster(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	var addrs []string
+	for _, s := range rc.Nodes {
+		addrs = append(addrs, s.Addr)
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	b := NewBatcher(c, 1, 64, time.Second)
+	t.Cleanup(func() { b.Close(); c.Close() })
+	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
+	decideAll := func() {
+		t.Helper()
+		var wg sync.WaitGroup
+		errs := make(chan error, 32)
+		for i := range 32 {
+			wg.Go(func() {
+				req := []Request{{StateKey: StateKey("flushed", l, fmt.Sprint(i)), Limit: l, Cost: 1}}
+				if _, err := b.Decide(context.Background(), req, make([]limiter.Decision, 1)); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	decideAll()
+	for _, s := range rc.Nodes {
+		s.Do("SCRIPT", "FLUSH")
+	}
+	before := rc.Calls("eval")
+	decideAll()
+	if rc.Calls("eval") == before {
+		t.Error("no call went again with its script")
+	}
+}
+
 // A hung Redis holds no caller past its context, even one queued behind a
 // batch that is waiting for the hung server.
 func TestBatcherGivesUpAtTheDeadline(t *testing.T) {
