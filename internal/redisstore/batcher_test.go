@@ -26,16 +26,20 @@ func batcher(t *testing.T, srv *redistest.Server, timeout time.Duration) *Batche
 func TestBatcherKeepsEachAnswerWithItsCaller(t *testing.T) {
 	t.Run("redis", func(t *testing.T) { testBatcherKeepsEachAnswer(t, batcher(t, redistest.Start(t), time.Second)) })
 	t.Run("cluster", func(t *testing.T) {
-		rc := redistest.StartCluster(t, 3)
-		var addrs []string
-		for _, s := range rc.Nodes {
-			addrs = append(addrs, s.Addr)
-		}
-		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second})
-		b := NewBatcher(c, 1, 64, time.Second)
-		t.Cleanup(func() { b.Close(); c.Close() })
-		testBatcherKeepsEachAnswer(t, b)
+		testBatcherKeepsEachAnswer(t, clusterBatcher(t, redistest.StartCluster(t, 3)))
 	})
+}
+
+// clusterBatcher is a batcher over a client of the cluster.
+func clusterBatcher(t *testing.T, rc *redistest.Cluster) *Batcher {
+	var addrs []string
+	for _, s := range rc.Nodes {
+		addrs = append(addrs, s.Addr)
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	b := NewBatcher(c, 1, 64, time.Second)
+	t.Cleanup(func() { b.Close(); c.Close() })
+	return b
 }
 
 func testBatcherKeepsEachAnswer(t *testing.T, b *Batcher) {
@@ -105,13 +109,7 @@ func TestBatcherScriptReload(t *testing.T) {
 // caller gets its decision.
 func TestBatcherScriptReloadInACluster(t *testing.T) {
 	rc := redistest.StartCluster(t, 3)
-	var addrs []string
-	for _, s := range rc.Nodes {
-		addrs = append(addrs, s.Addr)
-	}
-	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second})
-	b := NewBatcher(c, 1, 64, time.Second)
-	t.Cleanup(func() { b.Close(); c.Close() })
+	b := clusterBatcher(t, rc)
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
 	decideAll := func() {
 		t.Helper()
