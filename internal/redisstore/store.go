@@ -1,10 +1,10 @@
 // Package redisstore makes rate-limit decisions in Redis: one Lua script
-// decides a request against all its zones atomically, in one round trip,
-// on Redis' clock, with the arithmetic of internal/limiter.
+// decides each request against all its zones atomically, on Redis' clock,
+// with the arithmetic of internal/limiter, and a Batcher has one call of
+// it decide every request that arrived together.
 package redisstore
 
 import (
-	"context"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/binary"
@@ -22,8 +22,8 @@ import (
 //go:embed ratelimit.lua
 var decideSource string
 
-// decideScript is loaded once per server and called by its SHA; when the
-// server lost its script cache, it is sent again.
+// decideScript is called by its SHA; when a server lost its script cache,
+// the Batcher sends it again.
 var decideScript = redis.NewScript(decideSource)
 
 // KeyPrefix starts every key this package writes.
@@ -95,21 +95,6 @@ type Request struct {
 	Limit    limiter.Limit
 	Cost     int64
 	DryRun   bool
-}
-
-// Decide decides a request against its zones, in a script call of its
-// own. With now zero the server's clock decides; tests pass an explicit
-// time (Unix µs). out receives each zone's decision and must be as long
-// as reqs. A Batcher decides many requests in one call.
-func Decide(ctx context.Context, c redis.Scripter, now int64, reqs []Request, out []limiter.Decision) (admitted bool, err error) {
-	var b batch
-	b.start(now)
-	b.add(reqs)
-	vals, err := decideScript.Run(ctx, c, b.keys, b.args...).Int64Slice()
-	if err != nil {
-		return false, err
-	}
-	return decode(vals[min(1, len(vals)):], reqs, out)
 }
 
 // batch is the arguments of one script call, which decides the requests

@@ -21,6 +21,21 @@ func client(t *testing.T) *redis.Client {
 	return c
 }
 
+// Decide decides a request against its zones, in a script call of its
+// own, at an explicit time (Unix µs), or, with now zero, on the server's
+// clock. The gateway decides through a Batcher, always on the server's
+// clock; tests play tables of times.
+func Decide(ctx context.Context, c redis.Scripter, now int64, reqs []Request, out []limiter.Decision) (admitted bool, err error) {
+	var b batch
+	b.start(now)
+	b.add(reqs)
+	vals, err := decideScript.Run(ctx, c, b.keys, b.args...).Int64Slice()
+	if err != nil {
+		return false, err
+	}
+	return decode(vals[min(1, len(vals)):], reqs, out)
+}
+
 // randomZones makes a zone of each algorithm (fixed, sliding, token,
 // leaky) with a random limit, and returns the limits and the zones.
 func randomZones(r *rand.Rand) ([]limiter.Limit, []*limiter.Zone) {
