@@ -704,8 +704,19 @@ func TestRedisClusterBusFollowsItsSlot(t *testing.T) {
 `, up.addr())
 	flushReachesEveryNode(t, "before the move", nodes)
 
+	nodes[1].get("/kept")
+	if !nodes[1].get("/kept").isHit() {
+		t.Fatal("/kept not cached")
+	}
 	var slot int
 	fmt.Sscan(rc.Nodes[0].Do("CLUSTER", "KEYSLOT", "caddy-gateway:cache:invalidate"), &slot)
 	rc.MoveSlot(t, slot, (rc.Owner(slot)+1)%3)
+	// What was published while a node had no subscription is lost: each
+	// node flushes what it serves once it has subscribed again.
+	for deadline := time.Now().Add(15 * time.Second); nodes[1].get("/kept").isHit(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the node did not flush its cache when it subscribed again")
+		}
+	}
 	flushReachesEveryNode(t, "after the move", nodes)
 }
