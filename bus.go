@@ -59,7 +59,7 @@ var buses = caddy.NewUsagePool()
 
 type bus struct {
 	client *redisClient
-	mu     sync.Mutex // guards ps, which a cluster's bus replaces
+	mu     sync.Mutex // guards ps, which listen makes and replaces
 	ps     *redis.PubSub
 	key    string
 	logger *zap.Logger
@@ -79,15 +79,6 @@ func acquireBus(url string, logger *zap.Logger) (*bus, error) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		b := &bus{client: c, key: url, logger: logger, stop: cancel, tried: make(chan struct{}), done: make(chan struct{})}
-		// No channel yet: no dial. A Redis Cluster forwards a classic
-		// PUBLISH to every node but counts only the receivers on the node
-		// that ran it; sharded pub/sub keeps the channel's publishers and
-		// subscribers on one node, so publish waits for every receiver.
-		if c.cluster {
-			b.ps = c.SSubscribe(ctx)
-		} else {
-			b.ps = c.Subscribe(ctx)
-		}
 		go b.listen(ctx)
 		return b, nil
 	})
@@ -107,7 +98,9 @@ func releaseBus(b *bus) {
 func (b *bus) Destruct() error {
 	b.stop()
 	b.mu.Lock()
-	b.ps.Close() // a blocked Receive returns
+	if b.ps != nil {
+		b.ps.Close() // a blocked Receive returns
+	}
 	b.mu.Unlock()
 	<-b.done
 	releaseRedis(b.client)
@@ -121,11 +114,7 @@ func (b *bus) listen(ctx context.Context) {
 	defer close(b.done)
 	// A failed subscription is tried again by Receive, which redials and
 	// resubscribes.
-	if b.client.cluster {
-		b.ps.SSubscribe(ctx, busChannel)
-	} else {
-		b.ps.Subscribe(ctx, busChannel)
-	}
+	b.subscribe(ctx)
 	close(b.tried)
 	subscribed, lost := false, false
 	for {
@@ -138,7 +127,6 @@ func (b *bus) listen(ctx context.Context) {
 		}
 		if err != nil {
 			lost, subscribed = lost || subscribed, false
-			b.client.reloadSlots()
 			b.warns.warn(b.logger, time.Now(), "cache invalidation bus: Redis unreachable", zap.Error(err))
 			select {
 			case <-ctx.Done():
@@ -150,7 +138,7 @@ func (b *bus) listen(ctx context.Context) {
 				// a node that answered MOVED: the slot's owner changed
 				// while its map was stale. Subscribe anew, at the owner
 				// the map names now.
-				b.resubscribe(ctx)
+				b.subscribe(ctx)
 			}
 			continue
 		}
@@ -161,7 +149,7 @@ func (b *bus) listen(ctx context.Context) {
 				// which carries its messages from now on: subscribe
 				// there. What was published meanwhile is lost.
 				lost, subscribed = lost || subscribed, false
-				b.resubscribe(ctx)
+				b.subscribe(ctx)
 				continue
 			}
 			if m.Kind != "subscribe" && m.Kind != "ssubscribe" {
@@ -178,20 +166,21 @@ func (b *bus) listen(ctx context.Context) {
 	}
 }
 
-// resubscribe replaces a cluster bus's subscription by one at the node
-// that owns the channel's slot now, as far as the client knows: it learns
-// again in the background, and a subscription made before it has learnt
-// is answered MOVED and made anew.
-func (b *bus) resubscribe(ctx context.Context) {
+// subscribe subscribes the bus, replacing any subscription it had. In a
+// cluster the new one is at the node that owns the channel's slot now, as
+// far as the client knows: it learns again in the background, and a
+// subscription made before it has learnt is answered MOVED and made anew.
+func (b *bus) subscribe(ctx context.Context) {
 	b.client.reloadSlots()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if ctx.Err() != nil {
 		return // Destruct closes the subscription
 	}
-	b.ps.Close()
-	b.ps = b.client.SSubscribe(ctx)
-	b.ps.SSubscribe(ctx, busChannel)
+	if b.ps != nil {
+		b.ps.Close()
+	}
+	b.ps = b.client.subscribe(ctx, busChannel)
 }
 
 // flushAll drops what a lost message might have invalidated: every cache
@@ -275,12 +264,7 @@ func (b *bus) publish(ctx context.Context, m busMessage) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, busAckWait+busTimeout)
 	defer cancel()
-	var receivers int64
-	if b.client.cluster {
-		receivers, err = b.client.SPublish(ctx, busChannel, payload).Result()
-	} else {
-		receivers, err = b.client.Publish(ctx, busChannel, payload).Result()
-	}
+	receivers, err := b.client.publish(ctx, busChannel, payload).Result()
 	if err != nil {
 		return 1, err
 	}

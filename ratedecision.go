@@ -160,17 +160,22 @@ func (h *RateLimit) refusedLocally(now time.Time, refs []*zoneRef, digests []red
 		if reqs[i].DryRun {
 			continue
 		}
-		refusals := refs[i].zone.refusals
-		if _, ok := refusals.Check(digests[i].Short(), now, refs[i].limit, reqs[i].Cost); !ok {
+		d, ok := refs[i].zone.refusals.Check(digests[i].Short(), now, refs[i].limit, reqs[i].Cost)
+		if !ok {
 			continue
 		}
 		// now is when Caddy began the request; handlers before this one
 		// may have taken a while. Redis would decide at this moment:
 		// the refusal must still hold then.
-		if d, ok := refusals.Check(digests[i].Short(), h.now(), refs[i].limit, reqs[i].Cost); ok {
-			out[i] = d
-			return i
+		if late := h.now().Sub(now); late > 0 {
+			if late >= d.RetryAfter {
+				continue
+			}
+			d.RetryAfter -= late
+			d.Reset = max(d.Reset-late, 0)
 		}
+		out[i] = d
+		return i
 	}
 	return -1
 }

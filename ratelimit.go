@@ -350,8 +350,14 @@ func (h *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	if h.redis != nil {
 		var digestsBuf [maxZonesInline]redisstore.Digest
 		digests = digestsBuf[:0]
-		for _, key := range keys {
-			digests = append(digests, redisstore.DigestOf(key))
+		for i, key := range keys {
+			// Zones often share a key ({client_ip}): hash it once.
+			j := slices.Index(keys[:i], key)
+			if j < 0 {
+				digests = append(digests, redisstore.DigestOf(key))
+			} else {
+				digests = append(digests, digests[j])
+			}
 		}
 	}
 	var admitted bool

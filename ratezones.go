@@ -64,10 +64,12 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 	ref.zone = val.(*zoneEntry)
 	if loaded {
 		ref.zone.Reconfigure(ref.limit, h.MaxKeys)
-		// The store may have changed: what another Redis refused says
-		// nothing of this one. (A refusal holds only under its own
-		// limit, so a changed limit needs nothing here.)
-		ref.zone.refusals.Clear()
+		// What another Redis refused says nothing of this one. (A
+		// refusal holds only under its own limit, so a changed limit
+		// needs nothing here; clients are shared per URL and timeout.)
+		if ref.zone.redis.Load() != h.redis {
+			ref.zone.refusals.Clear()
+		}
 	}
 	ref.zone.redis.Store(h.redis)
 	ref.zone.bus.Store(h.bus)

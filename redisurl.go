@@ -209,6 +209,25 @@ func (c *redisClient) reloadSlots() {
 	}
 }
 
+// subscribe subscribes to a channel, and publish publishes on one, each
+// sharded in a cluster: a Redis Cluster forwards a classic PUBLISH to every
+// node but counts only the receivers on the node that ran it, while
+// sharded pub/sub keeps a channel's publishers and subscribers on the node
+// of its slot, so the count, which the bus waits for, is every receiver.
+func (c *redisClient) subscribe(ctx context.Context, channel string) *redis.PubSub {
+	if c.cluster {
+		return c.SSubscribe(ctx, channel)
+	}
+	return c.Subscribe(ctx, channel)
+}
+
+func (c *redisClient) publish(ctx context.Context, channel string, msg []byte) *redis.IntCmd {
+	if c.cluster {
+		return c.SPublish(ctx, channel, msg)
+	}
+	return c.Publish(ctx, channel, msg)
+}
+
 // ping checks that Redis answers: every master of a cluster.
 func (c *redisClient) ping(ctx context.Context) error {
 	return c.forEachMaster(ctx, func(ctx context.Context, node redis.Cmdable) error { return node.Ping(ctx).Err() })

@@ -35,12 +35,18 @@ end
 -- counts, each as %d writes it, separated by one space.
 local SLIDING = '^(%-?%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$'
 
+-- A sliding window at rest: head 0 and 17 empty sub-windows.
+local function slidingFresh()
+  return { '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0' }
+end
+
 -- Reads any other value as a sliding-window state as the script always
 -- has: up to 18 integers separated by white space, a missing count being
--- zero, a field that is no number nil, any further field ignored. Another
--- algorithm's state, when a zone changed algorithm, comes this way.
+-- zero, a field that is no number nil, any further field ignored. No
+-- state this script writes comes this way (a key's name holds its zone's
+-- algorithm and window), only one written by hand.
 local function slidingLoose(raw)
-  local c = { '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0' }
+  local c = slidingFresh()
   local k = 1
   for v in string.gmatch(raw, '%S+') do
     if k > NB + 2 then break end
@@ -110,7 +116,7 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
         c = { string.match(raw, SLIDING) }
         if c[1] == nil then c = slidingLoose(raw) end
       else
-        c = { '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0', '0' }
+        c = slidingFresh()
       end
       -- Moving the window on changes nothing that counts: the table may
       -- serve the batch's next request whatever this one's fate.

@@ -119,15 +119,11 @@ func (b *batch) add(reqs []Request) {
 	b.args[1] = b.n
 	b.args = append(b.args, len(reqs))
 	for _, r := range reqs {
-		burst := r.Limit.Burst
-		if burst == 0 {
-			burst = r.Limit.Events
-		}
 		dry := 0
 		if r.DryRun {
 			dry = 1
 		}
-		b.args = append(b.args, b.keyIndex(r.StateKey), int(r.Limit.Algorithm), r.Limit.Events, r.Limit.Window.Microseconds(), burst, r.Cost, dry)
+		b.args = append(b.args, b.keyIndex(r.StateKey), int(r.Limit.Algorithm), r.Limit.Events, r.Limit.Window.Microseconds(), r.Limit.Capacity(), r.Cost, dry)
 	}
 }
 
