@@ -70,9 +70,8 @@ type CORS struct {
 	// Access-Control-Max-Age, which browsers read as 5s.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 
-	policy    *cors.Policy
-	templates []string
-	logger    *zap.Logger
+	policy *cors.Policy
+	logger *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -90,7 +89,7 @@ func (h *CORS) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.policy, h.templates = p, p.Templates()
+	h.policy = p
 	return nil
 }
 
@@ -144,14 +143,15 @@ func (h *CORS) allows(r *http.Request, origin string) bool {
 	if h.policy.AllowsOrigin(origin) {
 		return true
 	}
-	if len(h.templates) == 0 {
+	templates := h.policy.Templates()
+	if len(templates) == 0 {
 		return false
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
 		return false
 	}
-	for _, t := range h.templates {
+	for _, t := range templates {
 		if repl.ReplaceAll(t, "") == origin {
 			return true
 		}

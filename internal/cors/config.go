@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // MaxMaxAge is the longest preflight lifetime sent: Chromium caps
@@ -259,17 +261,12 @@ func (p *Policy) compileMethods(methods []string) error {
 	if len(methods) == 0 {
 		methods = DefaultMethods
 	}
+	any, err := starOrTokens("allow_methods", "a method name", methods)
+	if err != nil || any {
+		p.anyMethod = any
+		return err
+	}
 	for _, m := range methods {
-		if m == "*" {
-			if len(methods) > 1 {
-				return errors.New("cors: allow_methods '*' must stand alone")
-			}
-			p.anyMethod = true
-			return nil
-		}
-		if !isToken(m) {
-			return fmt.Errorf("cors: allow_methods: '%s' is not a method name", m)
-		}
 		p.methods = append(p.methods, strings.ToUpper(m))
 	}
 	p.allowMethods = fields(strings.Join(p.methods, ", "))
@@ -277,32 +274,20 @@ func (p *Policy) compileMethods(methods []string) error {
 }
 
 func (p *Policy) compileHeaders(c Config) error {
-	for _, h := range c.AllowHeaders {
-		if h == "*" {
-			if len(c.AllowHeaders) > 1 {
-				return errors.New("cors: allow_headers '*' must stand alone")
-			}
-			p.anyHeader = true
-			break
-		}
-		if !isToken(h) {
-			return fmt.Errorf("cors: allow_headers: '%s' is not a header name", h)
-		}
-		p.headers = append(p.headers, strings.ToLower(h))
+	any, err := starOrTokens("allow_headers", "a header name", c.AllowHeaders)
+	if err != nil {
+		return err
 	}
-	for _, h := range c.ExposeHeaders {
-		if h == "*" {
-			if len(c.ExposeHeaders) > 1 {
-				return errors.New("cors: expose_headers '*' must stand alone")
-			}
-			if c.AllowCredentials {
-				return errors.New("cors: expose_headers '*' cannot go with allow_credentials: browsers read '*' as a header name on credentialed requests; list the headers instead")
-			}
-			continue
-		}
-		if !isToken(h) {
-			return fmt.Errorf("cors: expose_headers: '%s' is not a header name", h)
-		}
+	p.anyHeader = any
+	if !any {
+		p.headers = append(p.headers, c.AllowHeaders...)
+	}
+	any, err = starOrTokens("expose_headers", "a header name", c.ExposeHeaders)
+	if err != nil {
+		return err
+	}
+	if any && c.AllowCredentials {
+		return errors.New("cors: expose_headers '*' cannot go with allow_credentials: browsers read '*' as a header name on credentialed requests; list the headers instead")
 	}
 	if len(c.ExposeHeaders) > 0 {
 		p.exposeHeaders = fields(strings.Join(c.ExposeHeaders, ", "))
@@ -310,20 +295,19 @@ func (p *Policy) compileHeaders(c Config) error {
 	return nil
 }
 
-// isToken reports whether s is an RFC 9110 token, as method and field
-// names are.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-			continue
+// starOrTokens checks an option's list: '*' alone, which it reports, or
+// RFC 9110 tokens, as method and field names are.
+func starOrTokens(option, what string, list []string) (star bool, err error) {
+	for _, v := range list {
+		if v == "*" {
+			if len(list) > 1 {
+				return false, fmt.Errorf("cors: %s '*' must stand alone", option)
+			}
+			return true, nil
 		}
-		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
-			return false
+		if !httpguts.ValidHeaderFieldName(v) {
+			return false, fmt.Errorf("cors: %s: '%s' is not %s", option, v, what)
 		}
 	}
-	return true
+	return false, nil
 }

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Field names of the CORS protocol.
@@ -166,7 +168,7 @@ func asksPrivateNetwork(req http.Header) bool {
 }
 
 func (p *Policy) methodAllowed(values []string) bool {
-	if len(values) != 1 || !isToken(values[0]) {
+	if len(values) != 1 || !httpguts.ValidHeaderFieldName(values[0]) {
 		return false
 	}
 	m := values[0]
@@ -187,17 +189,22 @@ func (p *Policy) headersAllowed(values []string) bool {
 	if p.anyHeader {
 		return true
 	}
+	return !anyMember(values, func(name string) bool { return !p.headerAllowed(name) })
+}
+
+// anyMember reports whether f holds for a member of the comma-separated
+// lists in values, empty members left out.
+func anyMember(values []string, f func(string) bool) bool {
 	for _, v := range values {
 		for v != "" {
-			var name string
-			name, v, _ = strings.Cut(v, ",")
-			name = strings.Trim(name, " \t")
-			if name != "" && !p.headerAllowed(name) {
-				return false
+			var member string
+			member, v, _ = strings.Cut(v, ",")
+			if member = strings.Trim(member, " \t"); member != "" && f(member) {
+				return true
 			}
 		}
 	}
-	return true
+	return false
 }
 
 func (p *Policy) headerAllowed(name string) bool {
@@ -285,15 +292,5 @@ func addVary(dst http.Header, v []string) {
 
 // varyNamesOrigin reports whether Vary values name Origin (or are "*").
 func varyNamesOrigin(values []string) bool {
-	for _, v := range values {
-		for v != "" {
-			var member string
-			member, v, _ = strings.Cut(v, ",")
-			member = strings.Trim(member, " \t")
-			if member == "*" || strings.EqualFold(member, "origin") {
-				return true
-			}
-		}
-	}
-	return false
+	return anyMember(values, func(m string) bool { return m == "*" || strings.EqualFold(m, "origin") })
 }

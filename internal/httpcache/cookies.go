@@ -2,6 +2,7 @@ package httpcache
 
 import (
 	"encoding/binary"
+	"iter"
 	"net/http"
 	"slices"
 	"strings"
@@ -90,7 +91,7 @@ func (o KeyOptions) holds(header string, prefixes ...string) bool {
 // from an entry that did not. The zero rule holds every cookie private.
 type CookieRule struct {
 	keyed, ignored []string // sorted
-	inKey          bool     // the key holds every cookie, or the identity
+	inKey          bool     // the key holds the Cookie header, every cookie
 }
 
 // NewCookieRule returns the rule of a writer's key options.
@@ -109,13 +110,14 @@ func (c CookieRule) Private(h http.Header) bool {
 	if len(lines) == 0 || c.inKey {
 		return false
 	}
-	private := false
-	eachCookie(h, func(name, _ string) {
+	for name := range cookies(lines) {
 		_, keyed := slices.BinarySearch(c.keyed, name)
 		_, ignored := slices.BinarySearch(c.ignored, name)
-		private = private || !keyed && !ignored
-	})
-	return private
+		if !keyed && !ignored {
+			return true
+		}
+	}
+	return false
 }
 
 // appendCookies writes, for each of the names, how many cookies of that
@@ -124,35 +126,38 @@ func (c CookieRule) Private(h http.Header) bool {
 func appendCookies(buf []byte, h http.Header, names []string) []byte {
 	for _, name := range names {
 		n := 0
-		eachCookie(h, func(k, _ string) {
+		for k := range cookies(h["Cookie"]) {
 			if k == name {
 				n++
 			}
-		})
+		}
 		buf = binary.AppendUvarint(buf, uint64(n))
-		eachCookie(h, func(k, v string) {
+		for k, v := range cookies(h["Cookie"]) {
 			if k == name {
-				buf = appendField(buf, v)
+				buf = appendField(buf, trimQuotes(v))
 			}
-		})
+		}
 	}
 	return buf
 }
 
-// eachCookie calls f with the name and value of each cookie in h's Cookie
-// lines, as RFC 6265 section 5.4 sends them, the value without the double
-// quotes it allows.
-func eachCookie(h http.Header, f func(name, value string)) {
-	for _, line := range h["Cookie"] {
-		for line != "" {
-			var pair string
-			pair, line, _ = strings.Cut(line, ";")
-			name, value, _ := strings.Cut(pair, "=")
-			name, value = trimOWS(name), trimOWS(value)
-			// A value without a name is a cookie too (browsers send
-			// one set without a name so), and matches no listed name.
-			if name != "" || value != "" {
-				f(name, trimQuotes(value))
+// cookies yields the name and value of each cookie in Cookie lines, as
+// RFC 6265 section 5.4 sends them; a value may still hold the double
+// quotes the RFC allows around it (see trimQuotes).
+func cookies(lines []string) iter.Seq2[string, string] {
+	return func(yield func(name, value string) bool) {
+		for _, line := range lines {
+			for line != "" {
+				var pair string
+				pair, line, _ = strings.Cut(line, ";")
+				name, value, _ := strings.Cut(pair, "=")
+				name, value = trimOWS(name), trimOWS(value)
+				// A value without a name is a cookie too (browsers
+				// send one set without a name so), and matches no
+				// listed name.
+				if (name != "" || value != "") && !yield(name, value) {
+					return
+				}
 			}
 		}
 	}
