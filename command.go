@@ -194,26 +194,13 @@ func withArgs(f func(caddycmd.Flags, []string) error) func(*cobra.Command, []str
 }
 
 func cmdCacheList(fl caddycmd.Flags, _ []string) error {
-	admin, err := adminFrom(fl)
-	if err != nil {
-		return err
-	}
-	body, err := admin.list(cacheListing)
-	if err != nil {
-		return err
-	}
-	if fl.Bool("json") {
-		return printRaw(body)
-	}
-	var answer struct {
-		Caches []cacheInfo `json:"caches"`
-	}
-	if err := decodeAnswer(body, "GET /cache/", &answer); err != nil {
+	caches, printed, err := listed[cacheInfo](fl, cacheListing)
+	if err != nil || printed {
 		return err
 	}
 	tw := table()
 	fmt.Fprintln(tw, "NAME\tENTRIES\tSIZE / BOUND\tHIT RATIO\tSTORED\tEVICTED")
-	for _, c := range answer.Caches {
+	for _, c := range caches {
 		fmt.Fprintf(tw, "%s\t%d\t%s / %s\t%s\t%d\t%d\n", c.Name, c.Entries,
 			bytesOf(c.SizeBytes), bytesOf(c.MaxSize), hitRatio(c.Hits, c.Misses), c.Stored, c.Evicted)
 	}
@@ -353,26 +340,13 @@ func cmdCachePurge(fl caddycmd.Flags, args []string) error {
 }
 
 func cmdRateLimitList(fl caddycmd.Flags, _ []string) error {
-	admin, err := adminFrom(fl)
-	if err != nil {
-		return err
-	}
-	body, err := admin.list(zoneListing)
-	if err != nil {
-		return err
-	}
-	if fl.Bool("json") {
-		return printRaw(body)
-	}
-	var answer struct {
-		Zones []zoneInfo `json:"zones"`
-	}
-	if err := decodeAnswer(body, "GET /rate_limit/", &answer); err != nil {
+	zones, printed, err := listed[zoneInfo](fl, zoneListing)
+	if err != nil || printed {
 		return err
 	}
 	tw := table()
 	fmt.Fprintln(tw, "ZONE\tALGORITHM\tLIMIT\tKEYS\tALLOWED\tLIMITED")
-	for _, z := range answer.Zones {
+	for _, z := range zones {
 		limited := strconv.FormatUint(z.Limited, 10)
 		if z.DryRunLimited > 0 {
 			limited += fmt.Sprintf(" (dry run: %d)", z.DryRunLimited)
@@ -532,23 +506,48 @@ func (a adminAPI) list(l listing) ([]byte, error) {
 	return body, err
 }
 
+// listed fetches a listing from the admin endpoint the flags name and
+// returns its items; with --json it prints the answer as it came instead,
+// and says so.
+func listed[T any](fl caddycmd.Flags, l listing) (items []T, printed bool, err error) {
+	admin, err := adminFrom(fl)
+	if err != nil {
+		return nil, false, err
+	}
+	body, err := admin.list(l)
+	if err != nil {
+		return nil, false, err
+	}
+	if fl.Bool("json") {
+		return nil, true, printRaw(body)
+	}
+	items, err = decodeListing[T](body, l)
+	return items, false, err
+}
+
+// decodeListing decodes the items of a listing's answer.
+func decodeListing[T any](body []byte, l listing) ([]T, error) {
+	var answer map[string][]T
+	if err := decodeAnswer(body, "GET "+l.uri, &answer); err != nil {
+		return nil, err
+	}
+	return answer[l.field], nil
+}
+
 // names returns the names a listing holds, in its order.
 func (a adminAPI) names(l listing) ([]string, error) {
 	body, err := a.list(l)
 	if err != nil {
 		return nil, err
 	}
-	var answer map[string][]struct {
+	items, err := decodeListing[struct {
 		Name string `json:"name"`
-	}
-	if err := decodeAnswer(body, "GET "+l.uri, &answer); err != nil {
-		return nil, err
-	}
+	}](body, l)
 	var names []string
-	for _, item := range answer[l.field] {
+	for _, item := range items {
 		names = append(names, item.Name)
 	}
-	return names, nil
+	return names, err
 }
 
 // unknown turns the 404 of a request about one cache or zone into an error
