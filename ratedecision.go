@@ -80,7 +80,7 @@ func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zo
 	var gensBuf [maxZonesInline]uint64
 	rr, gens := buf[:0], gensBuf[:0]
 	for i, ref := range refs {
-		rr = append(rr, redisstore.Request{StateKey: digests[i].StateKey(ref.stateSuffix), Limit: ref.limit, Cost: reqs[i].Cost, DryRun: reqs[i].DryRun})
+		rr = append(rr, redisstore.Request{StateKey: digests[i].StateKey(ref.stateSuffix), Limit: ref.limit, Params: ref.params, Cost: reqs[i].Cost, DryRun: reqs[i].DryRun})
 		gens = append(gens, ref.zone.refusals.Generation())
 	}
 	var admitted bool

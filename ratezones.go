@@ -27,8 +27,10 @@ type zoneRef struct {
 	err      error  // what a refusal in this zone says
 	keyVar   string // the placeholder, when the key is exactly one
 	remKey   string // the placeholder of the zone's remaining units
-	// stateSuffix ends the names of the zone's keys in Redis.
+	// stateSuffix ends the names of the zone's keys in Redis, and params
+	// are the zone's limit as the script takes it.
 	stateSuffix string
+	params      *redisstore.Params
 }
 
 // provisionZone acquires a zone, validated already, for the handler.
@@ -42,7 +44,7 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 		return nil, err
 	}
 	ref := &zoneRef{name: name, cfg: cfg, limit: limit, cost: cost, remKey: "http.rate_limit." + name + ".remaining",
-		stateSuffix: redisstore.ZoneSuffix(name, limit)}
+		stateSuffix: redisstore.ZoneSuffix(name, limit), params: redisstore.ParamsOf(limit)}
 	if cfg.MatcherSetsRaw != nil {
 		mods, err := ctx.LoadModule(cfg, "MatcherSetsRaw")
 		if err != nil {

@@ -93,8 +93,21 @@ func (d Digest) Short() uint64 { return binary.BigEndian.Uint64(d[:8]) }
 type Request struct {
 	StateKey string
 	Limit    limiter.Limit
-	Cost     int64
-	DryRun   bool
+	// Params, when set, are ParamsOf(Limit), made once for a zone: the
+	// limit's numbers, boxed for go-redis, cost three allocations a
+	// request otherwise.
+	Params *Params
+	Cost   int64
+	DryRun bool
+}
+
+// Params are a limit's arguments to the script: algorithm, events, window
+// in µs and capacity.
+type Params [4]any
+
+// ParamsOf returns a limit's arguments to the script.
+func ParamsOf(l limiter.Limit) *Params {
+	return &Params{int(l.Algorithm), l.Events, l.Window.Microseconds(), l.Capacity()}
 }
 
 // batch is the arguments of one script call, which decides the requests
@@ -123,7 +136,13 @@ func (b *batch) add(reqs []Request) {
 		if r.DryRun {
 			dry = 1
 		}
-		b.args = append(b.args, b.keyIndex(r.StateKey), int(r.Limit.Algorithm), r.Limit.Events, r.Limit.Window.Microseconds(), r.Limit.Capacity(), r.Cost, dry)
+		p := r.Params
+		if p == nil {
+			p = ParamsOf(r.Limit)
+		}
+		b.args = append(b.args, b.keyIndex(r.StateKey))
+		b.args = append(b.args, p[:]...)
+		b.args = append(b.args, r.Cost, dry)
 	}
 }
 

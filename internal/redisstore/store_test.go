@@ -197,6 +197,7 @@ func BenchmarkDecide(b *testing.B) {
 				decide = bt.Decide
 			}
 			l := limiter.Limit{Algorithm: limiter.SlidingWindow, Events: 1 << 30, Window: time.Hour}
+			params := ParamsOf(l) // as each zone keeps them
 			b.SetParallelism(max(callers/2, 1)) // GOMAXPROCS is 2 here
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -205,7 +206,7 @@ func BenchmarkDecide(b *testing.B) {
 				i := rand.IntN(1000)
 				for pb.Next() {
 					i++
-					req := []Request{{StateKey: StateKey("bench", l, fmt.Sprint(i%tt.keys)), Limit: l, Cost: 1}}
+					req := []Request{{StateKey: StateKey("bench", l, fmt.Sprint(i%tt.keys)), Limit: l, Params: params, Cost: 1}}
 					if _, err := decide(context.Background(), req, out); err != nil {
 						b.Fatal(err)
 					}
