@@ -197,7 +197,7 @@ func BenchmarkDecide(b *testing.B) {
 				decide = bt.Decide
 			}
 			l := limiter.Limit{Algorithm: limiter.SlidingWindow, Events: 1 << 30, Window: time.Hour}
-			params := ParamsOf(l) // as each zone keeps them
+			params := ParamsOf(l)               // as each zone keeps them
 			b.SetParallelism(max(callers/2, 1)) // GOMAXPROCS is 2 here
 			b.ReportAllocs()
 			b.ResetTimer()
