@@ -70,12 +70,13 @@ func (h *RateLimit) decide(ctx context.Context, now time.Time, refs []*zoneRef, 
 	return limiter.Decide(now, reqs, out), storeDecided
 }
 
-// decideInRedis decides in Redis, on its clock, and remembers each zone
-// that refused until when: now, read before the call, is no later than
-// Redis' decision, so the moment it gives is never late.
+// decideInRedis decides in Redis, on its clock, within the timeout, and
+// remembers each zone that refused until when: now, read before the call,
+// is no later than Redis' decision, so the moment it gives is never late.
+// The timeout counts from here, not from the request's arrival: handlers
+// before this one may have taken a while.
 func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zoneRef, digests []redisstore.Digest, reqs []limiter.Request, out []limiter.Decision) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(h.Timeout))
-	defer cancel()
+	deadline := time.Now().Add(time.Duration(h.Timeout))
 	var buf [maxZonesInline]redisstore.Request
 	var gensBuf [maxZonesInline]uint64
 	rr, gens := buf[:0], gensBuf[:0]
@@ -86,9 +87,9 @@ func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zo
 	var admitted bool
 	var err error
 	if h.redis.cluster && !sameDigest(digests) {
-		admitted, err = decideAcrossSlots(ctx, h.redis.batcher(), rr, digests, out)
+		admitted, err = decideAcrossSlots(ctx, deadline, h.redis.batcher(), rr, digests, out)
 	} else {
-		admitted, err = h.redis.batcher().Decide(ctx, rr, out)
+		admitted, err = h.redis.batcher().Decide(ctx, deadline, rr, out)
 	}
 	if err != nil || admitted {
 		return admitted, err
@@ -119,7 +120,7 @@ func sameDigest(digests []redisstore.Digest) bool {
 // Redis alone decides is charged nowhere unless every zone admits it; this
 // one may be charged by a zone before another refuses it, never admitted
 // by fewer zones than it needs.
-func decideAcrossSlots(ctx context.Context, b *redisstore.Batcher, reqs []redisstore.Request, digests []redisstore.Digest, out []limiter.Decision) (bool, error) {
+func decideAcrossSlots(ctx context.Context, deadline time.Time, b *redisstore.Batcher, reqs []redisstore.Request, digests []redisstore.Digest, out []limiter.Decision) (bool, error) {
 	admitted := true
 	done := make([]bool, len(reqs))
 	group := make([]redisstore.Request, 0, len(reqs))
@@ -139,7 +140,7 @@ func decideAcrossSlots(ctx context.Context, b *redisstore.Batcher, reqs []rediss
 				group, where, done[j] = append(group, r), append(where, j), true
 			}
 		}
-		ok, err := b.Decide(ctx, group, decided[:len(group)])
+		ok, err := b.Decide(ctx, deadline, group, decided[:len(group)])
 		if err != nil {
 			return false, err
 		}

@@ -84,7 +84,7 @@ func (c *redisClient) Destruct() error {
 
 // batcher returns the client's batcher, starting it on first use.
 func (c *redisClient) batcher() *redisstore.Batcher {
-	c.batchOnce.Do(func() { c.batch = redisstore.NewBatcher(c.UniversalClient, batchLanes, batchSize, c.timeout) })
+	c.batchOnce.Do(func() { c.batch = redisstore.NewBatcher(c.UniversalClient, batchLanes, batchSize) })
 	return c.batch
 }
 

@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -22,23 +23,33 @@ import (
 // In a Redis Cluster a script may only touch keys of one hash slot: the
 // batch makes one call per hash tag, all in one pipeline.
 //
-// A caller waits for its answer no longer than its context allows; a
-// request whose caller gave up before its batch left is not sent.
+// A caller waits no later than its deadline, without a timer of its own:
+// a batch is sent within the earliest deadline of its calls, and a call
+// whose deadline has passed before its batch leaves fails unsent, as does
+// a call whose caller gave up.
 type Batcher struct {
 	client  redis.UniversalClient
 	cluster bool
-	timeout time.Duration // bounds a lane's batch
 	calls   chan *batchCall
-	lanes   chan struct{} // a token for each batch on the wire
+	lanes   chan *lane // an idle lane's buffers; taking one puts a batch on the wire
 	stop    chan struct{}
+	closing sync.Once
 	wg      sync.WaitGroup
 	max     int
 }
 
+// lane is what one batch on the wire reuses from the last.
+type lane struct {
+	batch  []*batchCall
+	single scriptCall // the one script call of a batch outside a cluster
+	calls  [1]*scriptCall
+}
+
 type batchCall struct {
-	ctx  context.Context
-	reqs []Request
-	done chan batchReply // buffered: a caller that gave up does not block the lane
+	ctx      context.Context
+	deadline time.Time
+	reqs     []Request
+	done     chan batchReply // buffered: a caller that gave up does not block the lane
 }
 
 // batchReply is one request's part of the script's reply; the lane never
@@ -48,24 +59,32 @@ type batchReply struct {
 	err  error
 }
 
+// callPool recycles the calls that were answered: only then has the lane
+// stopped using them.
+var callPool = sync.Pool{New: func() any { return &batchCall{done: make(chan batchReply, 1)} }}
+
 // NewBatcher starts lanes goroutines, each sending one batch of at most
-// maxBatch requests at a time on a pooled connection of c, for no longer
-// than timeout. Close stops them.
-func NewBatcher(c redis.UniversalClient, lanes, maxBatch int, timeout time.Duration) *Batcher {
+// maxBatch requests at a time on a pooled connection of c. Close stops
+// them.
+func NewBatcher(c redis.UniversalClient, lanes, maxBatch int) *Batcher {
 	_, cluster := c.(*redis.ClusterClient)
-	b := &Batcher{client: c, cluster: cluster, timeout: timeout, calls: make(chan *batchCall, lanes*maxBatch),
-		lanes: make(chan struct{}, lanes), stop: make(chan struct{}), max: maxBatch}
+	b := &Batcher{client: c, cluster: cluster, calls: make(chan *batchCall, lanes*maxBatch),
+		lanes: make(chan *lane, lanes), stop: make(chan struct{}), max: maxBatch}
+	for range lanes {
+		b.lanes <- &lane{batch: make([]*batchCall, 0, maxBatch)}
+	}
 	b.wg.Add(lanes)
 	for range lanes {
-		go b.lane()
+		go b.run()
 	}
 	return b
 }
 
-// Close stops the lanes; requests still queued fail. It does not close
-// the client.
+// Close stops the lanes; requests still queued fail, and callers that
+// queue later fail at once. It does not close the client. Closing again
+// does nothing.
 func (b *Batcher) Close() {
-	close(b.stop)
+	b.closing.Do(func() { close(b.stop) })
 	b.wg.Wait()
 	for {
 		select {
@@ -78,77 +97,78 @@ func (b *Batcher) Close() {
 }
 
 // Decide decides a request against its zones, on Redis' clock, with the
-// requests that wait beside it. out receives each zone's decision and
-// must be as long as reqs.
-func (b *Batcher) Decide(ctx context.Context, reqs []Request, out []limiter.Decision) (bool, error) {
-	r := b.call(ctx, reqs)
+// requests that wait beside it, giving up at deadline or when ctx ends.
+// out receives each zone's decision and must be as long as reqs.
+func (b *Batcher) Decide(ctx context.Context, deadline time.Time, reqs []Request, out []limiter.Decision) (bool, error) {
+	c := callPool.Get().(*batchCall)
+	c.ctx, c.deadline, c.reqs = ctx, deadline, reqs
+	r, answered := b.call(c)
+	if answered {
+		*c = batchCall{done: c.done}
+		callPool.Put(c)
+	}
 	if r.err != nil {
 		return false, r.err
 	}
 	return decode(r.vals, reqs, out)
 }
 
-// call queues the request for the next batch and waits for its answer, or
-// for ctx to end.
-func (b *Batcher) call(ctx context.Context, reqs []Request) batchReply {
-	if err := ctx.Err(); err != nil {
-		return batchReply{err: err}
+// call queues c for the next batch and waits for its answer, or for its
+// context to end; answered tells whether the lane is done with c.
+func (b *Batcher) call(c *batchCall) (r batchReply, answered bool) {
+	if err := c.ctx.Err(); err != nil {
+		return batchReply{err: err}, true
 	}
-	c := &batchCall{ctx: ctx, reqs: reqs, done: make(chan batchReply, 1)}
 	select {
-	case b.lanes <- struct{}{}:
-		// A lane is idle: send now, and take along whoever waits. The
-		// batch keeps this caller's deadline but not its cancellation:
-		// a client that hangs up must not fail the others' requests.
-		batch := b.gather(append(make([]*batchCall, 0, 8), c))
-		sendCtx := context.WithoutCancel(ctx)
-		if deadline, ok := ctx.Deadline(); ok {
-			var cancel context.CancelFunc
-			sendCtx, cancel = context.WithDeadline(sendCtx, deadline)
-			defer cancel()
-		}
-		b.send(sendCtx, batch)
-		<-b.lanes
-		return <-c.done
+	case l := <-b.lanes:
+		// A lane is idle: send now, and take along whoever waits.
+		b.send(l, b.gather(append(l.batch[:0], c)))
+		b.lanes <- l
+		return <-c.done, true
 	default:
 	}
 	select {
 	case b.calls <- c:
-	case <-ctx.Done():
-		return batchReply{err: ctx.Err()}
+	case <-c.ctx.Done():
+		return batchReply{err: c.ctx.Err()}, true
 	case <-b.stop:
-		return batchReply{err: redis.ErrClosed}
+		return batchReply{err: redis.ErrClosed}, true
 	}
 	select {
 	case r := <-c.done:
-		return r
-	case <-ctx.Done():
-		return batchReply{err: ctx.Err()}
+		return r, true
+	case <-c.ctx.Done():
+		return batchReply{err: c.ctx.Err()}, false
+	case <-b.stop:
+		select {
+		case r := <-c.done:
+			return r, true
+		default:
+			return batchReply{err: redis.ErrClosed}, false
+		}
 	}
 }
 
-func (b *Batcher) lane() {
+// run sends the batches of calls that found no lane idle.
+func (b *Batcher) run() {
 	defer b.wg.Done()
-	batch := make([]*batchCall, 0, b.max)
 	for {
+		var first *batchCall
 		select {
-		case c := <-b.calls:
-			batch = append(batch[:0], c)
+		case first = <-b.calls:
 		case <-b.stop:
 			return
 		}
 		// Waiting for a lane lets the batch grow meanwhile.
+		var l *lane
 		select {
-		case b.lanes <- struct{}{}:
+		case l = <-b.lanes:
 		case <-b.stop:
-			batch[0].done <- batchReply{err: redis.ErrClosed}
+			first.done <- batchReply{err: redis.ErrClosed}
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-		b.send(ctx, b.gather(batch))
-		cancel()
-		<-b.lanes
-		clear(batch) // let the callers' requests go
+		b.send(l, b.gather(append(l.batch[:0], first)))
+		b.lanes <- l
 	}
 }
 
@@ -172,24 +192,41 @@ type scriptCall struct {
 	cmd   *redis.Cmd
 }
 
-// send decides one batch, within ctx: the deadline of the caller who
-// sends, or the batcher's timeout for a lane. A call that fails with
-// NOSCRIPT, the server having lost its script cache, is sent again with
-// the script. No call is ever retried otherwise: a script that ran but
-// whose answer was lost would charge its requests twice.
-func (b *Batcher) send(ctx context.Context, batch []*batchCall) {
+// errLate fails a call whose deadline passed before its batch left.
+var errLate = fmt.Errorf("rate-limit decision not sent before its deadline: %w", context.DeadlineExceeded)
+
+// send decides one batch with the lane's buffers, within the earliest
+// deadline of its calls; every call is answered, and the lane keeps none.
+// A call that fails with NOSCRIPT, the server having lost its script
+// cache, is sent again with the script. No call is ever retried
+// otherwise: a script that ran but whose answer was lost would charge its
+// requests twice.
+func (b *Batcher) send(l *lane, batch []*batchCall) {
+	defer clear(batch) // let the callers' requests go
+	now := time.Now()
 	live := batch[:0]
+	var deadline time.Time
 	for _, c := range batch {
-		if err := c.ctx.Err(); err != nil {
-			c.done <- batchReply{err: err} // its caller has gone: not sent
-			continue
+		switch {
+		case c.ctx.Err() != nil:
+			c.done <- batchReply{err: c.ctx.Err()} // its caller has gone: not sent
+		case !now.Before(c.deadline):
+			c.done <- batchReply{err: errLate}
+		default:
+			if len(live) == 0 || c.deadline.Before(deadline) {
+				deadline = c.deadline
+			}
+			live = append(live, c)
 		}
-		live = append(live, c)
 	}
 	if len(live) == 0 {
 		return
 	}
-	calls := b.split(live)
+	// The batch keeps its callers' deadlines but not their cancellation: a
+	// client that hangs up must not fail the others' requests.
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	calls := b.split(l, live)
 	pipe := b.client.Pipeline()
 	for _, sc := range calls {
 		sc.args.start(0)
@@ -255,11 +292,14 @@ func (noRetry) NoRetry() bool { return true }
 
 var errShortReply = errors.New("rate-limit script returned too few values for its batch")
 
-// split makes the batch's script calls: one for all, or, in a Redis
-// Cluster, one per hash tag, every key of one request sharing its tag.
-func (b *Batcher) split(live []*batchCall) []*scriptCall {
+// split makes the batch's script calls: one for all, in the lane's
+// buffers, or, in a Redis Cluster, one per hash tag, every key of one
+// request sharing its tag.
+func (b *Batcher) split(l *lane, live []*batchCall) []*scriptCall {
 	if !b.cluster {
-		return []*scriptCall{{calls: live}}
+		l.single.calls = live
+		l.calls[0] = &l.single
+		return l.calls[:]
 	}
 	var calls []*scriptCall
 	byTag := map[string]*scriptCall{}

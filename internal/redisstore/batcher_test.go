@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -15,7 +16,7 @@ import (
 
 func batcher(t *testing.T, srv *redistest.Server, timeout time.Duration) *Batcher {
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1, ContextTimeoutEnabled: true})
-	b := NewBatcher(c, 2, 64, timeout)
+	b := NewBatcher(c, 2, 64)
 	t.Cleanup(func() { b.Close(); c.Close() })
 	return b
 }
@@ -37,7 +38,7 @@ func clusterBatcher(t *testing.T, rc *redistest.Cluster) *Batcher {
 		addrs = append(addrs, s.Addr)
 	}
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second})
-	b := NewBatcher(c, 1, 64, time.Second)
+	b := NewBatcher(c, 1, 64)
 	t.Cleanup(func() { b.Close(); c.Close() })
 	return b
 }
@@ -54,7 +55,7 @@ func testBatcherKeepsEachAnswer(t *testing.T, b *Batcher) {
 			out := make([]limiter.Decision, 1)
 			for i := range 20 {
 				key := fmt.Sprint("k", (c+i)%keys)
-				ok, err := b.Decide(context.Background(), []Request{{StateKey: StateKey("batch", l, key), Limit: l, Cost: 1}}, out)
+				ok, err := b.Decide(context.Background(), inASecond(), []Request{{StateKey: StateKey("batch", l, key), Limit: l, Cost: 1}}, out)
 				if err != nil {
 					errs <- err
 					return
@@ -93,13 +94,13 @@ func TestBatcherScriptReload(t *testing.T) {
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
 	out := make([]limiter.Decision, 1)
 	req := []Request{{StateKey: StateKey("reload", l, "a"), Limit: l, Cost: 1}}
-	if _, err := b.Decide(ctx, req, out); err != nil {
+	if _, err := b.Decide(ctx, inASecond(), req, out); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.client.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := b.Decide(ctx, req, out); err != nil || !ok || out[0].Remaining != 0 {
+	if ok, err := b.Decide(ctx, inASecond(), req, out); err != nil || !ok || out[0].Remaining != 0 {
 		t.Fatalf("after SCRIPT FLUSH: admitted=%v err=%v %+v", ok, err, out[0])
 	}
 }
@@ -118,7 +119,7 @@ func TestBatcherScriptReloadInACluster(t *testing.T) {
 		for i := range 32 {
 			wg.Go(func() {
 				req := []Request{{StateKey: StateKey("flushed", l, fmt.Sprint(i)), Limit: l, Cost: 1}}
-				if _, err := b.Decide(context.Background(), req, make([]limiter.Decision, 1)); err != nil {
+				if _, err := b.Decide(context.Background(), inASecond(), req, make([]limiter.Decision, 1)); err != nil {
 					errs <- err
 				}
 			})
@@ -140,15 +141,16 @@ func TestBatcherScriptReloadInACluster(t *testing.T) {
 	}
 }
 
-// A hung Redis holds no caller past its context, even one queued behind a
-// batch that is waiting for the hung server.
+// A hung Redis holds no caller past its deadline, even one queued behind a
+// batch that is waiting for the hung server: no caller has a timer, the
+// batches have.
 func TestBatcherGivesUpAtTheDeadline(t *testing.T) {
 	srv := redistest.Start(t)
 	b := batcher(t, srv, 2*time.Second)
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
 	req := []Request{{StateKey: StateKey("hung", l, "a"), Limit: l, Cost: 1}}
 	out := make([]limiter.Decision, 1)
-	if _, err := b.Decide(context.Background(), req, out); err != nil {
+	if _, err := b.Decide(context.Background(), inASecond(), req, out); err != nil {
 		t.Fatal(err)
 	}
 	srv.Pause()
@@ -156,10 +158,8 @@ func TestBatcherGivesUpAtTheDeadline(t *testing.T) {
 	slow := make(chan time.Duration, 16)
 	for range 16 {
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-			defer cancel()
 			start := time.Now()
-			_, err := b.Decide(ctx, req, make([]limiter.Decision, 1))
+			_, err := b.Decide(context.Background(), start.Add(50*time.Millisecond), req, make([]limiter.Decision, 1))
 			if err == nil {
 				t.Error("a hung Redis decided")
 			}
@@ -184,23 +184,24 @@ func TestBatcherCanceledSenderFailsNoOther(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	// No lane goroutines: calls wait in the queue until a caller sends.
-	b := &Batcher{client: c, calls: make(chan *batchCall, 16), lanes: make(chan struct{}, 1), stop: make(chan struct{}), max: 64}
+	b := &Batcher{client: c, calls: make(chan *batchCall, 16), lanes: make(chan *lane, 1), stop: make(chan struct{}), max: 64}
+	b.lanes <- &lane{batch: make([]*batchCall, 0, 64)}
 	ctx := context.Background()
 	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 10, Window: time.Hour}
 	var waiting []*batchCall
 	for i := range 5 {
 		reqs := []Request{{StateKey: StateKey("cancel", l, fmt.Sprint(i)), Limit: l, Cost: 1}}
-		call := &batchCall{ctx: ctx, reqs: reqs, done: make(chan batchReply, 1)}
+		call := &batchCall{ctx: ctx, deadline: inASecond(), reqs: reqs, done: make(chan batchReply, 1)}
 		b.calls <- call
 		waiting = append(waiting, call)
 	}
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := b.Decide(gone, []Request{{StateKey: StateKey("cancel", l, "gone"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err == nil {
+	if _, err := b.Decide(gone, inASecond(), []Request{{StateKey: StateKey("cancel", l, "gone"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err == nil {
 		t.Error("a canceled caller was answered")
 	}
 	// A caller still there sends whatever waits.
-	if _, err := b.Decide(ctx, []Request{{StateKey: StateKey("cancel", l, "here"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err != nil {
+	if _, err := b.Decide(ctx, inASecond(), []Request{{StateKey: StateKey("cancel", l, "here"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err != nil {
 		t.Fatal(err)
 	}
 	for i, call := range waiting {
@@ -226,5 +227,33 @@ func TestHashTag(t *testing.T) {
 		if got := hashTag(key); got != want {
 			t.Errorf("hashTag(%q) = %q, want %q", key, got, want)
 		}
+	}
+}
+
+// inASecond is a deadline that a working Redis meets.
+func inASecond() time.Time { return time.Now().Add(time.Second) }
+
+// A caller that comes after Close fails at once, even when its call is
+// queued where no lane will take it: it has no timer to end its wait.
+func TestBatcherClosedFailsAtOnce(t *testing.T) {
+	b := batcher(t, redistest.Start(t), time.Second)
+	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
+	for range cap(b.lanes) {
+		<-b.lanes // every lane busy: the call must queue
+	}
+	b.Close()
+	done := make(chan error, 1)
+	go func() {
+		req := []Request{{StateKey: StateKey("closed", l, "a"), Limit: l, Cost: 1}}
+		_, err := b.Decide(context.Background(), time.Now().Add(time.Hour), req, make([]limiter.Decision, 1))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, redis.ErrClosed) {
+			t.Errorf("after Close: %v, want %v", err, redis.ErrClosed)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a caller after Close is still waiting")
 	}
 }

@@ -192,9 +192,11 @@ func BenchmarkDecide(b *testing.B) {
 				return Decide(ctx, c, 0, reqs, out)
 			}
 			if tt.lanes > 0 {
-				bt := NewBatcher(rc, tt.lanes, 128, time.Second)
+				bt := NewBatcher(rc, tt.lanes, 128)
 				defer bt.Close()
-				decide = bt.Decide
+				decide = func(ctx context.Context, reqs []Request, out []limiter.Decision) (bool, error) {
+					return bt.Decide(ctx, time.Now().Add(time.Second), reqs, out)
+				}
 			}
 			l := limiter.Limit{Algorithm: limiter.SlidingWindow, Events: 1 << 30, Window: time.Hour}
 			params := ParamsOf(l)               // as each zone keeps them
