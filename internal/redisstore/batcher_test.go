@@ -1,10 +1,15 @@
 package redisstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,4 +261,114 @@ func TestBatcherClosedFailsAtOnce(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a caller after Close is still waiting")
 	}
+}
+
+// A batch whose answer is lost after Redis ran it must not be sent again:
+// its requests would be charged twice. go-redis' cluster client retries a
+// pipeline after a network error whatever MaxRetries says; noRetry stops
+// it. A proxy in front of the key's master drops the connection instead
+// of passing on the script's reply.
+func TestBatcherNeverSendsABatchTwice(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 10, Window: time.Hour}
+	key := StateKey("lost", l, "k")
+	slot, err := strconv.Atoi(rc.Nodes[0].Do("CLUSTER", "KEYSLOT", key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	master := rc.Nodes[rc.Owner(slot)]
+	p := startReplyDropper(t, master.Addr)
+	var addrs []string
+	for _, s := range rc.Nodes {
+		addrs = append(addrs, s.Addr)
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if addr == master.Addr {
+				addr = p.addr
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}})
+	b := NewBatcher(c, 1, 64)
+	t.Cleanup(func() { b.Close(); c.Close() })
+
+	req := []Request{{StateKey: key, Limit: l, Cost: 1}}
+	if _, err := b.Decide(context.Background(), inASecond(), req, make([]limiter.Decision, 1)); err != nil {
+		t.Fatal(err)
+	}
+	p.armed.Store(true)
+	if _, err := b.Decide(context.Background(), inASecond(), req, make([]limiter.Decision, 1)); err == nil {
+		t.Fatal("a decision whose reply was lost succeeded")
+	}
+	if p.armed.Load() {
+		t.Fatal("setup: no script reply went through the proxy")
+	}
+	// Redis ran the script twice in all, once per decision.
+	if state := master.Do("GET", key); !strings.HasSuffix(state, " 2") {
+		t.Errorf("the key's state is %q: the lost batch was charged again", state)
+	}
+}
+
+// replyDropper passes traffic to a Redis server, except that once armed
+// it closes the connection that sends the next script call instead of
+// passing on the reply.
+type replyDropper struct {
+	addr  string
+	armed atomic.Bool
+}
+
+func startReplyDropper(t *testing.T, target string) *replyDropper {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	p := &replyDropper{addr: l.Addr().String()}
+	go func() {
+		for {
+			client, err := l.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			t.Cleanup(func() { client.Close(); server.Close() })
+			var drop atomic.Bool
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := client.Read(buf)
+					if err != nil {
+						server.Close()
+						return
+					}
+					if bytes.Contains(bytes.ToLower(buf[:n]), []byte("evalsha")) && p.armed.CompareAndSwap(true, false) {
+						drop.Store(true)
+					}
+					if _, err := server.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := server.Read(buf)
+					if err != nil || drop.Load() {
+						client.Close()
+						server.Close()
+						return
+					}
+					if _, err := client.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p
 }
