@@ -78,6 +78,9 @@ func TestAllowsOrigin(t *testing.T) {
 		"http://localhost:":               false,
 		"http://localhost:03000":          false,
 		"http://localhost:123456":         false,
+		"http://localhost:65535":          true,
+		"http://localhost:65536":          false, // no port; a browser never sends it
+		"http://localhost:99999":          false,
 		"http://localhost:30x0":           false,
 		"https://b.com":                   true,
 		"http://[::1]:8080":               true,

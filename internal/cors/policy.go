@@ -105,15 +105,18 @@ func (pt pattern) match(o string) bool {
 	}
 	mid := o[len(pt.prefix) : len(o)-len(pt.suffix)]
 	if pt.port {
+		// A port as a browser serializes it: 1 to 65535, no leading zero.
 		if len(mid) > 5 || mid[0] == '0' {
 			return false
 		}
+		n := 0
 		for i := 0; i < len(mid); i++ {
 			if mid[i] < '0' || mid[i] > '9' {
 				return false
 			}
+			n = n*10 + int(mid[i]-'0')
 		}
-		return true
+		return n <= 65535
 	}
 	// One or more DNS labels: the suffix starts with '.', so mid must
 	// neither start nor end with one, nor hold two in a row.
