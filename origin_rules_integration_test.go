@@ -352,6 +352,66 @@ func TestHeuristicFreshness(t *testing.T) {
 }
 
 // TestUnsafeMethodsInvalidate checks RFC 9111 section 4.4: a non-error response to an unsafe method invalidates the target URI and same-origin Location and Content-Location, every variant.
+// RFC 9111 section 4.4: an unsafe request invalidates its target URI (and
+// its Location and Content-Location), not its neighbours. Stores in flight
+// while other paths are invalidated are all kept. Before, a store checked
+// a counter shared by 1 path in 256, so each POST elsewhere dropped about
+// one concurrent store in 256: a conformance suite that runs its tests
+// concurrently failed a test or two in every run.
+func TestUnsafeMethodsSpareOtherStoresInFlight(t *testing.T) {
+	release := make(chan struct{})
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if strings.HasPrefix(r.URL.Path, "/held/") {
+			<-release // the store began before the POSTs
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprint(w, r.URL.Path)
+	})
+	g := startGateway(t, "", originRulesSite, up.addr())
+	const stores, posts = 40, 200
+	var wg sync.WaitGroup
+	for i := range stores {
+		wg.Go(func() {
+			if _, err := send("GET", fmt.Sprintf("http://%s/held/%d", g.addr, i), nil, ""); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	for deadline := time.Now().Add(10 * time.Second); up.total.Load() < stores; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatalf("only %d of %d GETs reached the upstream", up.total.Load(), stores)
+		}
+	}
+	for j := range posts {
+		if r := originRulesFetch(g, "POST", fmt.Sprint("/other/", j)); r.status != http.StatusNoContent {
+			t.Fatalf("POST: status %d", r.status)
+		}
+	}
+	close(release)
+	wg.Wait()
+	var lost []string
+	for i := range stores {
+		path := fmt.Sprint("/held/", i)
+		if r := originRulesFetch(g, "GET", path); !r.isHit() {
+			lost = append(lost, path+": "+r.cacheStatus())
+		}
+	}
+	if len(lost) > 0 {
+		t.Errorf("%d of %d stores in flight were dropped by POSTs to other paths:\n%s", len(lost), stores, strings.Join(lost, "\n"))
+	}
+	// The POSTs' own targets were invalidated all the same.
+	originRulesFetch(g, "GET", "/other/7")
+	originRulesFetch(g, "POST", "/other/7")
+	if r := originRulesFetch(g, "GET", "/other/7"); r.isHit() {
+		t.Errorf("a GET after a POST to its path was a hit: %q", r.cacheStatus())
+	}
+}
+
 func TestUnsafeMethodsInvalidate(t *testing.T) {
 	var mu sync.Mutex
 	gets := map[string]int{}

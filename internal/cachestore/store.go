@@ -73,6 +73,50 @@ func CheckMaxEntrySize(n int64) error {
 // dropped rather than written after it.
 const invalidationSlots = 256
 
+// slotLogSize is how many of its latest URL invalidations a slot
+// remembers, so that a store that saw its slot move on can tell whether
+// its own path was among them. A store that saw more is dropped.
+const slotLogSize = 8
+
+// slotLog holds a slot's latest URL invalidations: the hash of each path,
+// at the slot's epoch its invalidation made, modulo slotLogSize. It is
+// written and read under Store.mu.
+type slotLog struct {
+	hashes [slotLogSize]uint64
+	epochs [slotLogSize]uint64
+}
+
+func (l *slotLog) record(epoch, hash uint64) {
+	l.hashes[epoch%slotLogSize], l.epochs[epoch%slotLogSize] = hash, epoch
+}
+
+// holds reports whether the path of hash may have been invalidated after
+// epoch since, the slot being at epoch now: true when it was, or when
+// the slot no longer remembers every invalidation since.
+func (l *slotLog) holds(hash, since, now uint64) bool {
+	if now-since > slotLogSize {
+		return true
+	}
+	for epoch := since + 1; epoch <= now; epoch++ {
+		i := epoch % slotLogSize
+		if l.epochs[i] != epoch || l.hashes[i] == hash {
+			return true
+		}
+	}
+	return false
+}
+
+// pathHash hashes the path with 64-bit FNV-1a, for the slot logs: a
+// collision only drops a store that could have been kept.
+func pathHash(path string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(path); i++ {
+		h ^= uint64(path[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
 // Store is one named cache.
 type Store struct {
 	name  string
@@ -90,6 +134,7 @@ type Store struct {
 	mu    sync.RWMutex
 	epoch atomic.Uint64
 	slots [invalidationSlots]atomic.Uint64
+	logs  [invalidationSlots]slotLog
 
 	rulesMu sync.Mutex
 	rules   atomic.Pointer[[]*KeyRule]
@@ -212,6 +257,19 @@ func (s *Store) Snapshot(path string) Snapshot {
 	return Snapshot{s.epoch.Load(), s.slots[pathSlot(path)].Load()}
 }
 
+// current reports whether nothing that concerns path was invalidated
+// since snap was taken: not the whole store, nor a prefix or a tag, nor
+// the path itself. The invalidation of another path of its slot does not
+// count, as long as the slot remembers it. Called with s.mu held.
+func (s *Store) current(snap Snapshot, path string) bool {
+	if snap.global != s.epoch.Load() {
+		return false
+	}
+	slot := pathSlot(path)
+	now := s.slots[slot].Load()
+	return now == snap.slot || !s.logs[slot].holds(pathHash(path), snap.slot, now)
+}
+
 // Put stores the entry written for one request, and the Vary marker that
 // leads to it if there is one, unless an invalidation of their path
 // happened since snap was taken. It computes their costs, and returns
@@ -231,7 +289,7 @@ func (s *Store) Put(snap Snapshot, keep time.Duration, e, marker *Entry) httpcac
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if snap != s.Snapshot(e.Path) {
+	if !s.current(snap, e.Path) {
 		s.stats.record(httpcache.ReasonInvalidated)
 		return httpcache.ReasonInvalidated
 	}
@@ -336,7 +394,8 @@ func (s *Store) Purge(t Target) int {
 		s.epoch.Add(1)
 	}
 	for _, u := range t.URLs {
-		s.slots[pathSlot(u.Path)].Add(1)
+		slot := pathSlot(u.Path)
+		s.logs[slot].record(s.slots[slot].Add(1), pathHash(u.Path))
 	}
 	victims := s.index.match(t)
 	for _, e := range victims {

@@ -146,12 +146,22 @@ func TestPutGetPurgeFlush(t *testing.T) {
 }
 
 // TestEpochsDropLateStores: a store whose snapshot was taken before an
-// invalidation of its path, or of the whole store, is dropped.
+// invalidation of its path, or of the whole store, is dropped; one whose
+// only neighbours in its invalidation slot were invalidated is not, unless
+// the slot saw more invalidations than it remembers.
 func TestEpochsDropLateStores(t *testing.T) {
 	s := newTestStore(t, 4<<20)
 	late := func(path string) *Entry {
 		return &Entry{Key: []byte("k" + path), Path: path, Expires: now.Add(time.Hour)}
 	}
+	purge := func(paths ...string) func() {
+		return func() {
+			for _, p := range paths {
+				s.Purge(Target{URLs: []URL{{Path: p}}})
+			}
+		}
+	}
+	nb := neighbours("/f", slotLogSize+1)
 	for _, tt := range []struct {
 		name       string
 		invalidate func()
@@ -163,6 +173,9 @@ func TestEpochsDropLateStores(t *testing.T) {
 		{"tag", func() { s.Purge(Target{Tags: []string{"none"}}) }, "/c", httpcache.ReasonInvalidated},
 		{"flush", s.Flush, "/d", httpcache.ReasonInvalidated},
 		{"nothing", func() {}, "/e", httpcache.Stored},
+		{"a neighbour in its slot", purge(nb[0]), "/f", httpcache.Stored},
+		{"itself among neighbours", purge(nb[0], "/f", nb[1]), "/f", httpcache.ReasonInvalidated},
+		{"more neighbours than the slot remembers", purge(nb...), "/f", httpcache.ReasonInvalidated},
 	} {
 		snap := s.Snapshot(tt.path)
 		tt.invalidate()
@@ -174,10 +187,21 @@ func TestEpochsDropLateStores(t *testing.T) {
 			t.Errorf("%s: found %v after %v", tt.name, found, tt.want)
 		}
 	}
-	if st := s.Stats(); st.Outcomes[httpcache.ReasonInvalidated] != 4 || st.Outcomes[httpcache.Stored] != 1 {
-		t.Errorf("Put counted %d invalidated and %d stored, want 4 and 1",
+	if st := s.Stats(); st.Outcomes[httpcache.ReasonInvalidated] != 6 || st.Outcomes[httpcache.Stored] != 2 {
+		t.Errorf("Put counted %d invalidated and %d stored, want 6 and 2",
 			st.Outcomes[httpcache.ReasonInvalidated], st.Outcomes[httpcache.Stored])
 	}
+}
+
+// neighbours returns n paths other than path in its invalidation slot.
+func neighbours(path string, n int) []string {
+	var out []string
+	for i := 0; len(out) < n; i++ {
+		if p := fmt.Sprint("/n/", i); pathSlot(p) == pathSlot(path) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Put does not wait for the store to take an entry, yet a Get right after
