@@ -82,9 +82,11 @@ func (c *redisClient) Destruct() error {
 	return c.Close()
 }
 
-// batcher returns the client's batcher, starting it on first use.
+// batcher returns the client's batcher, starting it on first use. A
+// decision with less than a quarter of the timeout left when its batch
+// leaves fails unsent, to fail_mode: the batch must not be cut short by it.
 func (c *redisClient) batcher() *redisstore.Batcher {
-	c.batchOnce.Do(func() { c.batch = redisstore.NewBatcher(c.UniversalClient, batchLanes, batchSize) })
+	c.batchOnce.Do(func() { c.batch = redisstore.NewBatcher(c.UniversalClient, batchLanes, batchSize, c.timeout/4) })
 	return c.batch
 }
 

@@ -37,6 +37,7 @@ type Batcher struct {
 	closing sync.Once
 	wg      sync.WaitGroup
 	max     int
+	minLeft time.Duration // a call with less time left is not sent
 }
 
 // lane is what one batch on the wire reuses from the last.
@@ -65,12 +66,15 @@ type batchReply struct {
 var callPool = sync.Pool{New: func() any { return &batchCall{done: make(chan batchReply, 1)} }}
 
 // NewBatcher starts lanes goroutines, each sending one batch of at most
-// maxBatch requests at a time on a pooled connection of c. Close stops
-// them.
-func NewBatcher(c redis.UniversalClient, lanes, maxBatch int) *Batcher {
+// maxBatch requests at a time on a pooled connection of c. A call with
+// less than minLeft before its deadline when its batch leaves fails
+// unsent: the batch gets the earliest deadline of its calls, and one call
+// nearly out of time must not cut every other call's time short. Close
+// stops the lanes.
+func NewBatcher(c redis.UniversalClient, lanes, maxBatch int, minLeft time.Duration) *Batcher {
 	_, cluster := c.(*redis.ClusterClient)
 	b := &Batcher{client: c, cluster: cluster, calls: make(chan *batchCall, lanes*maxBatch),
-		lanes: make(chan *lane, lanes), stop: make(chan struct{}), max: maxBatch}
+		lanes: make(chan *lane, lanes), stop: make(chan struct{}), max: maxBatch, minLeft: minLeft}
 	for range lanes {
 		b.lanes <- &lane{batch: make([]*batchCall, 0, maxBatch)}
 	}
@@ -101,6 +105,9 @@ func (b *Batcher) Close() {
 // requests that wait beside it, giving up at deadline or when ctx ends.
 // out receives each zone's decision and must be as long as reqs.
 func (b *Batcher) Decide(ctx context.Context, deadline time.Time, reqs []Request, out []limiter.Decision) (bool, error) {
+	if len(reqs) == 0 {
+		return true, nil // no zone to refuse it
+	}
 	c := callPool.Get().(*batchCall)
 	c.ctx, c.deadline, c.reqs = ctx, deadline, reqs
 	r, answered := b.call(c)
@@ -117,14 +124,18 @@ func (b *Batcher) Decide(ctx context.Context, deadline time.Time, reqs []Request
 // call queues c for the next batch and waits for its answer, or for its
 // context to end; answered tells whether the lane is done with c.
 func (b *Batcher) call(c *batchCall) (r batchReply, answered bool) {
+	select {
+	case <-b.stop:
+		return batchReply{err: redis.ErrClosed}, true
+	default:
+	}
 	if err := c.ctx.Err(); err != nil {
 		return batchReply{err: err}, true
 	}
 	select {
 	case l := <-b.lanes:
 		// A lane is idle: send now, and take along whoever waits.
-		b.send(l, b.gather(append(l.batch[:0], c)))
-		b.lanes <- l
+		b.sendOn(l, b.gather(append(l.batch[:0], c)))
 		return <-c.done, true
 	default:
 	}
@@ -173,9 +184,16 @@ func (b *Batcher) run() {
 		// at wrk -c64 on 2 cores) and halves the script calls Redis runs,
 		// for one pass of the scheduler rather than a timer.
 		runtime.Gosched()
-		b.send(l, b.gather(append(l.batch[:0], first)))
-		b.lanes <- l
+		b.sendOn(l, b.gather(append(l.batch[:0], first)))
 	}
+}
+
+// sendOn sends the batch on lane l and gives the lane back, even if the
+// send panics in a handler's goroutine, which Caddy recovers: a lane lost
+// would leave every later call waiting for its request's end.
+func (b *Batcher) sendOn(l *lane, batch []*batchCall) {
+	defer func() { b.lanes <- l }()
+	b.send(l, batch)
 }
 
 // gather adds to batch the calls that wait, up to the batch size.
@@ -198,7 +216,8 @@ type scriptCall struct {
 	cmd   *redis.Cmd
 }
 
-// errLate fails a call whose deadline passed before its batch left.
+// errLate fails a call whose deadline passed, or nearly, before its batch
+// left.
 var errLate = fmt.Errorf("rate-limit decision not sent before its deadline: %w", context.DeadlineExceeded)
 
 // send decides one batch with the lane's buffers, within the earliest
@@ -216,7 +235,7 @@ func (b *Batcher) send(l *lane, batch []*batchCall) {
 		switch {
 		case c.ctx.Err() != nil:
 			c.done <- batchReply{err: c.ctx.Err()} // its caller has gone: not sent
-		case !now.Before(c.deadline):
+		case c.deadline.Sub(now) < max(b.minLeft, 1):
 			c.done <- batchReply{err: errLate}
 		default:
 			if len(live) == 0 || c.deadline.Before(deadline) {

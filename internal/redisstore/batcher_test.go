@@ -21,7 +21,7 @@ import (
 
 func batcher(t *testing.T, srv *redistest.Server, timeout time.Duration) *Batcher {
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1, ContextTimeoutEnabled: true})
-	b := NewBatcher(c, 2, 64)
+	b := NewBatcher(c, 2, 64, timeout/100)
 	t.Cleanup(func() { b.Close(); c.Close() })
 	return b
 }
@@ -43,7 +43,7 @@ func clusterBatcher(t *testing.T, rc *redistest.Cluster) *Batcher {
 		addrs = append(addrs, s.Addr)
 	}
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second})
-	b := NewBatcher(c, 1, 64)
+	b := NewBatcher(c, 1, 64, 0)
 	t.Cleanup(func() { b.Close(); c.Close() })
 	return b
 }
@@ -290,7 +290,7 @@ func TestBatcherNeverSendsABatchTwice(t *testing.T) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
 		}})
-	b := NewBatcher(c, 1, 64)
+	b := NewBatcher(c, 1, 64, 0)
 	t.Cleanup(func() { b.Close(); c.Close() })
 
 	req := []Request{{StateKey: key, Limit: l, Cost: 1}}
@@ -371,4 +371,43 @@ func startReplyDropper(t *testing.T, target string) *replyDropper {
 		}
 	}()
 	return p
+}
+
+// A caller after Close fails at once even when a lane is idle: it must
+// not reach Redis through a batcher that was closed.
+func TestBatcherClosedIdleLaneFails(t *testing.T) {
+	b := batcher(t, redistest.Start(t), time.Second)
+	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 2, Window: time.Hour}
+	b.Close()
+	req := []Request{{StateKey: StateKey("closed", l, "idle"), Limit: l, Cost: 1}}
+	if _, err := b.Decide(context.Background(), inASecond(), req, make([]limiter.Decision, 1)); !errors.Is(err, redis.ErrClosed) {
+		t.Errorf("after Close, with a lane idle: %v, want %v", err, redis.ErrClosed)
+	}
+}
+
+// A call nearly out of time does not cut its batch short: it fails unsent,
+// and a caller that sends it along with its own gets its decision from a
+// Redis slower than the old call's time left.
+func TestBatcherLateCallDoesNotCutTheBatchShort(t *testing.T) {
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { c.Close() })
+	// No lane goroutines: the old call waits in the queue until a caller sends.
+	b := &Batcher{client: c, calls: make(chan *batchCall, 16), lanes: make(chan *lane, 1), stop: make(chan struct{}), max: 64, minLeft: 100 * time.Millisecond}
+	b.lanes <- &lane{batch: make([]*batchCall, 0, 64)}
+	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 10, Window: time.Hour}
+	ctx := context.Background()
+	if _, err := b.Decide(ctx, inASecond(), []Request{{StateKey: StateKey("late", l, "warm"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err != nil {
+		t.Fatal(err) // the connection and the script are ready
+	}
+	old := &batchCall{ctx: ctx, deadline: time.Now().Add(30 * time.Millisecond), done: make(chan batchReply, 1),
+		reqs: []Request{{StateKey: StateKey("late", l, "old"), Limit: l, Cost: 1}}}
+	b.calls <- old
+	srv.Do("CLIENT", "PAUSE", "60") // Redis answers in 60 ms
+	if _, err := b.Decide(ctx, inASecond(), []Request{{StateKey: StateKey("late", l, "new"), Limit: l, Cost: 1}}, make([]limiter.Decision, 1)); err != nil {
+		t.Errorf("a caller with a second to go failed with the old call's deadline: %v", err)
+	}
+	if r := <-old.done; !errors.Is(r.err, context.DeadlineExceeded) {
+		t.Errorf("the old call: %v, want it late and unsent", r.err)
+	}
 }
