@@ -195,6 +195,9 @@ func (g *gateway) reload(globals, site, upstream string) {
 	if resp.status != http.StatusOK {
 		g.t.Fatalf("reload: %d %s", resp.status, resp.body)
 	}
+	// The old servers close their idle connections as they stop; a request
+	// sent on one of those just then fails with EOF. Dial the new ones.
+	client.CloseIdleConnections()
 }
 
 // response is a finished exchange.
