@@ -195,8 +195,10 @@ func (g *gateway) reload(globals, site, upstream string) {
 	if resp.status != http.StatusOK {
 		g.t.Fatalf("reload: %d %s", resp.status, resp.body)
 	}
-	// The old servers close their idle connections as they stop; a request
-	// sent on one of those just then fails with EOF. Dial the new ones.
+	// The old servers stop after /load answers, closing their connections,
+	// and one accepted just then is reset: let them finish, then dial the
+	// new ones.
+	time.Sleep(100 * time.Millisecond)
 	client.CloseIdleConnections()
 }
 
