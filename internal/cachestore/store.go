@@ -106,8 +106,9 @@ func (l *slotLog) holds(hash, since, now uint64) bool {
 	return false
 }
 
-// pathHash hashes the path with 64-bit FNV-1a, for the slot logs: a
-// collision only drops a store that could have been kept.
+// pathHash hashes the path with 64-bit FNV-1a. It picks the path's slot
+// and stands for the path in the slot's log: a collision only drops a
+// store that could have been kept.
 func pathHash(path string) uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(path); i++ {
@@ -116,6 +117,11 @@ func pathHash(path string) uint64 {
 	}
 	return h
 }
+
+func slotOf(hash uint64) int { return int(hash % invalidationSlots) }
+
+// pathSlot returns the invalidation slot of path.
+func pathSlot(path string) int { return slotOf(pathHash(path)) }
 
 // Store is one named cache.
 type Store struct {
@@ -242,16 +248,6 @@ func (s *Store) onExit(e *Entry) {
 // the entry when the path, or the whole store, was invalidated since.
 type Snapshot struct{ global, slot uint64 }
 
-// pathSlot hashes the path with 32-bit FNV-1a.
-func pathSlot(path string) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(path); i++ {
-		h ^= uint32(path[i])
-		h *= 16777619
-	}
-	return int(h % invalidationSlots)
-}
-
 // Snapshot returns the epochs that invalidations of path bump.
 func (s *Store) Snapshot(path string) Snapshot {
 	return Snapshot{s.epoch.Load(), s.slots[pathSlot(path)].Load()}
@@ -265,9 +261,10 @@ func (s *Store) current(snap Snapshot, path string) bool {
 	if snap.global != s.epoch.Load() {
 		return false
 	}
-	slot := pathSlot(path)
+	hash := pathHash(path)
+	slot := slotOf(hash)
 	now := s.slots[slot].Load()
-	return now == snap.slot || !s.logs[slot].holds(pathHash(path), snap.slot, now)
+	return now == snap.slot || !s.logs[slot].holds(hash, snap.slot, now)
 }
 
 // Put stores the entry written for one request, and the Vary marker that
@@ -394,8 +391,9 @@ func (s *Store) Purge(t Target) int {
 		s.epoch.Add(1)
 	}
 	for _, u := range t.URLs {
-		slot := pathSlot(u.Path)
-		s.logs[slot].record(s.slots[slot].Add(1), pathHash(u.Path))
+		hash := pathHash(u.Path)
+		slot := slotOf(hash)
+		s.logs[slot].record(s.slots[slot].Add(1), hash)
 	}
 	victims := s.index.match(t)
 	for _, e := range victims {
