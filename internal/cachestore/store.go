@@ -168,9 +168,9 @@ func New(cfg Config) (*Store, error) {
 	}
 	counters := counterCount(cfg.MaxSize)
 	s := &Store{name: cfg.Name, refs: make(map[string]int)}
-	// The admission counters and the store's write buffer are memory the
-	// cache holds; they come out of MaxSize.
-	s.fixedCost = counters*4 + 256<<10
+	// The admission counters, the store's write buffer and the slot logs
+	// are memory the cache holds; they come out of MaxSize.
+	s.fixedCost = counters*4 + 256<<10 + invalidationSlots*slotLogSize*16
 	store, err := ristretto.NewCache(&ristretto.Config[[]byte, *Entry]{
 		NumCounters: counters,
 		MaxCost:     cfg.MaxSize - s.fixedCost,
