@@ -121,6 +121,9 @@ func (b *bus) listen(ctx context.Context) {
 		b.mu.Lock()
 		ps := b.ps
 		b.mu.Unlock()
+		if ps == nil {
+			return // stopped before it first subscribed
+		}
 		msg, err := ps.Receive(ctx)
 		if ctx.Err() != nil {
 			return
