@@ -169,6 +169,10 @@ func (h *CacheRead) serve(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 	serveStored(w, r, h.Cache, e, now, "hit")
 }
 
+// refreshDrops are the client's request fields that a background refresh
+// does not send: they would ask for part of the response, or for none.
+var refreshDrops = []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since"}
+
 // refreshTimeout bounds a background refresh, whatever the upstream's
 // own timeouts.
 const refreshTimeout = time.Minute
@@ -176,7 +180,8 @@ const refreshTimeout = time.Minute
 // refresh fetches a stale entry again in the background, through the
 // handlers after this one, on a context that outlives the request: at most
 // one refresh per entry at a time (RFC 5861 section 3). The request is a
-// copy of r whose response goes nowhere but to the cache.
+// GET copied from r, for the whole response, which goes nowhere but to
+// the cache.
 func (h *CacheRead) refresh(r *http.Request, next caddyhttp.Handler, found cachestore.Lookup) {
 	key := found.Stale.Key
 	if !h.cache.StartRefresh(key) {
@@ -198,6 +203,13 @@ func (h *CacheRead) refresh(r *http.Request, next caddyhttp.Handler, found cache
 	ctx = withLookup(ctx, found)
 	br := r.Clone(ctx)
 	br.Body = http.NoBody
+	// The refresh asks for the whole stored response, whatever part or
+	// condition the client asked for; cache_write adds the entry's own
+	// validators.
+	br.Method = http.MethodGet
+	for _, name := range refreshDrops {
+		br.Header.Del(name)
+	}
 	go func() {
 		defer h.cache.EndRefresh(key)
 		defer cancel()

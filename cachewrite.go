@@ -290,11 +290,17 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		repl.Set(placeholderName, h.Cache)
 		repl.Set(placeholderStatus, resultValues[cachestore.Miss])
 	}
+	head := r.Method == http.MethodHead
 	switch r.Method {
 	case http.MethodGet:
 	case http.MethodHead:
-		w.Header().Add("Cache-Status", h.members.miss)
-		return next.ServeHTTP(w, r)
+		// A HEAD stores nothing of its own; with a stale entry at hand it
+		// validates the entry and its answer may freshen it (RFC 9111
+		// sections 4.3.1 and 4.3.5).
+		if handed := lookupOf(r.Context()); handed == nil || handed.Stale == nil {
+			w.Header().Add("Cache-Status", h.members.miss)
+			return next.ServeHTTP(w, r)
+		}
 	case http.MethodOptions, http.MethodTrace:
 		w.Header().Add("Cache-Status", h.members.method)
 		return next.ServeHTTP(w, r)
@@ -311,6 +317,7 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		requestTime:    h.now(),
 		declared:       -1,
 		outcome:        httpcache.ReasonIncomplete,
+		head:           head,
 	}
 	cw.member = h.members.miss
 	if status == "bypass" {
@@ -346,7 +353,7 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		cw.revalidating = true
 	}
 	_, cw.background = w.(*nowhere)
-	if !cw.background {
+	if !cw.background && !cw.head {
 		done, err := h.collapse(cw, next)
 		if done {
 			return err

@@ -65,6 +65,10 @@ type cacheWriter struct {
 	// leads no flight, and what it answers goes nowhere.
 	background bool
 
+	// head is set for a HEAD that found a stale entry: it stores nothing
+	// of its own, and leads no flight.
+	head bool
+
 	status   int
 	e        *cachestore.Entry // what is stored once the body is complete
 	vary     []string          // the request fields that select it, if any
@@ -90,9 +94,10 @@ func (cw *cacheWriter) WriteHeader(status int) {
 	cw.responseTime = cw.h.now()
 	st := cw.stale()
 	switch {
-	case cw.revalidating && status == http.StatusNotModified:
+	case cw.revalidating && status == http.StatusNotModified,
+		cw.head && status == http.StatusOK && sameRepresentation(st, cw.Header()):
 		cw.absorbed = true
-		cw.validated(st)
+		cw.validated(st, status)
 		return
 	case st != nil && serverError(status) && st.StaleUsable(cw.responseTime, st.StaleIfError):
 		cw.absorbed = true
@@ -108,11 +113,13 @@ func (cw *cacheWriter) WriteHeader(status int) {
 		cw.h.cache.Count(cachestore.Miss)
 	}
 	member += "; fwd-status=" + strconv.Itoa(status)
-	if cw.outcome = cw.decide(); cw.outcome != httpcache.Stored {
-		cw.h.cache.Record(cw.outcome)
-		member += "; detail=" + cw.outcome.String()
-	} else {
-		member += "; stored"
+	if !cw.head { // the answer to a HEAD has no body to store
+		if cw.outcome = cw.decide(); cw.outcome != httpcache.Stored {
+			cw.h.cache.Record(cw.outcome)
+			member += "; detail=" + cw.outcome.String()
+		} else {
+			member += "; stored"
+		}
 	}
 	cw.Header().Add("Cache-Status", member)
 	cw.ResponseWriter.WriteHeader(status)
@@ -168,10 +175,36 @@ func (cw *cacheWriter) serveStale(st *cachestore.Entry, how string) {
 	serveStored(cw.ResponseWriter, cw.r, cw.h.Cache, st, cw.responseTime, how)
 }
 
-// validated answers from the stale entry that the origin's 304 validated,
-// after updating it with the 304's header fields (RFC 9111 sections 3.2
-// and 4.3.4) and storing it again with its new freshness.
-func (cw *cacheWriter) validated(st *cachestore.Entry) {
+// sameRepresentation reports whether a 200 answering a HEAD describes the
+// stored 200 st, so that it may update it (RFC 9111 section 4.3.5): each
+// validator and Content-Length it has matches st's, and it has at least
+// one of them, without which nothing says the body is the same.
+func sameRepresentation(st *cachestore.Entry, hdr http.Header) bool {
+	if st.Status != http.StatusOK {
+		return false
+	}
+	evidence := false
+	for _, f := range [...]struct{ got, stored string }{
+		{hdr.Get("Etag"), st.Validators.ETag},
+		{hdr.Get("Last-Modified"), st.Validators.LastModified},
+		{hdr.Get("Content-Length"), strconv.Itoa(len(st.Body))},
+	} {
+		if f.got == "" {
+			continue
+		}
+		if f.got != f.stored {
+			return false
+		}
+		evidence = true
+	}
+	return evidence
+}
+
+// validated answers from the stale entry that the origin validated, with
+// a 304 or a 200 to a HEAD, after updating it with the answer's header
+// fields (RFC 9111 sections 3.2, 4.3.4 and 4.3.5) and storing it again
+// with its new freshness.
+func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 	h := cw.h
 	fresh, _ := cachestore.StoredFields(cw.Header(), cw.outer, nil)
 	merged := make(http.Header, len(st.Fields)+len(fresh))
@@ -210,7 +243,7 @@ func (cw *cacheWriter) validated(st *cachestore.Entry) {
 	h.cache.Count(cachestore.Revalidated)
 	cw.repl.Set(placeholderStatus, resultValues[cachestore.Revalidated])
 	cachestore.KeepOuter(cw.Header(), cw.outer)
-	how := "fwd=stale; fwd-status=304"
+	how := "fwd=stale; fwd-status=" + strconv.Itoa(status)
 	if cw.outcome == httpcache.Stored {
 		how += "; stored"
 	}

@@ -388,3 +388,153 @@ func TestVaryValuesNormalised(t *testing.T) {
 		t.Errorf("a request with If-Match: %q, want fwd=bypass", r.cacheStatus())
 	}
 }
+
+// seen records the requests an upstream received, in order, as
+// "METHOD path" with the conditional and Range fields that came along.
+type seen struct {
+	mu   sync.Mutex
+	reqs []string
+}
+
+func (s *seen) add(r *http.Request) {
+	line := r.Method + " " + r.URL.Path
+	for _, name := range []string{"If-None-Match", "If-Modified-Since", "Range"} {
+		if v := r.Header.Get(name); v != "" {
+			line += " " + name + "=" + v
+		}
+	}
+	s.mu.Lock()
+	s.reqs = append(s.reqs, line)
+	s.mu.Unlock()
+}
+
+// of returns the requests received for path.
+func (s *seen) of(path string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, line := range s.reqs {
+		if strings.Fields(line)[1] == path {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// TestHeadValidatesAndFreshens checks RFC 9111 sections 4.3.1 and 4.3.5: a
+// HEAD that finds a stale entry validates it; a 304, or a 200 whose
+// validators and Content-Length match the stored response, freshens the
+// entry and updates its fields, and the client gets the stored header;
+// a 200 that describes another body leaves the entry stale.
+func TestHeadValidatesAndFreshens(t *testing.T) {
+	var log seen
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		log.add(r)
+		path := r.URL.Path
+		if path == "/etag" {
+			w.Header().Set("Etag", `"v1"`)
+		}
+		if r.Method == http.MethodGet {
+			// Stale on arrival, with a field only the GET sends; kept
+			// for its stale-if-error window, validator or not.
+			w.Header().Set("Cache-Control", "max-age=10, stale-if-error=60")
+			w.Header().Set("Age", "10")
+			w.Header().Set("X-Version", "first")
+			w.Header().Set("X-From-Get", "kept")
+			fmt.Fprint(w, "stored body")
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("X-Version", "updated")
+		switch {
+		case path == "/etag" && r.Header.Get("If-None-Match") == `"v1"`:
+			w.WriteHeader(http.StatusNotModified)
+		case path == "/other":
+			w.Header().Set("Content-Length", "99") // another body
+		default:
+			w.Header().Set("Content-Length", fmt.Sprint(len("stored body")))
+		}
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	for _, tc := range []struct {
+		path, upstream, status string
+		fresh                  bool
+	}{
+		{"/etag", `HEAD /etag If-None-Match="v1"`, "fwd=stale; fwd-status=304", true},
+		{"/length", "HEAD /length", "fwd=stale; fwd-status=200; stored", true},
+		{"/other", "HEAD /other", "fwd=stale; fwd-status=200", false},
+	} {
+		g.get(tc.path) // stored stale
+		head := g.request("HEAD", tc.path)
+		if got := log.of(tc.path); len(got) != 2 || got[1] != tc.upstream {
+			t.Errorf("%s: the upstream saw %q, want the GET then %q", tc.path, got, tc.upstream)
+		}
+		if !strings.Contains(head.cacheStatus(), tc.status) {
+			t.Errorf("%s: HEAD Cache-Status %q, want %q", tc.path, head.cacheStatus(), tc.status)
+		}
+		if tc.fresh && (head.status != 200 || head.header.Get("X-Version") != "updated" ||
+			head.header.Get("X-From-Get") != "kept" || head.header.Get("Content-Length") != "11") {
+			t.Errorf("%s: HEAD answered %d with %v, want the updated stored header", tc.path, head.status, head.header)
+		}
+		r := g.get(tc.path)
+		switch {
+		case tc.fresh && (!r.isHit() || r.body != "stored body" || r.header.Get("X-Version") != "updated"):
+			t.Errorf("%s: after the HEAD: %q %q X-Version %q, want a hit on the updated entry",
+				tc.path, r.body, r.cacheStatus(), r.header.Get("X-Version"))
+		case !tc.fresh && r.isHit():
+			t.Errorf("%s: a HEAD describing another body freshened the entry: %q", tc.path, r.cacheStatus())
+		}
+	}
+}
+
+// TestRefreshAsksForTheWholeResponse checks RFC 5861 section 3 with the
+// requests that start a refresh: a HEAD, or a Range GET, served from a
+// stale entry, refreshes it with a plain GET whose full response is
+// stored.
+func TestRefreshAsksForTheWholeResponse(t *testing.T) {
+	var log seen
+	var n atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		log.add(r)
+		if len(log.of(r.URL.Path)) == 1 {
+			// Stale on arrival, within its stale-while-revalidate window.
+			w.Header().Set("Cache-Control", "max-age=10, stale-while-revalidate=60")
+			w.Header().Set("Age", "10")
+		} else {
+			w.Header().Set("Cache-Control", "max-age=60")
+		}
+		body := fmt.Sprintf("version %d", n.Add(1))
+		if r.Header.Get("Range") == "bytes=0-1" {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-1/%d", len(body)))
+			w.WriteHeader(http.StatusPartialContent)
+			fmt.Fprint(w, body[:2])
+			return
+		}
+		fmt.Fprint(w, body)
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	for _, tc := range []struct {
+		path   string
+		method string
+		header []string
+	}{
+		{"/head", "HEAD", nil},
+		{"/range", "GET", []string{"Range: bytes=0-1"}},
+	} {
+		first := g.get(tc.path)
+		if r := g.request(tc.method, tc.path, tc.header...); r.status >= 300 {
+			t.Fatalf("%s: %s answered %d", tc.path, tc.method, r.status)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for len(log.of(tc.path)) < 2 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(50 * time.Millisecond) // the refresh's store lands
+		if got := log.of(tc.path); len(got) != 2 || got[1] != "GET "+tc.path {
+			t.Errorf("%s: the upstream saw %q, want the GET, then the refresh's plain GET", tc.path, got)
+		}
+		if r := g.get(tc.path); !r.isHit() || r.body == first.body {
+			t.Errorf("%s: after the refresh: %q %q, want a fresh hit on a new version", tc.path, r.body, r.cacheStatus())
+		}
+	}
+}
