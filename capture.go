@@ -175,29 +175,25 @@ func (cw *cacheWriter) serveStale(st *cachestore.Entry, how string) {
 	serveStored(cw.ResponseWriter, cw.r, cw.h.Cache, st, cw.responseTime, how)
 }
 
-// sameRepresentation reports whether a 200 answering a HEAD describes the
-// stored 200 st, so that it may update it (RFC 9111 section 4.3.5): each
-// validator and Content-Length it has matches st's, and it has at least
-// one of them, without which nothing says the body is the same.
+// sameRepresentation reports whether a 200 answering a HEAD may update
+// the stored 200 st (RFC 9111 section 4.3.5): each ETag, Last-Modified
+// and Content-Length it has matches st's. One with none of them updates
+// st too: the section is meant for stored responses without validators,
+// and the origin says a GET would now have that header.
 func sameRepresentation(st *cachestore.Entry, hdr http.Header) bool {
 	if st.Status != http.StatusOK {
 		return false
 	}
-	evidence := false
 	for _, f := range [...]struct{ got, stored string }{
 		{hdr.Get("Etag"), st.Validators.ETag},
 		{hdr.Get("Last-Modified"), st.Validators.LastModified},
 		{hdr.Get("Content-Length"), strconv.Itoa(len(st.Body))},
 	} {
-		if f.got == "" {
-			continue
-		}
-		if f.got != f.stored {
+		if f.got != "" && f.got != f.stored {
 			return false
 		}
-		evidence = true
 	}
-	return evidence
+	return true
 }
 
 // validated answers from the stale entry that the origin validated, with

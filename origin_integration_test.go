@@ -451,6 +451,8 @@ func TestHeadValidatesAndFreshens(t *testing.T) {
 			w.WriteHeader(http.StatusNotModified)
 		case path == "/other":
 			w.Header().Set("Content-Length", "99") // another body
+		case path == "/bare":
+			// Nothing to compare: section 4.3.5 updates the entry.
 		default:
 			w.Header().Set("Content-Length", fmt.Sprint(len("stored body")))
 		}
@@ -463,6 +465,7 @@ func TestHeadValidatesAndFreshens(t *testing.T) {
 		{"/etag", `HEAD /etag If-None-Match="v1"`, "fwd=stale; fwd-status=304", true},
 		{"/length", "HEAD /length", "fwd=stale; fwd-status=200; stored", true},
 		{"/other", "HEAD /other", "fwd=stale; fwd-status=200", false},
+		{"/bare", "HEAD /bare", "fwd=stale; fwd-status=200; stored", true},
 	} {
 		g.get(tc.path) // stored stale
 		head := g.request("HEAD", tc.path)
