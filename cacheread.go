@@ -170,8 +170,10 @@ func (h *CacheRead) serve(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 }
 
 // refreshDrops are the client's request fields that a background refresh
-// does not send: they would ask for part of the response, or for none.
-var refreshDrops = []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since"}
+// does not send: they would ask for part of the response, or for none, or
+// apply the client's wishes (no-store, only-if-cached, max-stale) to a
+// request that is the cache's own.
+var refreshDrops = []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since", "Cache-Control", "Pragma"}
 
 // refreshTimeout bounds a background refresh, whatever the upstream's
 // own timeouts.

@@ -299,14 +299,14 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		// sections 4.3.1 and 4.3.5).
 		if handed := lookupOf(r.Context()); handed == nil || handed.Stale == nil {
 			w.Header().Add("Cache-Status", h.members.miss)
-			return next.ServeHTTP(w, r)
+			return next.ServeHTTP(h.passOn(w), r)
 		}
 	case http.MethodOptions, http.MethodTrace:
 		w.Header().Add("Cache-Status", h.members.method)
-		return next.ServeHTTP(w, r)
+		return next.ServeHTTP(h.passOn(w), r)
 	default:
 		w.Header().Add("Cache-Status", h.members.method)
-		return serveInvalidating(w, r, next, h.invalidateUnsafe)
+		return serveInvalidating(h.passOn(w), r, next, h.invalidateUnsafe)
 	}
 	cw := &cacheWriter{
 		ResponseWriter: w,
@@ -329,6 +329,13 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		} else {
 			cw.primary, cw.found = h.takeHandOff(r, repl, handed)
 		}
+	}
+	if head && cw.stale() == nil {
+		// A handler between cache_read and here changed the key: the
+		// stale entry is another request's, which this HEAD may not
+		// update.
+		w.Header().Add("Cache-Status", h.members.miss)
+		return next.ServeHTTP(h.passOn(w), r)
 	}
 	if cw.found != nil {
 		cw.path, cw.snap = cw.found.Path, cw.found.Snapshot
@@ -381,6 +388,47 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	cw.finish(err)
 	return err
 }
+
+// passOn returns the writer for a response that passes through unstored:
+// one that removes this cache's own targeted fields, when it has any.
+func (h *CacheWrite) passOn(w http.ResponseWriter) http.ResponseWriter {
+	if len(h.policy.Own) == 0 {
+		return w
+	}
+	return &ownDropper{ResponseWriter: w, h: h}
+}
+
+// ownDropper removes this cache's own targeted fields (RFC 9213) from a
+// response before its header leaves.
+type ownDropper struct {
+	http.ResponseWriter
+	h           *CacheWrite
+	wroteHeader bool
+}
+
+func (d *ownDropper) WriteHeader(status int) {
+	d.h.dropOwn(d.Header())
+	d.wroteHeader = d.wroteHeader || status >= 200 || status == http.StatusSwitchingProtocols
+	d.ResponseWriter.WriteHeader(status)
+}
+
+func (d *ownDropper) Write(p []byte) (int, error) {
+	if !d.wroteHeader {
+		d.WriteHeader(http.StatusOK)
+	}
+	return d.ResponseWriter.Write(p)
+}
+
+// FlushError passes a flush on, the header first.
+func (d *ownDropper) FlushError() error {
+	if !d.wroteHeader {
+		d.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(d.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (d *ownDropper) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 // collapseWait bounds how long a request waits for another request's fetch
 // of the same key before it goes to the origin itself.

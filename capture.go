@@ -95,7 +95,7 @@ func (cw *cacheWriter) WriteHeader(status int) {
 	st := cw.stale()
 	switch {
 	case cw.revalidating && status == http.StatusNotModified,
-		cw.head && status == http.StatusOK && sameRepresentation(st, cw.Header()):
+		cw.head && st != nil && status == http.StatusOK && sameRepresentation(st, cw.Header()):
 		cw.absorbed = true
 		cw.validated(st, status)
 		return
@@ -113,13 +113,13 @@ func (cw *cacheWriter) WriteHeader(status int) {
 		cw.h.cache.Count(cachestore.Miss)
 	}
 	member += "; fwd-status=" + strconv.Itoa(status)
-	if !cw.head { // the answer to a HEAD has no body to store
-		if cw.outcome = cw.decide(); cw.outcome != httpcache.Stored {
-			cw.h.cache.Record(cw.outcome)
-			member += "; detail=" + cw.outcome.String()
-		} else {
-			member += "; stored"
-		}
+	if cw.head { // the answer to a HEAD has no body to store
+		cw.h.dropOwn(cw.Header())
+	} else if cw.outcome = cw.decide(); cw.outcome != httpcache.Stored {
+		cw.h.cache.Record(cw.outcome)
+		member += "; detail=" + cw.outcome.String()
+	} else {
+		member += "; stored"
 	}
 	cw.Header().Add("Cache-Status", member)
 	cw.ResponseWriter.WriteHeader(status)
@@ -202,10 +202,14 @@ func sameRepresentation(st *cachestore.Entry, hdr http.Header) bool {
 // with its new freshness.
 func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 	h := cw.h
-	fresh, _ := cachestore.StoredFields(cw.Header(), cw.outer, nil)
+	fresh, upstreamStatus := cachestore.StoredFields(cw.Header(), cw.outer, nil)
 	merged := make(http.Header, len(st.Fields)+len(fresh))
 	for _, f := range st.Fields {
-		merged[f.Name] = f.Values
+		if f.Name != "Age" {
+			// The entry's age starts again from the validating
+			// response's (RFC 9111 section 4.2.3).
+			merged[f.Name] = f.Values
+		}
 	}
 	for _, f := range fresh {
 		if !keptOnUpdate(f.Name) {
@@ -220,19 +224,34 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		RequestTime:    cw.requestTime,
 		ResponseTime:   cw.responseTime,
 	})
+	h.dropOwn(merged)
 	e := h.newEntry(cw.r, cw.path, st.Status, merged, nil, d, cw.responseTime)
 	e.Key, e.Body = st.Key, st.Body
+	if len(e.CacheStatus) == 0 {
+		// What the caches before this one said of the response: the
+		// validating response's, or else the stored one's.
+		e.CacheStatus = upstreamStatus
+		if len(e.CacheStatus) == 0 {
+			e.CacheStatus = st.CacheStatus
+		}
+	}
 	if vals := merged["Content-Length"]; len(vals) > 0 {
 		e.Fields = append(e.Fields, cachestore.Field{Name: "Content-Length", Values: vals})
 	}
 	cw.outcome = d.Outcome
-	if d.Outcome == httpcache.Stored {
+	superseded := false
+	if cur := h.cache.Get(st.Key); cur != nil && cur != st {
+		// Another request stored a newer response meanwhile, which the
+		// older one validated here must not replace.
+		superseded = true
+	}
+	if d.Outcome == httpcache.Stored && !superseded {
 		var marker *cachestore.Entry
 		if vary := httpcache.VaryNames(merged); vary != nil && !bytes.Equal(e.Key, cw.found.Primary) {
 			marker = &cachestore.Entry{Key: cw.found.Primary, Host: e.Host, Path: e.Path, Vary: vary, Expires: e.Expires}
 		}
 		cw.outcome = h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
-	} else {
+	} else if !superseded {
 		h.cache.Record(cw.outcome)
 	}
 	cw.found.Counted = true
@@ -240,10 +259,18 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 	cw.repl.Set(placeholderStatus, resultValues[cachestore.Revalidated])
 	cachestore.KeepOuter(cw.Header(), cw.outer)
 	how := "fwd=stale; fwd-status=" + strconv.Itoa(status)
-	if cw.outcome == httpcache.Stored {
+	if cw.outcome == httpcache.Stored && !superseded {
 		how += "; stored"
 	}
 	serveStored(cw.ResponseWriter, cw.r, h.Cache, e, cw.responseTime, how)
+}
+
+// dropOwn removes this cache's own targeted cache-control fields (RFC
+// 9213), which end here: they are neither stored nor sent on.
+func (h *CacheWrite) dropOwn(hdr http.Header) {
+	for _, name := range h.policy.Own {
+		delete(hdr, name)
+	}
 }
 
 // keptOnUpdate reports whether a stored field keeps its value when a 304
@@ -266,10 +293,7 @@ func (cw *cacheWriter) decide() httpcache.Outcome {
 		RequestTime:    cw.requestTime,
 		ResponseTime:   cw.responseTime,
 	})
-	for _, name := range cw.h.policy.Own {
-		// This cache's own targeted fields end here.
-		delete(hdr, name)
-	}
+	cw.h.dropOwn(hdr)
 	if d.Outcome != httpcache.Stored {
 		return d.Outcome
 	}

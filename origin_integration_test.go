@@ -490,6 +490,141 @@ func TestHeadValidatesAndFreshens(t *testing.T) {
 	}
 }
 
+// TestHeadWhenAHandlerChangedTheKey: a handler between cache_read and
+// cache_write that changes the key makes the stale entry cache_read found
+// another request's. A HEAD then passes through as a plain miss and
+// updates nothing: the entry stays stale for the requests it belongs to.
+func TestHeadWhenAHandlerChangedTheKey(t *testing.T) {
+	var log seen
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		log.add(r)
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.Method == http.MethodGet {
+			w.Header().Set("Cache-Control", "max-age=10, stale-if-error=60")
+			w.Header().Set("Age", "10") // stale on arrival
+			fmt.Fprint(w, "stored body")
+		}
+	})
+	g := startGateway(t, "", `
+	@head method HEAD
+	route {
+		cache_read products
+		request_header @head X-User alice
+		cache_write products {
+			key_headers X-User
+		}
+		reverse_proxy {upstream}
+	}
+`, up.addr())
+	g.get("/p") // stored stale, under the key without X-User
+	head := g.request("HEAD", "/p")
+	if head.status != 200 || !strings.Contains(head.cacheStatus(), "fwd=uri-miss") {
+		t.Errorf("HEAD: %d %q, want 200 passed on as a miss", head.status, head.cacheStatus())
+	}
+	if got := log.of("/p"); len(got) != 2 || got[1] != "HEAD /p" {
+		t.Errorf("the upstream saw %q, want the GET then the HEAD", got)
+	}
+	if r := g.get("/p"); r.isHit() {
+		t.Errorf("another key's HEAD freshened the entry: %q", r.cacheStatus())
+	}
+}
+
+// TestValidationDoesNotReplaceANewerEntry: a HEAD validates a stale
+// entry and the origin's 304 is slow; meanwhile a GET stores the newer
+// version. The 304 answers the HEAD but must not put the older version
+// back (RFC 9111 section 4.3.4 updates the response that was validated,
+// not whatever the key holds since).
+func TestValidationDoesNotReplaceANewerEntry(t *testing.T) {
+	var log seen
+	gets := 0
+	var mu sync.Mutex
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		log.add(r)
+		if r.Method == http.MethodHead {
+			time.Sleep(300 * time.Millisecond)
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		mu.Lock()
+		gets++
+		n := gets
+		mu.Unlock()
+		if n == 1 {
+			w.Header().Set("Cache-Control", "max-age=10")
+			w.Header().Set("Age", "10") // stale on arrival
+			w.Header().Set("Etag", `"v1"`)
+			fmt.Fprint(w, "v1")
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v2"`)
+		fmt.Fprint(w, "v2")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	g.get("/r")
+	done := make(chan response)
+	go func() { done <- g.request("HEAD", "/r") }()
+	deadline := time.Now().Add(2 * time.Second)
+	for len(log.of("/r")) < 2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r := g.get("/r"); r.body != "v2" || !strings.Contains(r.cacheStatus(), "stored") {
+		t.Fatalf("setup: the GET during the HEAD's validation got %q %q, want v2 stored", r.body, r.cacheStatus())
+	}
+	head := <-done
+	if head.status != 200 || strings.Contains(head.cacheStatus(), "stored") {
+		t.Errorf("HEAD: %d %q, want 200 from the validated entry, not stored", head.status, head.cacheStatus())
+	}
+	if r := g.get("/r"); !r.isHit() || r.body != "v2" {
+		t.Errorf("after the HEAD's late 304: %q %q, want a hit on v2", r.body, r.cacheStatus())
+	}
+}
+
+// TestValidationUpdatesAsTheAnswerSays checks what a 304 update keeps
+// and drops (RFC 9111 sections 3.2 and 4.3.4, RFC 9211, RFC 9213): the
+// entry's age starts from the 304's, not from the stored response's Age;
+// the cache's own targeted field honoured in the 304 is neither stored
+// nor sent on; what the caches before this one said in Cache-Status stays.
+func TestValidationUpdatesAsTheAnswerSays(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.Header().Set("Gateway-Cache-Control", "max-age=60")
+			w.Header().Set("Cache-Control", "max-age=5")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Age", "60") // stale on arrival
+		w.Header().Set("Cache-Status", "edge; fwd=uri-miss")
+		fmt.Fprint(w, "body")
+	})
+	g := startGateway(t, "", `
+	cache_read products
+	cache_write products {
+		targeted_cache_control Gateway-Cache-Control
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	g.get("/u")
+	for i, want := range []string{"fwd=stale; fwd-status=304; stored; ttl=60", "hit; ttl="} {
+		r := g.get("/u")
+		if !strings.Contains(r.cacheStatus(), want) || r.body != "body" {
+			t.Errorf("request %d: %q %q, want %q", i+2, r.body, r.cacheStatus(), want)
+		}
+		if !strings.HasPrefix(r.cacheStatus(), "edge; fwd=uri-miss, products;") {
+			t.Errorf("request %d: Cache-Status %q lost the upstream cache's member", i+2, r.cacheStatus())
+		}
+		if v := r.header.Get("Gateway-Cache-Control"); v != "" {
+			t.Errorf("request %d: the cache's own field went out: %q", i+2, v)
+		}
+		if age := r.header.Get("Age"); age != "0" {
+			t.Errorf("request %d: Age %q, want 0: the 304 had none", i+2, age)
+		}
+	}
+}
+
 // TestRefreshAsksForTheWholeResponse checks RFC 5861 section 3 with the
 // requests that start a refresh: a HEAD, or a Range GET, served from a
 // stale entry, refreshes it with a plain GET whose full response is
@@ -523,16 +658,18 @@ func TestRefreshAsksForTheWholeResponse(t *testing.T) {
 	}{
 		{"/head", "HEAD", nil},
 		{"/range", "GET", []string{"Range: bytes=0-1"}},
+		// The client's wishes are for its own request, not the cache's.
+		{"/no-store", "GET", []string{"Cache-Control: no-store"}},
 	} {
 		first := g.get(tc.path)
+		stored := g.adminJSON("GET", "/cache/products", "", 200)["stored"]
 		if r := g.request(tc.method, tc.path, tc.header...); r.status >= 300 {
 			t.Fatalf("%s: %s answered %d", tc.path, tc.method, r.status)
 		}
 		deadline := time.Now().Add(2 * time.Second)
-		for len(log.of(tc.path)) < 2 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+		for g.adminJSON("GET", "/cache/products", "", 200)["stored"] == stored && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // until the refresh's store lands
 		}
-		time.Sleep(50 * time.Millisecond) // the refresh's store lands
 		if got := log.of(tc.path); len(got) != 2 || got[1] != "GET "+tc.path {
 			t.Errorf("%s: the upstream saw %q, want the GET, then the refresh's plain GET", tc.path, got)
 		}

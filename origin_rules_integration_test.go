@@ -266,7 +266,14 @@ func TestTargetedCacheControl(t *testing.T) {
 	reverse_proxy {upstream}
 `, up.addr())
 	first, second := originRulesStored(t, own, up, "/own/own")
-	for i, r := range []response{first, second} {
+	// Nor does it leave with a response that passes through unstored.
+	post := own.request("POST", "/own/post")
+	head := own.request("HEAD", "/own/head")
+	options := own.request("OPTIONS", "/own/options")
+	for i, r := range []response{first, second, post, head, options} {
+		if r.status != 200 {
+			t.Errorf("response %d: status %d", i+1, r.status)
+		}
 		if v, ok := r.header["Gateway-Cache-Control"]; ok {
 			t.Errorf("response %d carries the gateway's own field: %q", i+1, v)
 		}
