@@ -395,40 +395,8 @@ func (h *CacheWrite) passOn(w http.ResponseWriter) http.ResponseWriter {
 	if len(h.policy.Own) == 0 {
 		return w
 	}
-	return &ownDropper{ResponseWriter: w, h: h}
+	return &headerHook{ResponseWriter: w, before: func(_ int, hdr http.Header) { h.dropOwn(hdr) }}
 }
-
-// ownDropper removes this cache's own targeted fields (RFC 9213) from a
-// response before its header leaves.
-type ownDropper struct {
-	http.ResponseWriter
-	h           *CacheWrite
-	wroteHeader bool
-}
-
-func (d *ownDropper) WriteHeader(status int) {
-	d.h.dropOwn(d.Header())
-	d.wroteHeader = d.wroteHeader || status >= 200 || status == http.StatusSwitchingProtocols
-	d.ResponseWriter.WriteHeader(status)
-}
-
-func (d *ownDropper) Write(p []byte) (int, error) {
-	if !d.wroteHeader {
-		d.WriteHeader(http.StatusOK)
-	}
-	return d.ResponseWriter.Write(p)
-}
-
-// FlushError passes a flush on, the header first.
-func (d *ownDropper) FlushError() error {
-	if !d.wroteHeader {
-		d.WriteHeader(http.StatusOK)
-	}
-	return http.NewResponseController(d.ResponseWriter).Flush()
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (d *ownDropper) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 // collapseWait bounds how long a request waits for another request's fetch
 // of the same key before it goes to the origin itself.

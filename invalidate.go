@@ -122,13 +122,17 @@ func (h *CacheInvalidate) ServeHTTP(w http.ResponseWriter, r *http.Request, next
 // response's header, once the response turns out successful (below 400),
 // before it leaves.
 func serveInvalidating(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, invalidate func(*http.Request, http.Header)) error {
-	iw := &invalidatingWriter{ResponseWriter: w, invalidate: invalidate, r: r}
-	if err := next.ServeHTTP(iw, r); err != nil {
+	hw := &headerHook{ResponseWriter: w, before: func(status int, hdr http.Header) {
+		if status >= 200 && status < 400 {
+			invalidate(r, hdr)
+		}
+	}}
+	if err := next.ServeHTTP(hw, r); err != nil {
 		return err
 	}
-	if !iw.decided {
+	if !hw.final {
 		// Nothing was written: the response is an implicit 200.
-		iw.decided = true
+		hw.final = true
 		invalidate(r, w.Header())
 	}
 	return nil
@@ -195,43 +199,6 @@ func parsePurgeURL(s string) (cachestore.URL, error) {
 	}
 	return cachestore.URL{Host: host, Path: path}, nil
 }
-
-// invalidatingWriter invalidates as soon as a successful status is
-// written, before any byte of the response reaches the client.
-type invalidatingWriter struct {
-	http.ResponseWriter
-	invalidate func(*http.Request, http.Header)
-	r          *http.Request
-	decided    bool
-}
-
-func (iw *invalidatingWriter) WriteHeader(status int) {
-	if !iw.decided && status >= 200 {
-		iw.decided = true
-		if status < 400 {
-			iw.invalidate(iw.r, iw.Header())
-		}
-	}
-	iw.ResponseWriter.WriteHeader(status)
-}
-
-func (iw *invalidatingWriter) Write(p []byte) (int, error) {
-	if !iw.decided {
-		iw.WriteHeader(http.StatusOK)
-	}
-	return iw.ResponseWriter.Write(p)
-}
-
-// FlushError passes a flush on; a flush before any header implies 200.
-func (iw *invalidatingWriter) FlushError() error {
-	if !iw.decided {
-		iw.WriteHeader(http.StatusOK)
-	}
-	return http.NewResponseController(iw.ResponseWriter).Flush()
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (iw *invalidatingWriter) Unwrap() http.ResponseWriter { return iw.ResponseWriter }
 
 // Interface guards
 var (

@@ -85,3 +85,39 @@ func serveRange(hdr http.Header, r *http.Request, e *cachestore.Entry, rng strin
 	}
 	return e.Status, e.Body
 }
+
+// headerHook calls before with the status and header of a response just
+// before its header leaves, interim ones included, until the final one
+// has: a handler can act on the response, or change its header, before
+// any of it reaches the client.
+type headerHook struct {
+	http.ResponseWriter
+	before func(status int, hdr http.Header)
+	final  bool // the final header has left
+}
+
+func (hw *headerHook) WriteHeader(status int) {
+	if !hw.final {
+		hw.before(status, hw.Header())
+		hw.final = status >= 200 || status == http.StatusSwitchingProtocols
+	}
+	hw.ResponseWriter.WriteHeader(status)
+}
+
+func (hw *headerHook) Write(p []byte) (int, error) {
+	if !hw.final {
+		hw.WriteHeader(http.StatusOK)
+	}
+	return hw.ResponseWriter.Write(p)
+}
+
+// FlushError passes a flush on; a flush before any header implies 200.
+func (hw *headerHook) FlushError() error {
+	if !hw.final {
+		hw.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(hw.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (hw *headerHook) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
