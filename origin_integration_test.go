@@ -431,7 +431,7 @@ func TestHeadValidatesAndFreshens(t *testing.T) {
 	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 		log.add(r)
 		path := r.URL.Path
-		if path == "/etag" {
+		if path == "/etag" || path == "/etag2" {
 			w.Header().Set("Etag", `"v1"`)
 		}
 		if r.Method == http.MethodGet {
@@ -453,6 +453,12 @@ func TestHeadValidatesAndFreshens(t *testing.T) {
 			w.Header().Set("Content-Length", "99") // another body
 		case path == "/bare":
 			// Nothing to compare: section 4.3.5 updates the entry.
+		case path == "/etag2":
+			w.Header().Set("Etag", `"v2"`) // another version, same length
+			w.Header().Set("Content-Length", fmt.Sprint(len("stored body")))
+		case path == "/sie":
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
 		default:
 			w.Header().Set("Content-Length", fmt.Sprint(len("stored body")))
 		}
@@ -466,14 +472,20 @@ func TestHeadValidatesAndFreshens(t *testing.T) {
 		{"/length", "HEAD /length", "fwd=stale; fwd-status=200; stored", true},
 		{"/other", "HEAD /other", "fwd=stale; fwd-status=200", false},
 		{"/bare", "HEAD /bare", "fwd=stale; fwd-status=200; stored", true},
+		{"/etag2", `HEAD /etag2 If-None-Match="v1"`, "fwd=stale; fwd-status=200", false},
+		// The origin fails: the stale entry answers within stale-if-error.
+		{"/sie", "HEAD /sie", "fwd=stale; fwd-status=503", false},
 	} {
 		g.get(tc.path) // stored stale
 		head := g.request("HEAD", tc.path)
 		if got := log.of(tc.path); len(got) != 2 || got[1] != tc.upstream {
 			t.Errorf("%s: the upstream saw %q, want the GET then %q", tc.path, got, tc.upstream)
 		}
-		if !strings.Contains(head.cacheStatus(), tc.status) {
+		if !strings.Contains(head.cacheStatus(), tc.status) || (!tc.fresh && strings.Contains(head.cacheStatus(), "stored")) {
 			t.Errorf("%s: HEAD Cache-Status %q, want %q", tc.path, head.cacheStatus(), tc.status)
+		}
+		if tc.path == "/sie" && (head.status != 200 || head.header.Get("X-Version") != "first") {
+			t.Errorf("/sie: HEAD answered %d with %v, want the stale entry's header", head.status, head.header)
 		}
 		if tc.fresh && (head.status != 200 || head.header.Get("X-Version") != "updated" ||
 			head.header.Get("X-From-Get") != "kept" || head.header.Get("Content-Length") != "11") {
