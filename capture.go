@@ -211,10 +211,17 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 			merged[f.Name] = f.Values
 		}
 	}
+	dated := false
 	for _, f := range fresh {
 		if !keptOnUpdate(f.Name) {
 			merged[f.Name] = f.Values
 		}
+		dated = dated || f.Name == "Date"
+	}
+	if !dated {
+		// A response without a Date is dated when it was received (RFC
+		// 9110 section 6.6.1): the stored Date would age the entry anew.
+		merged["Date"] = []string{cw.responseTime.UTC().Format(http.TimeFormat)}
 	}
 	d := h.policy.Decide(httpcache.Exchange{
 		RequestHeader:  cw.r.Header,
@@ -227,13 +234,11 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 	h.dropOwn(merged)
 	e := h.newEntry(cw.r, cw.path, st.Status, merged, nil, d, cw.responseTime)
 	e.Key, e.Body = st.Key, st.Body
+	// What the caches before this one said of the response: the
+	// validating response's, or else the stored one's.
+	e.CacheStatus = upstreamStatus
 	if len(e.CacheStatus) == 0 {
-		// What the caches before this one said of the response: the
-		// validating response's, or else the stored one's.
-		e.CacheStatus = upstreamStatus
-		if len(e.CacheStatus) == 0 {
-			e.CacheStatus = st.CacheStatus
-		}
+		e.CacheStatus = st.CacheStatus
 	}
 	if vals := merged["Content-Length"]; len(vals) > 0 {
 		e.Fields = append(e.Fields, cachestore.Field{Name: "Content-Length", Values: vals})

@@ -594,8 +594,10 @@ func TestValidationDoesNotReplaceANewerEntry(t *testing.T) {
 }
 
 // TestValidationUpdatesAsTheAnswerSays checks what a 304 update keeps
-// and drops (RFC 9111 sections 3.2 and 4.3.4, RFC 9211, RFC 9213): the
-// entry's age starts from the 304's, not from the stored response's Age;
+// and drops (RFC 9111 sections 3.2 and 4.3.4, RFC 9110 section 6.6.1,
+// RFC 9211, RFC 9213): the entry's age starts from the 304's, not from
+// the stored response's Age or Date (a 304 without a Date is dated when
+// received);
 // the cache's own targeted field honoured in the 304 is neither stored
 // nor sent on; what the caches before this one said in Cache-Status stays.
 func TestValidationUpdatesAsTheAnswerSays(t *testing.T) {
@@ -604,11 +606,14 @@ func TestValidationUpdatesAsTheAnswerSays(t *testing.T) {
 		if r.Header.Get("If-None-Match") == `"v1"` {
 			w.Header().Set("Gateway-Cache-Control", "max-age=60")
 			w.Header().Set("Cache-Control", "max-age=5")
+			w.Header()["Date"] = nil // dated by the cache when received
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
 		w.Header().Set("Cache-Control", "max-age=60")
-		w.Header().Set("Age", "60") // stale on arrival
+		// Stale on arrival, by its Age and by its Date alike.
+		w.Header().Set("Age", "60")
+		w.Header().Set("Date", time.Now().Add(-time.Minute).UTC().Format(http.TimeFormat))
 		w.Header().Set("Cache-Status", "edge; fwd=uri-miss")
 		fmt.Fprint(w, "body")
 	})
