@@ -292,15 +292,7 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	}
 	head := r.Method == http.MethodHead
 	switch r.Method {
-	case http.MethodGet:
-	case http.MethodHead:
-		// A HEAD stores nothing of its own; with a stale entry at hand it
-		// validates the entry and its answer may freshen it (RFC 9111
-		// sections 4.3.1 and 4.3.5).
-		if handed := lookupOf(r.Context()); handed == nil || handed.Stale == nil {
-			w.Header().Add("Cache-Status", h.members.miss)
-			return next.ServeHTTP(h.passOn(w), r)
-		}
+	case http.MethodGet, http.MethodHead:
 	case http.MethodOptions, http.MethodTrace:
 		w.Header().Add("Cache-Status", h.members.method)
 		return next.ServeHTTP(h.passOn(w), r)
@@ -317,7 +309,6 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		requestTime:    h.now(),
 		declared:       -1,
 		outcome:        httpcache.ReasonIncomplete,
-		head:           head,
 	}
 	cw.member = h.members.miss
 	if status == "bypass" {
@@ -331,10 +322,10 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		}
 	}
 	if head && cw.stale() == nil {
-		// A handler between cache_read and here changed the key: the
-		// stale entry is another request's, which this HEAD may not
-		// update.
-		w.Header().Add("Cache-Status", h.members.miss)
+		// A HEAD stores nothing of its own. Only with a stale entry of
+		// its key at hand does it go through: its answer validates the
+		// entry and may freshen it (RFC 9111 sections 4.3.1 and 4.3.5).
+		w.Header().Add("Cache-Status", cw.member)
 		return next.ServeHTTP(h.passOn(w), r)
 	}
 	if cw.found != nil {
@@ -360,7 +351,7 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		cw.revalidating = true
 	}
 	_, cw.background = w.(*nowhere)
-	if !cw.background && !cw.head {
+	if !cw.background && !head {
 		done, err := h.collapse(cw, next)
 		if done {
 			return err

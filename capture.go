@@ -65,10 +65,6 @@ type cacheWriter struct {
 	// leads no flight, and what it answers goes nowhere.
 	background bool
 
-	// head is set for a HEAD that found a stale entry: it stores nothing
-	// of its own, and leads no flight.
-	head bool
-
 	status   int
 	e        *cachestore.Entry // what is stored once the body is complete
 	vary     []string          // the request fields that select it, if any
@@ -95,7 +91,7 @@ func (cw *cacheWriter) WriteHeader(status int) {
 	st := cw.stale()
 	switch {
 	case cw.revalidating && status == http.StatusNotModified,
-		cw.head && st != nil && status == http.StatusOK && sameRepresentation(st, cw.Header()):
+		cw.r.Method == http.MethodHead && st != nil && status == http.StatusOK && sameRepresentation(st, cw.Header()):
 		cw.absorbed = true
 		cw.validated(st, status)
 		return
@@ -113,7 +109,7 @@ func (cw *cacheWriter) WriteHeader(status int) {
 		cw.h.cache.Count(cachestore.Miss)
 	}
 	member += "; fwd-status=" + strconv.Itoa(status)
-	if cw.head { // the answer to a HEAD has no body to store
+	if cw.r.Method == http.MethodHead { // its answer has no body to store
 		cw.h.dropOwn(cw.Header())
 	} else if cw.outcome = cw.decide(); cw.outcome != httpcache.Stored {
 		cw.h.cache.Record(cw.outcome)
@@ -205,22 +201,20 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 	fresh, upstreamStatus := cachestore.StoredFields(cw.Header(), cw.outer, nil)
 	merged := make(http.Header, len(st.Fields)+len(fresh))
 	for _, f := range st.Fields {
-		if f.Name != "Age" {
-			// The entry's age starts again from the validating
-			// response's (RFC 9111 section 4.2.3).
-			merged[f.Name] = f.Values
-		}
+		merged[f.Name] = f.Values
 	}
-	dated := false
 	for _, f := range fresh {
 		if !keptOnUpdate(f.Name) {
 			merged[f.Name] = f.Values
 		}
-		dated = dated || f.Name == "Date"
 	}
-	if !dated {
-		// A response without a Date is dated when it was received (RFC
-		// 9110 section 6.6.1): the stored Date would age the entry anew.
+	// The entry's age starts again from the validating response's (RFC
+	// 9111 section 4.2.3): its Age or none, and its Date or, without one,
+	// the moment it arrived (RFC 9110 section 6.6.1).
+	if _, ok := cw.Header()["Age"]; !ok {
+		delete(merged, "Age")
+	}
+	if _, ok := cw.Header()["Date"]; !ok {
 		merged["Date"] = []string{cw.responseTime.UTC().Format(http.TimeFormat)}
 	}
 	d := h.policy.Decide(httpcache.Exchange{
@@ -244,19 +238,19 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		e.Fields = append(e.Fields, cachestore.Field{Name: "Content-Length", Values: vals})
 	}
 	cw.outcome = d.Outcome
-	superseded := false
-	if cur := h.cache.Get(st.Key); cur != nil && cur != st {
+	stored := false
+	switch cur := h.cache.Get(st.Key); {
+	case cur != nil && cur != st:
 		// Another request stored a newer response meanwhile, which the
 		// older one validated here must not replace.
-		superseded = true
-	}
-	if d.Outcome == httpcache.Stored && !superseded {
+	case d.Outcome == httpcache.Stored:
 		var marker *cachestore.Entry
 		if vary := httpcache.VaryNames(merged); vary != nil && !bytes.Equal(e.Key, cw.found.Primary) {
 			marker = &cachestore.Entry{Key: cw.found.Primary, Host: e.Host, Path: e.Path, Vary: vary, Expires: e.Expires}
 		}
 		cw.outcome = h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
-	} else if !superseded {
+		stored = cw.outcome == httpcache.Stored
+	default:
 		h.cache.Record(cw.outcome)
 	}
 	cw.found.Counted = true
@@ -264,7 +258,7 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 	cw.repl.Set(placeholderStatus, resultValues[cachestore.Revalidated])
 	cachestore.KeepOuter(cw.Header(), cw.outer)
 	how := "fwd=stale; fwd-status=" + strconv.Itoa(status)
-	if cw.outcome == httpcache.Stored && !superseded {
+	if stored {
 		how += "; stored"
 	}
 	serveStored(cw.ResponseWriter, cw.r, h.Cache, e, cw.responseTime, how)

@@ -459,6 +459,10 @@ func TestHeadValidatesAndFreshens(t *testing.T) {
 		case path == "/sie":
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return
+		case path == "/gone":
+			// Section 4.3.5 updates from a 200 only.
+			w.WriteHeader(http.StatusGone)
+			return
 		default:
 			w.Header().Set("Content-Length", fmt.Sprint(len("stored body")))
 		}
@@ -475,6 +479,7 @@ func TestHeadValidatesAndFreshens(t *testing.T) {
 		{"/etag2", `HEAD /etag2 If-None-Match="v1"`, "fwd=stale; fwd-status=200", false},
 		// The origin fails: the stale entry answers within stale-if-error.
 		{"/sie", "HEAD /sie", "fwd=stale; fwd-status=503", false},
+		{"/gone", "HEAD /gone", "fwd=stale; fwd-status=410", false},
 	} {
 		g.get(tc.path) // stored stale
 		head := g.request("HEAD", tc.path)
@@ -499,6 +504,34 @@ func TestHeadValidatesAndFreshens(t *testing.T) {
 		case !tc.fresh && r.isHit():
 			t.Errorf("%s: a HEAD describing another body freshened the entry: %q", tc.path, r.cacheStatus())
 		}
+	}
+}
+
+// TestHeadFreshensItsOwnVariant: a HEAD updates the one stored response
+// its request selects (RFC 9111 sections 4.1 and 4.3.5), not the
+// resource's other variants.
+func TestHeadFreshensItsOwnVariant(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Vary", "Accept-Language")
+		if r.Method == http.MethodHead {
+			w.Header().Set("Cache-Control", "max-age=60")
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=10, stale-if-error=60")
+		w.Header().Set("Age", "10") // stale on arrival, kept for its window
+		fmt.Fprint(w, "in "+r.Header.Get("Accept-Language"))
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	g.get("/v", "Accept-Language: en")
+	g.get("/v", "Accept-Language: fr")
+	if head := g.request("HEAD", "/v", "Accept-Language: en"); !strings.Contains(head.cacheStatus(), "fwd-status=200; stored") {
+		t.Fatalf("HEAD in English: %q, want the English variant freshened", head.cacheStatus())
+	}
+	if r := g.get("/v", "Accept-Language: en"); !r.isHit() || r.body != "in en" {
+		t.Errorf("English after the HEAD: %q %q, want a hit", r.body, r.cacheStatus())
+	}
+	if r := g.get("/v", "Accept-Language: fr"); r.isHit() {
+		t.Errorf("French after an English HEAD: %q %q, want it still stale", r.body, r.cacheStatus())
 	}
 }
 
