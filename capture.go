@@ -199,8 +199,13 @@ func sameRepresentation(st *cachestore.Entry, hdr http.Header) bool {
 func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 	h := cw.h
 	fresh, upstreamStatus := cachestore.StoredFields(cw.Header(), cw.outer, nil)
-	merged := make(http.Header, len(st.Fields)+len(fresh))
+	merged := make(http.Header, len(st.Fields)+len(st.Targeted)+len(fresh))
 	for _, f := range st.Fields {
+		merged[f.Name] = f.Values
+	}
+	// The stored response's own targeted fields decide its freshness
+	// again, unless the answer brings new ones.
+	for _, f := range st.Targeted {
 		merged[f.Name] = f.Values
 	}
 	for _, f := range fresh {
@@ -225,9 +230,9 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		RequestTime:    cw.requestTime,
 		ResponseTime:   cw.responseTime,
 	})
-	h.dropOwn(merged)
+	own := h.dropOwn(merged)
 	e := h.newEntry(cw.r, cw.path, st.Status, merged, nil, d, cw.responseTime)
-	e.Key, e.Body = st.Key, st.Body
+	e.Key, e.Body, e.Targeted = st.Key, st.Body, own
 	// What the caches before this one said of the response: the
 	// validating response's, or else the stored one's.
 	e.CacheStatus = upstreamStatus
@@ -265,11 +270,17 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 }
 
 // dropOwn removes this cache's own targeted cache-control fields (RFC
-// 9213), which end here: they are neither stored nor sent on.
-func (h *CacheWrite) dropOwn(hdr http.Header) {
+// 9213), which end here: they are never served nor sent on. It returns
+// them, for an entry to keep for its next validation.
+func (h *CacheWrite) dropOwn(hdr http.Header) []cachestore.Field {
+	var own []cachestore.Field
 	for _, name := range h.policy.Own {
-		delete(hdr, name)
+		if values, ok := hdr[name]; ok {
+			own = append(own, cachestore.Field{Name: name, Values: values})
+			delete(hdr, name)
+		}
 	}
+	return own
 }
 
 // keptOnUpdate reports whether a stored field keeps its value when a 304
@@ -292,7 +303,7 @@ func (cw *cacheWriter) decide() httpcache.Outcome {
 		RequestTime:    cw.requestTime,
 		ResponseTime:   cw.responseTime,
 	})
-	cw.h.dropOwn(hdr)
+	own := cw.h.dropOwn(hdr)
 	if d.Outcome != httpcache.Stored {
 		return d.Outcome
 	}
@@ -309,6 +320,7 @@ func (cw *cacheWriter) decide() httpcache.Outcome {
 	}
 	cw.storing = true
 	cw.e = cw.h.newEntry(cw.r, cw.path, cw.status, hdr, cw.outer, d, cw.responseTime)
+	cw.e.Targeted = own
 	cw.vary = httpcache.VaryNames(hdr)
 	if cw.declared >= 0 {
 		cw.body = make([]byte, 0, cw.declared)

@@ -675,6 +675,47 @@ func TestValidationUpdatesAsTheAnswerSays(t *testing.T) {
 	}
 }
 
+// TestValidationKeepsTheOwnTargetedField checks RFC 9111 section 4.3.4
+// with RFC 9213: the gateway's own targeted field, removed from every
+// response that leaves, stays part of the stored response, and a 304
+// without it leaves it in force rather than the Cache-Control meant for
+// browsers.
+func TestValidationKeepsTheOwnTargetedField(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified) // no freshness of its own
+			return
+		}
+		w.Header().Set("Gateway-Cache-Control", "max-age=60")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("Age", "60") // stale on arrival
+		fmt.Fprint(w, "body")
+	})
+	g := startGateway(t, "", `
+	cache_read products
+	cache_write products {
+		targeted_cache_control Gateway-Cache-Control
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	for i, want := range []string{"stored", "fwd=stale; fwd-status=304; stored; ttl=60", "hit; ttl="} {
+		r := g.get("/t")
+		if !strings.Contains(r.cacheStatus(), want) || r.body != "body" {
+			t.Errorf("request %d: %q %q, want %q", i+1, r.body, r.cacheStatus(), want)
+		}
+		if v, ok := r.header["Gateway-Cache-Control"]; ok {
+			t.Errorf("request %d: the cache's own field went out: %q", i+1, v)
+		}
+		if r.header.Get("Cache-Control") != "no-cache" {
+			t.Errorf("request %d: Cache-Control %q, want the origin's no-cache", i+1, r.header.Get("Cache-Control"))
+		}
+	}
+	if n := up.count("/t"); n != 2 {
+		t.Errorf("%d upstream requests, want 2: the freshened entry must serve the third", n)
+	}
+}
+
 // TestRefreshAsksForTheWholeResponse checks RFC 5861 section 3 with the
 // requests that start a refresh: a HEAD, or a Range GET, served from a
 // stale entry, refreshes it with a plain GET whose full response is

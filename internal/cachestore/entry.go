@@ -24,8 +24,13 @@ type Entry struct {
 	// it, oldest first.
 	variants [][]byte
 
-	Status      int
-	Fields      []Field
+	Status int
+	Fields []Field
+	// Targeted are the cache's own targeted cache-control fields (RFC
+	// 9213) the response came with: never served, they decide its
+	// freshness again when a validation's answer lacks them (RFC 9111
+	// section 4.3.4).
+	Targeted    []Field
 	CacheStatus []string // the upstream's Cache-Status members
 	Validators  httpcache.Validators
 	Body        []byte
@@ -85,8 +90,10 @@ func (e *Entry) computeCost() {
 	for _, k := range e.variants {
 		n += int64(len(k) + headerValueOverhead)
 	}
-	for _, f := range e.Fields {
-		n += int64(len(f.Name)) + valuesSize(f.Values)
+	for _, fields := range [...][]Field{e.Fields, e.Targeted} {
+		for _, f := range fields {
+			n += int64(len(f.Name)) + valuesSize(f.Values)
+		}
 	}
 	e.cost = n + valuesSize(e.CacheStatus)
 }
