@@ -116,7 +116,11 @@ func (h *CORS) config() cors.Config {
 // ServeHTTP answers a preflight, or passes an actual request on and sets
 // the CORS fields when its response's header goes out.
 func (h *CORS) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	var allowed bool
+	// Under a bare "*" a request without Origin gets the fields too: its
+	// response, cached by a browser or a CDN that Vary does not warn,
+	// may answer a cross-origin request later (Fetch standard, "CORS
+	// protocol and HTTP caches").
+	allowed := !h.policy.VariesByOrigin()
 	origin := r.Header[cors.Origin]
 	if len(origin) > 0 {
 		allowed = len(origin) == 1 && h.allows(r, origin[0])

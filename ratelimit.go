@@ -85,7 +85,7 @@ type RateLimit struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 
 	zones   []*zoneRef
-	policy  []string // RateLimit-Policy when every zone matches, shared read-only
+	policy  string // RateLimit-Policy when every zone matches
 	logger  *zap.Logger
 	now     func() time.Time
 	headerI bool
@@ -192,7 +192,7 @@ func (h *RateLimit) Provision(ctx caddy.Context) error {
 		policies = append(policies, ref.policy)
 	}
 	// Its capacity is its length: a handler that appends to it copies it.
-	h.policy = []string{strings.Join(policies, ", ")}
+	h.policy = strings.Join(policies, ", ")
 	return nil
 }
 

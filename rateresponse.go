@@ -123,16 +123,20 @@ func (ref *zoneRef) refusal() caddyhttp.HandlerError {
 // setHeaders writes the rate-limit headers for the matching zones.
 func (h *RateLimit) setHeaders(hdr http.Header, refs []*zoneRef, out []limiter.Decision) {
 	if h.headerI {
+		// Both values in one slice of the response's own: a handler such
+		// as Caddy's header replace changes values in place.
+		vals := make([]string, 2)
 		if len(refs) == len(h.zones) {
-			hdr["Ratelimit-Policy"] = h.policy
+			vals[0] = h.policy
 		} else {
 			policies := make([]string, len(refs))
 			for i, ref := range refs {
 				policies[i] = ref.policy
 			}
-			hdr["Ratelimit-Policy"] = []string{strings.Join(policies, ", ")}
+			vals[0] = strings.Join(policies, ", ")
 		}
-		hdr["Ratelimit"] = []string{rateLimitField(refs, out)}
+		vals[1] = rateLimitField(refs, out)
+		hdr["Ratelimit-Policy"], hdr["Ratelimit"] = vals[0:1:1], vals[1:2:2]
 	}
 	if h.headerL {
 		// The legacy headers speak of one limit: the zone with the least left.

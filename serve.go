@@ -18,18 +18,27 @@ var notModifiedFields = []string{"Cache-Control", "Content-Location", "Date", "E
 // Not Modified when the request's preconditions allow, with its Age (RFC
 // 9111 section 4.2.3) and a Cache-Status member: the cache's name, then
 // how (such as "hit"), then the entry's ttl. Its two allocations are the
-// Age and Cache-Status values.
+// field values and the Cache-Status value.
+//
+// The response's field values are copies, in one block: handlers change
+// values in place (Caddy's header replace does), which must not reach
+// the entry that every hit shares.
 func serveStored(w http.ResponseWriter, r *http.Request, cache string, e *cachestore.Entry, now time.Time, how string) {
 	hdr := w.Header()
 	notModified := httpcache.NotModified(r.Header, e.Validators, now)
+	n := 2 + len(e.CacheStatus)
+	for _, f := range e.Fields {
+		n += len(f.Values)
+	}
+	vals := make([]string, 0, n)
 	for _, f := range e.Fields {
 		if !notModified || slices.Contains(notModifiedFields, f.Name) {
-			hdr[f.Name] = f.Values
+			vals = append(vals, f.Values...)
+			hdr[f.Name] = vals[len(vals)-len(f.Values) : len(vals) : len(vals)]
 		}
 	}
-	// One allocation holds both new field values.
-	vals := new([2]string)
-	vals[0] = strconv.FormatInt(int64(e.Age(now)/time.Second), 10)
+	vals = append(vals, strconv.FormatInt(int64(e.Age(now)/time.Second), 10))
+	hdr["Age"] = vals[len(vals)-1 : len(vals) : len(vals)]
 	// Whole seconds away from zero: a fresh entry never shows 0 nor a
 	// stale one a fresh-looking 0.
 	ttl := e.Expires.Sub(now)
@@ -40,13 +49,10 @@ func serveStored(w http.ResponseWriter, r *http.Request, cache string, e *caches
 	}
 	var buf [128]byte
 	member := append(append(append(append(buf[:0], cache...), "; "...), how...), "; ttl="...)
-	vals[1] = string(strconv.AppendInt(member, int64(ttl/time.Second), 10))
-	hdr["Age"] = vals[0:1:1]
-	if len(e.CacheStatus) == 0 {
-		hdr["Cache-Status"] = vals[1:2:2]
-	} else {
-		hdr["Cache-Status"] = append(e.CacheStatus, vals[1])
-	}
+	start := len(vals)
+	vals = append(vals, e.CacheStatus...)
+	vals = append(vals, string(strconv.AppendInt(member, int64(ttl/time.Second), 10)))
+	hdr["Cache-Status"] = vals[start:len(vals):len(vals)]
 	if notModified {
 		w.WriteHeader(http.StatusNotModified)
 		return

@@ -94,7 +94,7 @@ func compile(c Config) (*Policy, error) {
 	if c.MaxAge > 0 {
 		age := min(c.MaxAge, MaxMaxAge)
 		secs := (age + time.Second - 1) / time.Second // whole seconds, rounded up
-		p.maxAge = fields(strconv.Itoa(int(secs)))
+		p.maxAge = strconv.Itoa(int(secs))
 	}
 	p.buildFields()
 	return p, nil
@@ -269,7 +269,7 @@ func (p *Policy) compileMethods(methods []string) error {
 	for _, m := range methods {
 		p.methods = append(p.methods, strings.ToUpper(m))
 	}
-	p.allowMethods = fields(strings.Join(p.methods, ", "))
+	p.allowMethods = strings.Join(p.methods, ", ")
 	return nil
 }
 
@@ -290,7 +290,7 @@ func (p *Policy) compileHeaders(c Config) error {
 		return errors.New("cors: expose_headers '*' cannot go with allow_credentials: browsers read '*' as a header name on credentialed requests; list the headers instead")
 	}
 	if len(c.ExposeHeaders) > 0 {
-		p.exposeHeaders = fields(strings.Join(c.ExposeHeaders, ", "))
+		p.exposeHeaders = strings.Join(c.ExposeHeaders, ", ")
 	}
 	return nil
 }

@@ -45,9 +45,9 @@ type Policy struct {
 	credentials    bool
 	privateNetwork bool
 
-	// Field values, built once.
-	star, trueValue, allowMethods, exposeHeaders, maxAge []string
-	varyOrigin, varyPreflight                            []string
+	// Field values, built once. Each response gets slices of its own:
+	// handlers change values in place (Caddy's header replace does).
+	allowMethods, exposeHeaders, maxAge, varyPreflight string
 }
 
 // pattern is an origin with one wildcard: for subdomains, it matches
@@ -60,9 +60,6 @@ type pattern struct {
 func fields(v string) []string { return []string{v} }
 
 func (p *Policy) buildFields() {
-	p.star = fields("*")
-	p.trueValue = fields("true")
-	p.varyOrigin = fields("Origin")
 	v := preflightVaryNoOrigin
 	if p.VariesByOrigin() {
 		v = preflightVaryWithOriginStart + v
@@ -70,7 +67,7 @@ func (p *Policy) buildFields() {
 	if p.privateNetwork {
 		v += preflightVaryPrivateNetwork
 	}
-	p.varyPreflight = fields(v)
+	p.varyPreflight = v
 }
 
 // Templates are the allowed origins that hold placeholders: the caller
@@ -232,18 +229,18 @@ func (p *Policy) SetPreflight(dst, req http.Header, origin []string) {
 	if p.anyMethod {
 		dst[AllowMethods] = req[RequestMethod][:1:1]
 	} else {
-		dst[AllowMethods] = p.allowMethods
+		dst[AllowMethods] = fields(p.allowMethods)
 	}
 	if acrh := req[RequestHeaders]; len(acrh) == 1 {
 		dst[AllowHeaders] = acrh[:1:1]
 	} else if len(acrh) > 1 {
 		dst[AllowHeaders] = fields(strings.Join(acrh, ", "))
 	}
-	if p.maxAge != nil {
-		dst[MaxAge] = p.maxAge
+	if p.maxAge != "" {
+		dst[MaxAge] = fields(p.maxAge)
 	}
 	if p.privateNetwork && asksPrivateNetwork(req) {
-		dst[AllowPrivateNetwork] = p.trueValue
+		dst[AllowPrivateNetwork] = fields("true")
 	}
 }
 
@@ -264,33 +261,33 @@ func (p *Policy) SetActual(dst http.Header, origin []string, allowed bool) {
 	delete(dst, ExposeHeaders)
 	if allowed {
 		p.setOrigin(dst, origin)
-		if p.exposeHeaders != nil {
-			dst[ExposeHeaders] = p.exposeHeaders
+		if p.exposeHeaders != "" {
+			dst[ExposeHeaders] = fields(p.exposeHeaders)
 		}
 	}
 	if p.VariesByOrigin() && !varyNamesOrigin(dst[vary]) {
-		addVary(dst, p.varyOrigin)
+		addVary(dst, "Origin")
 	}
 }
 
 func (p *Policy) setOrigin(dst http.Header, origin []string) {
 	if p.anyOrigin {
-		dst[AllowOrigin] = p.star
+		dst[AllowOrigin] = fields("*")
 	} else {
 		dst[AllowOrigin] = origin
 	}
 	if p.credentials {
-		dst[AllowCredentials] = p.trueValue
+		dst[AllowCredentials] = fields("true")
 	}
 }
 
-// addVary adds v's value to dst's Vary values, without replacing them.
-func addVary(dst http.Header, v []string) {
+// addVary adds v to dst's Vary values, without replacing them.
+func addVary(dst http.Header, v string) {
 	if old := dst[vary]; len(old) > 0 {
-		dst[vary] = append(old, v[0])
+		dst[vary] = append(old, v)
 		return
 	}
-	dst[vary] = v
+	dst[vary] = fields(v)
 }
 
 // varyNamesOrigin reports whether Vary values name Origin (or are "*").
