@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -221,6 +222,74 @@ func TestIdentityInKeyAllowsAuthorized(t *testing.T) {
 	alice := g.get("/me", "Authorization: Bearer alice")
 	if !alice.isHit() || alice.body != "data of Bearer alice" {
 		t.Errorf("alice got %q (%q), want her own stored response", alice.body, alice.cacheStatus())
+	}
+}
+
+// TestUserPlaceholderWithoutAuthentication checks that a user placeholder
+// in the key lets an authorized response be stored only when it has a
+// value: where no authentication ran it is empty, and the key would tell
+// no caller from another.
+func TestUserPlaceholderWithoutAuthentication(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprintf(w, "data of %s", r.Header.Get("Authorization"))
+	})
+	// Both passwords are "secret" (caddy hash-password --bcrypt-cost 4).
+	g := startGateway(t, "", `
+	@members path /members/*
+	basic_auth @members {
+		alice $2a$04$lLF/k5rrSXJP8xd6T44ciu96R/DhNOpzU2O6fOcPC6CfCgikTex5e
+		bob $2a$04$lLF/k5rrSXJP8xd6T44ciu96R/DhNOpzU2O6fOcPC6CfCgikTex5e
+	}
+	cache_read products
+	cache_write products {
+		key_placeholders {http.auth.user.id}
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	alice := g.get("/open", "Authorization: Bearer alice")
+	if !strings.Contains(alice.cacheStatus(), "detail=AUTHORIZATION") {
+		t.Errorf("no authentication ran, the user is empty: %q, want detail=AUTHORIZATION", alice.cacheStatus())
+	}
+	if r := g.get("/open", "Authorization: Bearer mallory"); r.isHit() || r.body != "data of Bearer mallory" {
+		t.Errorf("mallory got %q (%q)", r.body, r.cacheStatus())
+	}
+
+	basic := func(user string) string {
+		return "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(user+":secret"))
+	}
+	if r := g.get("/members/x", basic("alice")); !strings.Contains(r.cacheStatus(), "stored") {
+		t.Errorf("alice, authenticated: %d %q, want stored", r.status, r.cacheStatus())
+	}
+	if r := g.get("/members/x", basic("bob")); r.isHit() || !strings.Contains(r.body, basic("bob")[len("Authorization: "):]) {
+		t.Errorf("bob got %q (%q), want his own", r.body, r.cacheStatus())
+	}
+	if r := g.get("/members/x", basic("alice")); !r.isHit() {
+		t.Errorf("alice again: %q, want her stored response", r.cacheStatus())
+	}
+}
+
+// TestMustRevalidateUnderTTLKeepsAuthorizedPrivate checks that
+// must-revalidate, which lets a shared cache store an authorized response
+// for the validation it forces (RFC 9111 section 3.5), does not under an
+// operator's ttl, which forces none.
+func TestMustRevalidateUnderTTLKeepsAuthorizedPrivate(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-cache, must-revalidate")
+		fmt.Fprintf(w, "account of %s", r.Header.Get("Authorization"))
+	})
+	g := startGateway(t, "", `
+	cache_read products
+	cache_write products {
+		ttl 60s
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	if r := g.get("/mr", "Authorization: Bearer alice"); !strings.Contains(r.cacheStatus(), "detail=AUTHORIZATION") {
+		t.Errorf("alice: %q, want detail=AUTHORIZATION", r.cacheStatus())
+	}
+	if r := g.get("/mr", "Authorization: Bearer bob"); r.body != "account of Bearer bob" {
+		t.Errorf("bob got %q (%q)", r.body, r.cacheStatus())
 	}
 }
 

@@ -118,8 +118,10 @@ type CacheWrite struct {
 	rule    *cachestore.KeyRule
 	policy  httpcache.Policy
 	members cacheStatusMembers
-	logger  *zap.Logger
-	now     func() time.Time
+	// users are the key's placeholders of the authenticated user.
+	users  []string
+	logger *zap.Logger
+	now    func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -167,6 +169,7 @@ func (h *CacheWrite) Provision(ctx caddy.Context) error {
 		StaleIfError:         time.Duration(h.StaleIfError),
 	}
 	h.policy.Targeted, h.policy.Own = targetedFields(h.TargetedCacheControl)
+	h.users = h.keyOptions().UserPlaceholders()
 	h.cache.AddRule(h.rule)
 	return nil
 }
@@ -273,6 +276,22 @@ func (h *CacheWrite) keyOptions() httpcache.KeyOptions {
 		Cookies:       h.KeyCookies,
 		IgnoreCookies: h.IgnoreCookies,
 	}
+}
+
+// userInKey reports whether the key holds the authenticated user of a
+// request with Authorization: one of its user placeholders has a value.
+// Where no authentication ran they are empty, and the key tells no caller
+// from another.
+func (h *CacheWrite) userInKey(r *http.Request, repl *caddy.Replacer) bool {
+	if len(r.Header["Authorization"]) == 0 {
+		return false
+	}
+	for _, name := range h.users {
+		if v, _ := repl.GetString(name); v != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *CacheWrite) maxEntrySize() int64 {

@@ -225,6 +225,7 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 	d := h.policy.Decide(httpcache.Exchange{
 		RequestHeader:  cw.r.Header,
 		PrivateCookies: h.rule.PrivateCookies(cw.r),
+		UserInKey:      h.userInKey(cw.r, cw.repl),
 		Status:         st.Status,
 		Header:         merged,
 		RequestTime:    cw.requestTime,
@@ -298,6 +299,7 @@ func (cw *cacheWriter) decide() httpcache.Outcome {
 	d := cw.h.policy.Decide(httpcache.Exchange{
 		RequestHeader:  cw.r.Header,
 		PrivateCookies: cw.h.rule.PrivateCookies(cw.r),
+		UserInKey:      cw.h.userInKey(cw.r, cw.repl),
 		Status:         cw.status,
 		Header:         hdr,
 		RequestTime:    cw.requestTime,

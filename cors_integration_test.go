@@ -223,7 +223,7 @@ func TestCORSPreflightBeforeLimitsAndAuth(t *testing.T) {
 	// The password is "secret".
 	g := startGateway(t, "", `
 	basic_auth {
-		alice $2a$04$m/w1SC9KMLcDbUDP5Dyw6eTPvSv6jSTgsP15yjW7T1PXHFuxkjpUa
+		alice $2a$04$lLF/k5rrSXJP8xd6T44ciu96R/DhNOpzU2O6fOcPC6CfCgikTex5e
 	}
 	rate_limit {
 		zone z {

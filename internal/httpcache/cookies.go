@@ -27,30 +27,36 @@ type KeyOptions struct {
 	IgnoreCookies []string
 }
 
-// IdentityInKey reports whether the key holds the caller's identity: the
-// Authorization header, or a placeholder of the authenticated user or of
-// that header. A response to an authorized request may then be stored.
+// IdentityInKey reports whether the key holds the caller's credentials:
+// the Authorization header, or a placeholder of it. A response to an
+// authorized request may then be stored.
 func (o KeyOptions) IdentityInKey() bool {
-	return o.holds("Authorization", "{http.auth.user.", "{http.request.header.authorization}")
+	return o.holds("Authorization")
 }
 
-// CookiesInKey reports whether the key holds the request's cookies
-// wholesale, the Cookie header: every cookie then matters to the key, and
-// none keeps a response from being stored or shared. The caller's identity
-// in the key does not count: an anonymous request, whose identity is
-// empty, may still carry the origin's own session cookie.
-func (o KeyOptions) CookiesInKey() bool {
-	return o.holds("Cookie", "{http.request.header.cookie}")
+// UserPlaceholders returns the names of the placeholders of the
+// authenticated user ({http.auth.user.*}) that the key holds. Such a
+// placeholder keeps the caller's identity only when it has a value: it is
+// empty where no authentication ran, whatever Authorization says.
+func (o KeyOptions) UserPlaceholders() []string {
+	const prefix = "http.auth.user."
+	var names []string
+	for _, field := range o.placeholdersUnder(prefix) {
+		names = append(names, prefix+field)
+	}
+	return names
 }
 
-// keyedCookies returns the cookies the key holds one by one: those of
-// key_cookies, and those a {http.request.cookie.NAME} placeholder names.
-func (o KeyOptions) keyedCookies() []string {
-	names := slices.Clone(o.Cookies)
-	const prefix = "{http.request.cookie."
+// placeholdersUnder returns what follows the prefix in the key's
+// placeholders that start with it, such as a cookie's name. The prefix
+// is matched as Caddy's replacer does, case and all: a placeholder it
+// does not know adds nothing to the key.
+func (o KeyOptions) placeholdersUnder(prefix string) []string {
+	prefix = "{" + prefix
+	var names []string
 	for _, p := range o.Placeholders {
 		for {
-			i := strings.Index(strings.ToLower(p), prefix)
+			i := strings.Index(p, prefix)
 			if i < 0 {
 				break
 			}
@@ -62,23 +68,31 @@ func (o KeyOptions) keyedCookies() []string {
 			names = append(names, name)
 		}
 	}
+	return names
+}
+
+// CookiesInKey reports whether the key holds the request's cookies
+// wholesale, the Cookie header: every cookie then matters to the key, and
+// none keeps a response from being stored or shared. The caller's identity
+// in the key does not count: an anonymous request, whose identity is
+// empty, may still carry the origin's own session cookie.
+func (o KeyOptions) CookiesInKey() bool {
+	return o.holds("Cookie")
+}
+
+// keyedCookies returns the cookies the key holds one by one: those of
+// key_cookies, and those a {http.request.cookie.NAME} placeholder names.
+func (o KeyOptions) keyedCookies() []string {
+	names := slices.Concat(o.Cookies, o.placeholdersUnder("http.request.cookie."))
 	return slices.Compact(slices.Sorted(slices.Values(names)))
 }
 
 // holds reports whether the key holds the header, or a placeholder that
 // starts with one of the prefixes.
-func (o KeyOptions) holds(header string, prefixes ...string) bool {
-	for _, h := range o.Headers {
+func (o KeyOptions) holds(header string) bool {
+	for _, h := range slices.Concat(o.Headers, o.placeholdersUnder("http.request.header.")) {
 		if strings.EqualFold(h, header) {
 			return true
-		}
-	}
-	for _, p := range o.Placeholders {
-		p = strings.ToLower(p)
-		for _, prefix := range prefixes {
-			if strings.Contains(p, prefix) {
-				return true
-			}
 		}
 	}
 	return false

@@ -3,6 +3,7 @@ package httpcache
 import (
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,7 +133,10 @@ func TestDecide(t *testing.T) {
 		{"authorization", ttl, auth, 200, header(), 0, ReasonAuthorization},
 		{"authorization public", ttl, auth, 200, header("Cache-Control", "public"), time.Minute, Stored},
 		{"authorization s-maxage", ttl, auth, 200, header("Cache-Control", "s-maxage=5"), time.Minute, Stored},
-		{"authorization must-revalidate", ttl, auth, 200, header("Cache-Control", "must-revalidate"), time.Minute, Stored},
+		// The validation must-revalidate forces once stale is what lets it
+		// store the response; an operator's ttl forces none.
+		{"authorization must-revalidate under ttl", ttl, auth, 200, header("Cache-Control", "no-cache, must-revalidate"), 0, ReasonAuthorization},
+		{"authorization must-revalidate", origin, auth, 200, header("Cache-Control", "must-revalidate, max-age=60"), time.Minute, Stored},
 		{"authorization identity in key", identity, auth, 200, header(), time.Minute, Stored},
 		{"origin max-age", origin, header(), 200, header("Cache-Control", "max-age=60"), time.Minute, Stored},
 		{"origin age subtracted", origin, header(), 200, header("Cache-Control", "max-age=60", "Age", "20"), 40 * time.Second, Stored},
@@ -150,6 +154,32 @@ func TestDecide(t *testing.T) {
 		d := tt.p.Decide(Exchange{RequestHeader: tt.reqH, Status: tt.status, Header: tt.h, RequestTime: now, ResponseTime: now})
 		if got := d.TTL; (d.Outcome == Stored && got != tt.wantTTL) || d.Outcome != tt.outcome {
 			t.Errorf("%s: got %v %v, want %v %v", tt.name, got, d.Outcome, tt.wantTTL, tt.outcome)
+		}
+	}
+	// The authenticated user in the key, as the caller found it for this
+	// request, stores an authorized response.
+	if d := ttl.Decide(Exchange{RequestHeader: auth, UserInKey: true, Status: 200, Header: header(), RequestTime: now, ResponseTime: now}); d.Outcome != Stored {
+		t.Errorf("authorization with the user in the key: %v, want STORED", d.Outcome)
+	}
+}
+
+func TestUserPlaceholders(t *testing.T) {
+	// Caddy's replacer knows no {HTTP.AUTH.USER.*} nor {HTTP.REQUEST.COOKIE.*}:
+	// they add nothing to the key.
+	o := KeyOptions{Placeholders: []string{"{http.auth.user.id}/{http.request.cookie.s}", "t={http.auth.user.tenant}",
+		"{HTTP.AUTH.USER.id}", "{HTTP.REQUEST.COOKIE.t}", "{HTTP.REQUEST.HEADER.AUTHORIZATION}"}}
+	if got, want := o.UserPlaceholders(), []string{"http.auth.user.id", "http.auth.user.tenant"}; !slices.Equal(got, want) {
+		t.Errorf("UserPlaceholders: %q, want %q", got, want)
+	}
+	if o.IdentityInKey() {
+		t.Error("user placeholders count as the Authorization in the key")
+	}
+	if got := o.keyedCookies(); !slices.Equal(got, []string{"s"}) {
+		t.Errorf("keyedCookies: %q", got)
+	}
+	for _, o := range []KeyOptions{{Headers: []string{"authorization"}}, {Placeholders: []string{"{http.request.header.Authorization}"}}} {
+		if !o.IdentityInKey() {
+			t.Errorf("%+v: the Authorization is in the key", o)
 		}
 	}
 }

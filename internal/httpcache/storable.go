@@ -77,8 +77,9 @@ type Policy struct {
 	Heuristic time.Duration
 	// Statuses lists the storable statuses; nil selects the mode's default.
 	Statuses []int
-	// IdentityInKey is true when the key holds the caller's identity, so a
-	// response to an authorized request cannot reach another caller.
+	// IdentityInKey is true when the key holds the request's
+	// Authorization, so a response to an authorized request cannot reach
+	// another caller.
 	IdentityInKey bool
 	// Targeted lists the targeted cache-control fields honoured over
 	// Cache-Control, in order, in canonical form (RFC 9213); empty honours
@@ -101,10 +102,13 @@ type Exchange struct {
 	// hold the caller's identity: one the key neither holds nor ignores
 	// (see CookieRule).
 	PrivateCookies bool
-	Status         int
-	Header         http.Header
-	RequestTime    time.Time
-	ResponseTime   time.Time
+	// UserInKey is set when the key holds the authenticated user of this
+	// request: an identity placeholder that expanded to a value.
+	UserInKey    bool
+	Status       int
+	Header       http.Header
+	RequestTime  time.Time
+	ResponseTime time.Time
 }
 
 // Decision is the storage decision on one response and, when it may be
@@ -158,8 +162,10 @@ func (p Policy) Decide(x Exchange) Decision {
 		d.Outcome = ReasonSetCookie
 	case varyStar(x.Header):
 		d.Outcome = ReasonVaryStar
-	case len(x.RequestHeader["Authorization"]) > 0 && !p.IdentityInKey &&
-		!resCC.Public && resCC.SMaxAge < 0 && !resCC.MustRevalidate:
+	case len(x.RequestHeader["Authorization"]) > 0 && !p.IdentityInKey && !x.UserInKey &&
+		!resCC.Public && resCC.SMaxAge < 0 && !(resCC.MustRevalidate && p.TTL == 0):
+		// must-revalidate allows it for the validation it forces once
+		// stale (RFC 9111 section 3.5), which an operator's ttl overrides.
 		d.Outcome = ReasonAuthorization
 	case x.PrivateCookies && !resCC.Public && resCC.SMaxAge < 0:
 		d.Outcome = ReasonCookie
