@@ -38,7 +38,9 @@ func (l Limit) fixedWindow(c Cell, now, cost int64) (Cell, Decision) {
 		c = Cell{A: idx}
 	}
 	end := micros((idx+1)*w - now)
-	if c.B+cost > l.Events {
+	// Compared so that no cost, however large (a placeholder's), can
+	// overflow the sum and pass.
+	if cost > l.Events-c.B {
 		retry := end
 		if cost > l.Events {
 			retry = never
@@ -94,7 +96,7 @@ func (l Limit) DecideWindow(w Window, now, cost int64) (Window, Decision) {
 		total += int64(n)
 	}
 	reset := micros(dropsAt(w.Head, q) - now)
-	if total+cost > l.Events {
+	if cost > l.Events-total { // as in fixedWindow: no overflow
 		return w, Decision{Remaining: max(l.Events-total, 0), Reset: reset, RetryAfter: w.retryAfter(l, q, now, total, cost)}
 	}
 	w.Counts[slot(w.Head)] += uint32(cost)

@@ -373,3 +373,28 @@ func TestCapacityIsWhatPassesAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestHugeCostIsRefused checks that a cost too large for any window (a
+// placeholder's value, say) is refused for ever by every algorithm, and
+// leaves the key as it was: a sum that overflowed would pass it, and
+// unlimit the key.
+func TestHugeCostIsRefused(t *testing.T) {
+	const huge = 1<<63 - 1
+	for _, l := range []Limit{
+		{Algorithm: FixedWindow, Events: 5, Window: time.Minute},
+		{Algorithm: SlidingWindow, Events: 5, Window: time.Minute},
+		{Algorithm: TokenBucket, Events: 5, Window: time.Minute},
+		{Algorithm: LeakyBucket, Events: 5, Window: time.Minute},
+	} {
+		steps := []step{{ms: 0, allowed: true, remain: anyRemaining}}
+		for _, cost := range []int64{huge, huge - 1, huge - 4, 1 << 62} {
+			steps = append(steps, step{ms: 10, cost: cost, allowed: false, retry: never, remain: anyRemaining})
+		}
+		if l.Algorithm != LeakyBucket { // whose queue makes the rest wait
+			// What is left of the limit is all there is.
+			steps = append(steps, step{ms: 20, cost: 4, allowed: true, remain: 0},
+				step{ms: 30, allowed: false, remain: 0})
+		}
+		t.Run(l.Algorithm.String(), func(t *testing.T) { run(t, l, steps) })
+	}
+}
