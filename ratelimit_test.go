@@ -43,6 +43,21 @@ func TestRateLimitFieldIsStructured(t *testing.T) {
 	}
 }
 
+// TestPolicyWindowRoundsUp checks RateLimit-Policy's w: whole seconds,
+// rounded up, so that a client pacing itself by it never outruns the
+// limit.
+func TestPolicyWindowRoundsUp(t *testing.T) {
+	for window, want := range map[time.Duration]string{
+		time.Hour:               `"z";q=5;w=3600`,
+		1500 * time.Millisecond: `"z";q=5;w=2`,
+		100 * time.Millisecond:  `"z";q=5;w=1`,
+	} {
+		if got := policyMember("z", limiter.Limit{Events: 5, Window: window}); got != want {
+			t.Errorf("window %v: %s, want %s", window, got, want)
+		}
+	}
+}
+
 func TestSinglePlaceholder(t *testing.T) {
 	tests := map[string]string{
 		"{http.vars.client_ip}":      "http.vars.client_ip",

@@ -20,7 +20,9 @@ import (
 func policyMember(name string, l limiter.Limit) string {
 	item := httpsfv.NewItem(name)
 	item.Params.Add("q", l.Events)
-	item.Params.Add("w", int64(max(l.Window/time.Second, 1)))
+	// Whole seconds, rounded up: a client that paces itself by the policy
+	// must not go faster than the limit.
+	item.Params.Add("w", ceilSeconds(l.Window))
 	s, _ := httpsfv.Marshal(httpsfv.List{item})
 	return s
 }

@@ -101,11 +101,16 @@ func parseRedisTarget(raw string) (*redisTarget, error) {
 	if userinfo != "" {
 		parsed, err := url.Parse(base + "://" + userinfo + "@" + hosts[0])
 		if err != nil {
-			return nil, fmt.Errorf("user and password: %v", err)
+			// Not err: it quotes the password, or a piece of it.
+			return nil, errors.New("the user and password are not valid in a URL: percent-encode '%' as %25, '@' as %40, ':' in the user as %3A")
 		}
 		u.User = parsed.User
 	}
-	q := u.Query()
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		// Not err: it may quote sentinel_password.
+		return nil, errors.New("the options are not a valid URL query: percent-encode '%' as %25 and '&' as %26")
+	}
 	for _, h := range hosts[1:] {
 		q.Add("addr", h)
 	}

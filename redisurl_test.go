@@ -104,7 +104,8 @@ func TestParseRedisURL(t *testing.T) {
 		}
 	}
 	// An error never quotes the password.
-	for _, url := range []string{"redis://u:s3cret@h:port/0", "redis+cluster://u:s3cret@a:1/%zz", "redis+sentinel://u:s3cret@s:notport/m"} {
+	for _, url := range []string{"redis://u:s3cret@h:port/0", "redis+cluster://u:s3cret@a:1/%zz", "redis+sentinel://u:s3cret@s:notport/m",
+		"redis+cluster://u:s3cret%zz@a:1", "redis+sentinel://u:s3cret%zz@s/m", "redis+sentinel://s/m?sentinel_password=s3cret%zz"} {
 		if _, err := parseRedisURL(url); err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%s: error %v", url, err)
 		}
