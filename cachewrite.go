@@ -260,11 +260,11 @@ func poolCache(ctx caddy.Context, name string) (*namedCache, error) {
 	if name == "" {
 		return nil, fmt.Errorf("missing cache name")
 	}
-	app, err := ctx.App("cache_pool")
+	pool, err := configPool(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("loading cache_pool app: %v", err)
+		return nil, err
 	}
-	return app.(*Pool).Cache(name)
+	return pool.Cache(name)
 }
 
 // keyOptions gathers the handler's key options.

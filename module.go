@@ -53,6 +53,10 @@ type Pool struct {
 	logger *zap.Logger
 	held   *heldCaches
 	bus    *bus
+	// starts are what the config's modules change in state that configs
+	// share, to be done only once it starts: a config that fails to load
+	// must leave the running one as it was.
+	starts []func()
 }
 
 // heldCaches are the named caches one config acquired from the usage pool.
@@ -139,7 +143,8 @@ func (p *Pool) config(name string) cachestore.Config {
 
 // Cache returns the named cache, acquiring it for this config the first
 // time it is asked for. An existing cache of that name, kept from an
-// earlier config, is resized in place to this config's settings.
+// earlier config, is resized in place to this config's settings when
+// this config starts.
 func (p *Pool) Cache(name string) (*namedCache, error) {
 	cfg := p.config(name)
 	p.held.mu.Lock()
@@ -150,8 +155,8 @@ func (p *Pool) Cache(name string) (*namedCache, error) {
 	if c := p.held.caches[name]; c != nil {
 		return c, nil
 	}
-	// New and Resize validate the settings, the defaults included for a
-	// cache that only a handler names.
+	// The settings are validated here, the defaults included for a cache
+	// that only a handler names.
 	val, loaded, err := caches.LoadOrNew(name, func() (caddy.Destructor, error) {
 		s, err := cachestore.New(cfg)
 		if err != nil {
@@ -164,10 +169,11 @@ func (p *Pool) Cache(name string) (*namedCache, error) {
 	}
 	c := val.(*namedCache)
 	if loaded {
-		if err := c.Resize(cfg); err != nil {
+		if err := cfg.Validate(); err != nil {
 			caches.Delete(name)
-			return nil, err
+			return nil, fmt.Errorf("cache %q: %v", name, err)
 		}
+		p.onStart(func() { _ = c.Resize(cfg) }) // valid: it cannot fail
 	}
 	p.held.caches[name] = c
 	return c, nil
@@ -187,11 +193,30 @@ func (p *Pool) Start() error {
 		b.waitTried()
 	}
 	p.held.mu.Lock()
-	defer p.held.mu.Unlock()
 	for _, c := range p.held.caches {
 		c.bus.Store(p.bus)
 	}
+	p.held.mu.Unlock()
+	for _, f := range p.starts {
+		f()
+	}
+	p.starts = nil
 	return nil
+}
+
+// onStart has f run when the config starts, not when it is provisioned.
+// Only provisioning calls it, one module at a time: no lock.
+func (p *Pool) onStart(f func()) { p.starts = append(p.starts, f) }
+
+// configPool returns the cache_pool app of the config being provisioned,
+// made with its defaults when the config has none: the app whose Start
+// applies what the config changes in shared state.
+func configPool(ctx caddy.Context) (*Pool, error) {
+	app, err := ctx.App("cache_pool")
+	if err != nil {
+		return nil, fmt.Errorf("loading cache_pool app: %v", err)
+	}
+	return app.(*Pool), nil
 }
 
 // Stop leaves the bus; it stays up while a newer config uses it. The caches

@@ -182,9 +182,13 @@ func (h *RateLimit) Provision(ctx caddy.Context) error {
 		}
 		h.bus = b
 	}
+	pool, err := configPool(ctx)
+	if err != nil {
+		return fmt.Errorf("rate_limit: %v", err)
+	}
 	var policies []string
 	for _, name := range sortedKeys(h.RateLimits) {
-		ref, err := h.provisionZone(ctx, name, h.RateLimits[name])
+		ref, err := h.provisionZone(ctx, pool, name, h.RateLimits[name])
 		if err != nil {
 			return fmt.Errorf("rate_limit: zone %s: %v", name, err)
 		}

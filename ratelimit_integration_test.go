@@ -198,6 +198,64 @@ func TestRateLimitStateSurvivesReload(t *testing.T) {
 	}
 }
 
+// TestFailedReloadLeavesZonesAlone checks that a config that fails to
+// load changes nothing of the zones the running config uses: neither
+// their limit nor their Redis client, which the failed config closes.
+func TestFailedReloadLeavesZonesAlone(t *testing.T) {
+	site := `
+	rate_limit {
+		zone z {
+			key {http.request.header.X-Client}
+			events 2
+			window 1h
+		}
+	}
+	respond ok
+`
+	g := startGateway(t, "", site, "")
+	g.countStatuses(2, "/", "X-Client: a")
+	// The first handler is provisioned, then the second one fails the
+	// config: it gives zone z other settings.
+	failing := `
+	route /other {
+		rate_limit {
+			zone z {
+				key {http.request.header.X-Client}
+				events 3
+				window 1h
+			}
+		}
+	}
+	rate_limit {
+		zone z {
+			key {http.request.header.X-Client}
+			events 1000
+			window 1h
+		}
+	}
+	respond ok
+`
+	if r := g.adminDo("POST", "/load", "text/caddyfile", g.caddyfile("", failing, "")); r.status == http.StatusOK {
+		t.Fatalf("the failing config loaded: %s", r.body)
+	}
+	r := g.get("/", "X-Client: a")
+	if r.status != 429 || r.header.Get("Ratelimit-Policy") != `"z";q=2;w=3600` {
+		t.Errorf("after a failed reload: %d, RateLimit-Policy %q, RateLimit %q; want 429 under q=2",
+			r.status, r.header.Get("Ratelimit-Policy"), r.header.Get("Ratelimit"))
+	}
+	if zone := g.adminJSON("GET", "/rate_limit/z", "", 200); zone["events"] != 2.0 {
+		t.Errorf("the admin API shows %v, want the running limit", zone)
+	}
+	// A config that starts changes the zone.
+	g.reload("", strings.Replace(site, "events 2", "events 1000", 1), "")
+	if r := g.get("/", "X-Client: a"); r.status != 200 || r.header.Get("Ratelimit-Policy") != `"z";q=1000;w=3600` {
+		t.Errorf("after a reload to 1000: %d, RateLimit-Policy %q", r.status, r.header.Get("Ratelimit-Policy"))
+	}
+	if zone := g.adminJSON("GET", "/rate_limit/z", "", 200); zone["events"] != 1000.0 {
+		t.Errorf("the admin API shows %v after the reload", zone)
+	}
+}
+
 // TestRateLimitMaxKeysHolds: max_keys is a hard bound, as the admin API
 // counts keys, under a flood of distinct keys.
 func TestRateLimitMaxKeysHolds(t *testing.T) {

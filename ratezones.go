@@ -34,7 +34,7 @@ type zoneRef struct {
 }
 
 // provisionZone acquires a zone, validated already, for the handler.
-func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfig) (*zoneRef, error) {
+func (h *RateLimit) provisionZone(ctx caddy.Context, pool *Pool, name string, cfg *ZoneConfig) (*zoneRef, error) {
 	limit, err := cfg.limit()
 	if err != nil {
 		return nil, err
@@ -64,18 +64,28 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, name string, cfg *ZoneConfi
 		return nil, err
 	}
 	ref.zone = val.(*zoneEntry)
-	if loaded {
-		ref.zone.Reconfigure(ref.limit, h.MaxKeys)
-		// What another Redis refused says nothing of this one. (A
-		// refusal holds only under its own limit, so a changed limit
-		// needs nothing here; clients are shared per URL and timeout.)
-		if ref.zone.redis.Load() != h.redis {
-			ref.zone.refusals.Clear()
+	// A zone the running config uses changes when this config starts: if
+	// it fails to load, the zone keeps its limit, Redis and refusals, and
+	// points at no client that the failed config closes.
+	configure := func() {
+		if loaded {
+			ref.zone.Reconfigure(ref.limit, h.MaxKeys)
+			// What another Redis refused says nothing of this one. (A
+			// refusal holds only under its own limit, so a changed limit
+			// needs nothing here; clients are shared per URL and timeout.)
+			if ref.zone.redis.Load() != h.redis {
+				ref.zone.refusals.Clear()
+			}
 		}
+		ref.zone.redis.Store(h.redis)
+		ref.zone.bus.Store(h.bus)
+		ref.zone.fallback.Store(&zoneFallback{failMode: h.failMode(), breaker: h.breaker})
 	}
-	ref.zone.redis.Store(h.redis)
-	ref.zone.bus.Store(h.bus)
-	ref.zone.fallback.Store(&zoneFallback{failMode: h.failMode(), breaker: h.breaker})
+	if loaded {
+		pool.onStart(configure)
+	} else {
+		configure() // no running config knows it
+	}
 	ref.keyVar = singlePlaceholder(cfg.Key)
 	ref.err = fmt.Errorf("%w in zone %s", errRateLimited, name)
 	ref.policy = policyMember(name, ref.limit)
