@@ -370,13 +370,16 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		cw.revalidating = true
 	}
 	_, cw.background = w.(*nowhere)
-	if !cw.background && !head {
+	// A request with preconditions that only the origin answers (If-Match)
+	// neither waits for another's fetch, whose answer it could not be
+	// given, nor makes others wait for its own.
+	if !cw.background && !head && readable(r) {
 		done, err := h.collapse(cw, next)
 		if done {
 			return err
 		}
 		if cw.flight != nil {
-			defer func() { h.cache.Land(cw.primary, cw.flight, cw.outcome, h.now()) }()
+			defer cw.land()
 			// The leader's fetch outlives its client while others wait on it.
 			ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 			flight := cw.flight

@@ -114,6 +114,9 @@ func (cw *cacheWriter) WriteHeader(status int) {
 	} else if cw.outcome = cw.decide(); cw.outcome != httpcache.Stored {
 		cw.h.cache.Record(cw.outcome)
 		member += "; detail=" + cw.outcome.String()
+		// Nothing will be stored: the requests that wait need not wait
+		// for the body, which may stream for minutes (server-sent events).
+		cw.land()
 	} else {
 		member += "; stored"
 	}
@@ -402,6 +405,17 @@ func (cw *cacheWriter) drop(outcome httpcache.Outcome) {
 	cw.e = nil
 	cw.outcome = outcome
 	cw.h.cache.Record(outcome)
+	cw.land()
+}
+
+// land ends the flight this request leads, if any, with its outcome: as
+// soon as that is known, so that the requests that wait go on, to the
+// entry stored or to the origin.
+func (cw *cacheWriter) land() {
+	if cw.flight != nil {
+		cw.h.cache.Land(cw.primary, cw.flight, cw.outcome, cw.h.now())
+		cw.flight = nil
+	}
 }
 
 // finish stores a response whose end is only known now, when the next
@@ -457,4 +471,5 @@ func (cw *cacheWriter) commit() {
 	}
 	cw.body = nil
 	cw.e = nil
+	cw.land()
 }

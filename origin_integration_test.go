@@ -289,6 +289,90 @@ func TestCollapsingNeverSharesAPrivateAnswer(t *testing.T) {
 	}
 }
 
+// TestCollapsingReleasesWaitersAtAnUnstorableHeader checks that once the
+// leader's header shows its response will not be stored, the requests
+// for the key go to the origin at once, not after the leader's body ends:
+// a stream (server-sent events) may last for minutes.
+func TestCollapsingReleasesWaitersAtAnUnstorableHeader(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan string, 8)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- r.Header.Get("X-Client")
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache") // no validator: not stored
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		if r.Header.Get("X-Client") == "first" {
+			<-release
+		}
+		fmt.Fprint(w, "data: done\n\n")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	defer close(release)
+
+	req, _ := http.NewRequest("GET", "http://"+g.addr+"/events", nil)
+	req.Header.Set("X-Client", "first")
+	first, err := client.Do(req) // returns with the header; the body streams on
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Body.Close()
+	<-arrived
+	go send("GET", "http://"+g.addr+"/events", http.Header{"X-Client": {"second"}}, "")
+	select {
+	case who := <-arrived:
+		if who != "second" {
+			t.Fatalf("the origin saw %q", who)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second request waits for the first's stream to end")
+	}
+}
+
+// TestPreconditionsTheOriginAnswersAreNotCollapsed checks that a request
+// with If-Match, which cache_read leaves to the origin, does not wait for
+// another request's fetch and get its answer: the origin would have said
+// 412.
+func TestPreconditionsTheOriginAnswersAreNotCollapsed(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan string, 8)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		arrived <- r.Header.Get("If-Match")
+		if r.Header.Get("If-Match") != "" {
+			w.WriteHeader(http.StatusPreconditionFailed)
+			return
+		}
+		<-release
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		fmt.Fprint(w, "v1")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	slow := make(chan response, 1)
+	go func() {
+		r, _ := send("GET", "http://"+g.addr+"/slow", nil, "")
+		slow <- r
+	}()
+	<-arrived // the slow fetch leads
+	conditional := make(chan response, 1)
+	go func() {
+		r, _ := send("GET", "http://"+g.addr+"/slow", http.Header{"If-Match": {`"other"`}}, "")
+		conditional <- r
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(5 * time.Second):
+		t.Error("the If-Match request waits for the other's fetch")
+	}
+	close(release)
+	if r := <-conditional; r.status != http.StatusPreconditionFailed {
+		t.Errorf("If-Match \"other\": %d %q (%q), want the origin's 412", r.status, r.body, r.cacheStatus())
+	}
+	if r := <-slow; r.body != "v1" {
+		t.Errorf("the leader got %d %q", r.status, r.body)
+	}
+}
+
 // TestLeaderDisconnectDoesNotAbortWaiters checks that a client that leaves
 // while its fetch leads others does not abort that fetch.
 func TestLeaderDisconnectDoesNotAbortWaiters(t *testing.T) {
