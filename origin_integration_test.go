@@ -329,6 +329,34 @@ func TestCollapsingReleasesWaitersAtAnUnstorableHeader(t *testing.T) {
 	}
 }
 
+// TestPreconditionsOnlyFor2xx checks RFC 9110 section 13.2.1: a stored
+// response other than 2xx ignores the request's preconditions.
+func TestPreconditionsOnlyFor2xx(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Etag", `"e"`)
+		w.Header().Set("Last-Modified", "Mon, 02 Jan 2006 15:04:05 GMT")
+		if r.URL.Path == "/missing" {
+			w.WriteHeader(http.StatusNotFound)
+		}
+		fmt.Fprint(w, "body")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	for _, path := range []string{"/missing", "/found"} {
+		g.get(path)
+		for _, condition := range []string{`If-None-Match: "e"`, "If-Modified-Since: Tue, 03 Jan 2006 15:04:05 GMT"} {
+			r := g.get(path, condition)
+			want := http.StatusNotModified
+			if path == "/missing" {
+				want = http.StatusNotFound
+			}
+			if !r.isHit() || r.status != want {
+				t.Errorf("%s with %s: %d (%q), want %d from the entry", path, condition, r.status, r.cacheStatus(), want)
+			}
+		}
+	}
+}
+
 // TestPreconditionsTheOriginAnswersAreNotCollapsed checks that a request
 // with If-Match, which cache_read leaves to the origin, does not wait for
 // another request's fetch and get its answer: the origin would have said

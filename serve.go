@@ -25,7 +25,10 @@ var notModifiedFields = []string{"Cache-Control", "Content-Location", "Date", "E
 // the entry that every hit shares.
 func serveStored(w http.ResponseWriter, r *http.Request, cache string, e *cachestore.Entry, now time.Time, how string) {
 	hdr := w.Header()
-	notModified := httpcache.NotModified(r.Header, e.Validators, now)
+	// A stored 404 or 500 answers with itself, whatever the request's
+	// preconditions: a server ignores them when its answer would not be
+	// 2xx (RFC 9110 section 13.2.1).
+	notModified := e.Status >= 200 && e.Status < 300 && httpcache.NotModified(r.Header, e.Validators, now)
 	n := 2 + len(e.CacheStatus)
 	for _, f := range e.Fields {
 		n += len(f.Values)
