@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -395,11 +396,30 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		}
 	}
 	err := next.ServeHTTP(cw, upstream)
+	if cw.refetch && err == nil {
+		return h.refetch(cw, w, r, next)
+	}
 	if err != nil && !cw.wroteHeader {
 		err = cw.failed(err)
 	}
 	cw.finish(err)
 	return err
+}
+
+// errOtherRepresentation fails a request whose validation named another
+// representation than the one stored, when its body cannot be sent again.
+var errOtherRepresentation = errors.New("the origin's 304 names another representation than the stored one, and the request's body cannot be sent again")
+
+// refetch asks again, unconditionally and as a miss, for a request whose
+// stale entry the origin's 304 may not update (RFC 9111 section 4.3.4:
+// its validator names another representation). Nothing was written to
+// the client yet.
+func (h *CacheWrite) refetch(cw *cacheWriter, w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	cw.land() // its waiters go on, to their own fetch
+	if r.ContentLength != 0 { // a body, of known length or not
+		return caddyhttp.Error(http.StatusBadGateway, errOtherRepresentation)
+	}
+	return h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), lookupKey{}, (*cachestore.Lookup)(nil))), next)
 }
 
 // passOn returns the writer for a response that passes through unstored:

@@ -49,9 +49,12 @@ type cacheWriter struct {
 
 	// revalidating is set when the upstream request validates the stale
 	// entry; absorbed once the upstream's response is replaced by a
-	// stored one (validated, or stale on error) and goes nowhere.
+	// stored one (validated, or stale on error) and goes nowhere, or by
+	// the answer to asking again: refetch is set when the validation was
+	// answered with a 304 that may not update the entry.
 	revalidating bool
 	absorbed     bool
+	refetch      bool
 
 	// flight is the fetch this request leads for others that wait; outcome
 	// is what became of the response, which they learn.
@@ -90,6 +93,14 @@ func (cw *cacheWriter) WriteHeader(status int) {
 	cw.responseTime = cw.h.now()
 	st := cw.stale()
 	switch {
+	case cw.revalidating && status == http.StatusNotModified && !st.Validators.UpdatedBy(cw.Header()):
+		// The 304 speaks of another representation than the one stored
+		// (RFC 9111 section 4.3.4): the client gets neither; cache_write
+		// asks again for the whole response.
+		cw.absorbed, cw.refetch = true, true
+		cw.outcome = httpcache.ReasonInvalidated
+		cachestore.KeepOuter(cw.Header(), cw.outer)
+		return
 	case cw.revalidating && status == http.StatusNotModified,
 		cw.r.Method == http.MethodHead && st != nil && status == http.StatusOK && sameRepresentation(st, cw.Header()):
 		cw.absorbed = true

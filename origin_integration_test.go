@@ -102,6 +102,65 @@ func TestRevalidationMergesA304(t *testing.T) {
 	}
 }
 
+// TestA304OfAnotherRepresentationIsNotUsed checks RFC 9111 section
+// 4.3.4: a 304 whose ETag is not the stored response's may not update
+// it. The cache asks again for the whole response, which replaces the
+// entry, rather than serve the old body under the new ETag.
+func TestA304OfAnotherRepresentationIsNotUsed(t *testing.T) {
+	var conditional, full atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") != "" {
+			conditional.Add(1)
+			w.Header().Set("Etag", `"v2"`) // not what was asked about
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		if full.Add(1) == 1 {
+			w.Header().Set("Etag", `"v1"`)
+			w.Header().Set("Cache-Control", "max-age=10")
+			w.Header().Set("Age", "10") // stale on arrival
+			fmt.Fprint(w, "body of v1")
+			return
+		}
+		w.Header().Set("Etag", `"v2"`)
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "body of v2")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	g.get("/x")
+	second := g.get("/x")
+	if second.status != 200 || second.body != "body of v2" || second.header.Get("Etag") != `"v2"` {
+		t.Errorf("after a 304 naming v2: %d %q ETag %q (%q), want v2's body", second.status, second.body,
+			second.header.Get("Etag"), second.cacheStatus())
+	}
+	if conditional.Load() != 1 || full.Load() != 2 {
+		t.Errorf("%d conditional and %d full requests, want 1 and 2", conditional.Load(), full.Load())
+	}
+	if third := g.get("/x"); !third.isHit() || third.body != "body of v2" {
+		t.Errorf("then: %q %q, want v2 stored", third.body, third.cacheStatus())
+	}
+	// A 304 with the same tag, made strong, updates the entry.
+	var updated atomic.Int64
+	same := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.Header.Get("If-None-Match") == `W/"v1"` {
+			updated.Add(1)
+			w.Header().Set("Etag", `"v1"`)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Etag", `W/"v1"`)
+		w.Header().Set("Age", "60")
+		fmt.Fprint(w, "gzipped v1")
+	})
+	g2 := startGateway(t, "", originSite, same.addr())
+	g2.get("/y")
+	if r := g2.get("/y"); updated.Load() != 1 || r.body != "gzipped v1" || !strings.Contains(r.cacheStatus(), "fwd-status=304; stored") {
+		t.Errorf("a 304 with the stored tag made strong: %q %q", r.body, r.cacheStatus())
+	}
+}
+
 // TestNoCacheIsValidatedBeforeEachUse checks RFC 9111 section 5.2.2.4: a
 // no-cache response is stored and every use validates it first.
 func TestNoCacheIsValidatedBeforeEachUse(t *testing.T) {

@@ -19,6 +19,23 @@ func ValidatorsOf(h http.Header) Validators {
 	return Validators{ETag: h.Get("Etag"), LastModified: h.Get("Last-Modified"), Date: h.Get("Date")}
 }
 
+// UpdatedBy reports whether a 304 with header h, the answer to a
+// validation of the stored response with validators v, may update it (RFC
+// 9111 section 4.3.4): its entity-tag, when it has one, is v's, and
+// otherwise its Last-Modified, when both have one, is v's. A 304 with
+// neither validator is taken as the answer to the condition sent. The
+// entity-tags are compared weakly: an origin that weakens the tag of its
+// compressed 200s (nginx's gzip does) may send it strong on a 304.
+func (v Validators) UpdatedBy(h http.Header) bool {
+	if etag := h.Get("Etag"); etag != "" {
+		return v.ETag != "" && weakEqual(etag, v.ETag)
+	}
+	if lm := h.Get("Last-Modified"); lm != "" && v.LastModified != "" {
+		return lm == v.LastModified
+	}
+	return true
+}
+
 // NotModified reports whether a GET or HEAD request carrying the
 // preconditions in reqHeader is answered with 304 Not Modified from a stored
 // response with the validators v (RFC 9110 sections 13.1.2, 13.1.3 and

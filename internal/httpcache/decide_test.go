@@ -177,3 +177,26 @@ func TestPolicyDecide(t *testing.T) {
 		}
 	}
 }
+
+func TestUpdatedBy(t *testing.T) {
+	v := Validators{ETag: `W/"v1"`, LastModified: "Mon, 02 Jan 2006 15:04:05 GMT"}
+	for _, tt := range []struct {
+		h    http.Header
+		want bool
+	}{
+		{header(), true},
+		{header("Etag", `"v1"`), true},
+		{header("Etag", `W/"v1"`), true},
+		{header("Etag", `"v2"`), false},
+		{header("Etag", `"v1"`, "Last-Modified", "Tue, 03 Jan 2006 15:04:05 GMT"), true}, // the tag decides
+		{header("Last-Modified", "Mon, 02 Jan 2006 15:04:05 GMT"), true},
+		{header("Last-Modified", "Tue, 03 Jan 2006 15:04:05 GMT"), false},
+	} {
+		if got := v.UpdatedBy(tt.h); got != tt.want {
+			t.Errorf("%v: %v, want %v", tt.h, got, tt.want)
+		}
+	}
+	if (Validators{LastModified: "x"}).UpdatedBy(header("Etag", `"v1"`)) {
+		t.Error("a tag where none was stored updates the entry")
+	}
+}
