@@ -415,8 +415,10 @@ var errOtherRepresentation = errors.New("the origin's 304 names another represen
 // its validator names another representation). Nothing was written to
 // the client yet.
 func (h *CacheWrite) refetch(cw *cacheWriter, w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	cw.land() // its waiters go on, to their own fetch
-	if r.ContentLength != 0 { // a body, of known length or not
+	// Its waiters go on, to their own fetch.
+	cw.land()
+	// A body, of known length or not, was read already.
+	if r.ContentLength != 0 {
 		return caddyhttp.Error(http.StatusBadGateway, errOtherRepresentation)
 	}
 	return h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), lookupKey{}, (*cachestore.Lookup)(nil))), next)
