@@ -417,11 +417,17 @@ var errOtherRepresentation = errors.New("the origin's 304 names another represen
 func (h *CacheWrite) refetch(cw *cacheWriter, w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	// Its waiters go on, to their own fetch.
 	cw.land()
-	// A body, of known length or not, was read already.
-	if r.ContentLength != 0 {
+	// A body was read already. (HTTP/2 and HTTP/3 requests without
+	// Content-Length have ContentLength -1, with a body or not.)
+	if r.ContentLength > 0 || len(r.TransferEncoding) > 0 {
 		return caddyhttp.Error(http.StatusBadGateway, errOtherRepresentation)
 	}
-	return h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), lookupKey{}, (*cachestore.Lookup)(nil))), next)
+	// Without the stale entry's hand-off, and without the client's own
+	// conditions: a 304 to those would leave the stale entry in place.
+	again := r.Clone(context.WithValue(r.Context(), lookupKey{}, (*cachestore.Lookup)(nil)))
+	again.Header.Del("If-None-Match")
+	again.Header.Del("If-Modified-Since")
+	return h.ServeHTTP(w, again, next)
 }
 
 // passOn returns the writer for a response that passes through unstored:

@@ -218,9 +218,13 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		merged[f.Name] = f.Values
 	}
 	// The stored response's own targeted fields decide its freshness
-	// again, unless the answer brings new ones.
+	// again, unless the answer brings new ones; those that this config
+	// no longer calls its own (a reload kept the entry) are never
+	// served.
 	for _, f := range st.Targeted {
-		merged[f.Name] = f.Values
+		if slices.Contains(h.policy.Own, f.Name) {
+			merged[f.Name] = f.Values
+		}
 	}
 	for _, f := range fresh {
 		if !keptOnUpdate(f.Name) {

@@ -140,6 +140,16 @@ func TestA304OfAnotherRepresentationIsNotUsed(t *testing.T) {
 	if third := g.get("/x"); !third.isHit() || third.body != "body of v2" {
 		t.Errorf("then: %q %q, want v2 stored", third.body, third.cacheStatus())
 	}
+	// A client that holds v2 already asks with its own condition: the
+	// cache still asks again without it, and stores the answer.
+	full.Store(0)
+	g.get("/z") // v1, stale on arrival
+	if r := g.get("/z", `If-None-Match: "v2"`); r.status != 200 || r.body != "body of v2" {
+		t.Errorf("a client's If-None-Match \"v2\": %d %q (%q)", r.status, r.body, r.cacheStatus())
+	}
+	if r := g.get("/z"); !r.isHit() || r.body != "body of v2" {
+		t.Errorf("after it: %q %q, want v2 stored", r.body, r.cacheStatus())
+	}
 	// A 304 with the same tag, made strong, updates the entry.
 	var updated atomic.Int64
 	same := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
@@ -884,6 +894,16 @@ func TestValidationKeepsTheOwnTargetedField(t *testing.T) {
 	}
 	if n := up.count("/t"); n != 2 {
 		t.Errorf("%d upstream requests, want 2: the freshened entry must serve the third", n)
+	}
+	// A reload to a config that does not call the field its own keeps
+	// the entry: the field is never served.
+	g.get("/after-reload")
+	g.reload("", originSite, up.addr())
+	for i := range 2 {
+		r := g.get("/after-reload")
+		if v, ok := r.header["Gateway-Cache-Control"]; ok || r.body != "body" {
+			t.Errorf("after the reload, request %d: %q, Gateway-Cache-Control %q (%q)", i+1, r.body, v, r.cacheStatus())
+		}
 	}
 }
 

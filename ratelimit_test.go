@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -95,8 +94,11 @@ func TestMaskKey(t *testing.T) {
 // headers on, in front of a handler that does nothing. Each request gets a
 // fresh replacer, as in Caddy, so what the handler puts in it counts.
 func BenchmarkRateLimitAllow(b *testing.B) {
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	// A config's context: the handler loads its cache_pool app.
+	ctx, err := caddy.ProvisionContext(&caddy.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	h := &RateLimit{RateLimits: map[string]*ZoneConfig{
 		"bench_allow": {Key: "client", MaxEvents: 1 << 30, Window: caddy.Duration(time.Hour)},
 	}}
