@@ -54,9 +54,14 @@ type Pool struct {
 	held   *heldCaches
 	bus    *bus
 	// starts are what the config's modules change in state that configs
-	// share, to be done only once it starts: a config that fails to load
-	// must leave the running one as it was.
-	starts []func()
+	// share, to be done only once it starts, each returning how to undo
+	// it: a config that fails to load must leave the running one as it
+	// was, and Caddy starts apps in no set order, so this one may start
+	// before another fails. undos are those of the changes made, and
+	// active is the config that ran when they were.
+	starts []func() (undo func())
+	undos  []func()
+	active context.Context
 }
 
 // heldCaches are the named caches one config acquired from the usage pool.
@@ -173,7 +178,11 @@ func (p *Pool) Cache(name string) (*namedCache, error) {
 			caches.Delete(name)
 			return nil, fmt.Errorf("cache %q: %v", name, err)
 		}
-		p.onStart(func() { _ = c.Resize(cfg) }) // valid: it cannot fail
+		p.onStart(func() func() {
+			was := cachestore.Config{Name: name, MaxSize: c.MaxSize(), MaxEntrySize: c.MaxEntrySize()}
+			_ = c.Resize(cfg) // valid: it cannot fail
+			return func() { _ = c.Resize(was) }
+		})
 	}
 	p.held.caches[name] = c
 	return c, nil
@@ -197,16 +206,18 @@ func (p *Pool) Start() error {
 		c.bus.Store(p.bus)
 	}
 	p.held.mu.Unlock()
+	p.active = caddy.ActiveContext().Context
 	for _, f := range p.starts {
-		f()
+		p.undos = append(p.undos, f())
 	}
 	p.starts = nil
 	return nil
 }
 
-// onStart has f run when the config starts, not when it is provisioned.
-// Only provisioning calls it, one module at a time: no lock.
-func (p *Pool) onStart(f func()) { p.starts = append(p.starts, f) }
+// onStart has f run when the config starts, not when it is provisioned;
+// what f returns undoes it if the config fails to start. Only
+// provisioning calls it, one module at a time: no lock.
+func (p *Pool) onStart(f func() (undo func())) { p.starts = append(p.starts, f) }
 
 // configPool returns the cache_pool app of the config being provisioned,
 // made with its defaults when the config has none: the app whose Start
@@ -224,6 +235,15 @@ func configPool(ctx caddy.Context) (*Pool, error) {
 func (p *Pool) Stop() error {
 	releaseBus(p.bus)
 	p.bus = nil
+	// Still the config that ran before this one: this one stops because
+	// another of its apps failed to start, and what it changed goes back.
+	// (A config that did run stops once the next one is active.)
+	if caddy.ActiveContext().Context == p.active {
+		for _, undo := range slices.Backward(p.undos) {
+			undo()
+		}
+	}
+	p.undos = nil
 	return nil
 }
 

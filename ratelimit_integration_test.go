@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -245,6 +246,28 @@ func TestFailedReloadLeavesZonesAlone(t *testing.T) {
 	}
 	if zone := g.adminJSON("GET", "/rate_limit/z", "", 200); zone["events"] != 2.0 {
 		t.Errorf("the admin API shows %v, want the running limit", zone)
+	}
+	// Nor does one that fails to start: its listener's port is taken.
+	// Caddy starts apps in no set order, so the cache_pool app, which
+	// applies the zone's new settings, may start before the http app
+	// fails: tries enough that it surely does.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	unstartable := g.caddyfile("", strings.Replace(site, "events 2", "events 1000", 1), "") +
+		"\nhttp://" + busy.Addr().String() + " {\n\trespond ok\n}\n"
+	for i := range 12 {
+		if r := g.adminDo("POST", "/load", "text/caddyfile", unstartable); r.status == http.StatusOK {
+			t.Fatalf("try %d: the config with a taken port loaded", i+1)
+		}
+		if zone := g.adminJSON("GET", "/rate_limit/z", "", 200); zone["events"] != 2.0 {
+			t.Fatalf("try %d: after a config failed to start, the zone has %v", i+1, zone)
+		}
+	}
+	if r := g.get("/", "X-Client: a"); r.status != 429 {
+		t.Errorf("after configs failed to start: %d, want 429", r.status)
 	}
 	// A config that starts changes the zone.
 	g.reload("", strings.Replace(site, "events 2", "events 1000", 1), "")

@@ -67,7 +67,8 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, pool *Pool, name string, cf
 	// A zone the running config uses changes when this config starts: if
 	// it fails to load, the zone keeps its limit, Redis and refusals, and
 	// points at no client that the failed config closes.
-	configure := func() {
+	configure := func() (undo func()) {
+		undo = ref.zone.restorer()
 		if loaded {
 			ref.zone.Reconfigure(ref.limit, h.MaxKeys)
 			// What another Redis refused says nothing of this one. (A
@@ -80,6 +81,7 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, pool *Pool, name string, cf
 		ref.zone.redis.Store(h.redis)
 		ref.zone.bus.Store(h.bus)
 		ref.zone.fallback.Store(&zoneFallback{failMode: h.failMode(), breaker: h.breaker})
+		return undo
 	}
 	if loaded {
 		pool.onStart(configure)
@@ -150,6 +152,20 @@ func newZoneEntry(name string, l limiter.Limit, maxKeys int, sweep time.Duration
 // MaxLocalRefusals bounds the refusals each zone remembers: at most
 // limiter.RefusalBytes each, 8 MiB.
 const MaxLocalRefusals = 1 << 16
+
+// restorer returns what puts the zone's settings back as they are now:
+// its limit, key bound and keys' state, its Redis, bus and fail_mode. The
+// refusals it remembers may be fewer; none is wrong.
+func (z *zoneEntry) restorer() func() {
+	zone := z.Zone.Restorer()
+	redis, bus, fallback := z.redis.Load(), z.bus.Load(), z.fallback.Load()
+	return func() {
+		zone()
+		z.redis.Store(redis)
+		z.bus.Store(bus)
+		z.fallback.Store(fallback)
+	}
+}
 
 // forget drops the remembered refusals of the key with the digest, written
 // as redisstore.Digest.String does, or of every key when digest is empty.

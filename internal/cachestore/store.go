@@ -200,6 +200,9 @@ func counterCount(maxSize int64) int64 {
 // Name returns the store's name.
 func (s *Store) Name() string { return s.name }
 
+// MaxSize returns the bound on the memory the cache holds.
+func (s *Store) MaxSize() int64 { return s.maxSize.Load() }
+
 // MaxEntrySize returns the largest entry the store takes.
 func (s *Store) MaxEntrySize() int64 { return s.maxEntrySize.Load() }
 

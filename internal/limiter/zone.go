@@ -64,6 +64,29 @@ func (z *Zone) Reconfigure(l Limit, maxKeys int) {
 	z.state.Store(newZoneState(l, maxKeys))
 }
 
+// Restorer returns what puts the zone back as it is now, after
+// Reconfigure: its limit, its key bound and, unless a reconfiguration
+// dropped them since, its keys' state.
+func (z *Zone) Restorer() func() {
+	old := z.state.Load()
+	var maxKeys int64
+	if old.cells != nil {
+		maxKeys = old.cells.maxKeys.Load()
+	} else {
+		maxKeys = old.windows.maxKeys.Load()
+	}
+	return func() {
+		if old.cells != nil {
+			old.cells.SetMaxKeys(int(maxKeys))
+			old.cells.SetRestAt(old.limit.RestAtCell)
+		} else {
+			old.windows.SetMaxKeys(int(maxKeys))
+			old.windows.SetRestAt(old.limit.RestAtWindow)
+		}
+		z.state.Store(old)
+	}
+}
+
 // Keys returns how many keys the zone holds.
 func (z *Zone) Keys() int {
 	s := z.state.Load()
