@@ -41,10 +41,19 @@ func parseRedisURL(raw string) (*redisTarget, error) {
 	t, err := parseRedisTarget(raw)
 	var urlErr *url.Error
 	if errors.As(err, &urlErr) {
-		err = urlErr.Err // it quotes the URL, password and all
+		if strings.Contains(raw, "@") {
+			// Even without the URL it could quote a piece of the password,
+			// as far as it read it ("invalid port \":pa\" after host").
+			return nil, errUserinfo
+		}
+		err = urlErr.Err // it quotes the URL
 	}
 	return t, err
 }
+
+// errUserinfo says why a URL with a user or password could not be read,
+// quoting nothing of it.
+var errUserinfo = errors.New("the URL cannot be read: percent-encode its user and password ('%' as %25, '/' as %2F, '?' as %3F, '#' as %23, '@' as %40, ':' in the user as %3A)")
 
 func parseRedisTarget(raw string) (*redisTarget, error) {
 	scheme, rest, ok := strings.Cut(raw, "://")
@@ -102,7 +111,7 @@ func parseRedisTarget(raw string) (*redisTarget, error) {
 		parsed, err := url.Parse(base + "://" + userinfo + "@" + hosts[0])
 		if err != nil {
 			// Not err: it quotes the password, or a piece of it.
-			return nil, errors.New("the user and password are not valid in a URL: percent-encode '%' as %25, '@' as %40, ':' in the user as %3A")
+			return nil, errUserinfo
 		}
 		u.User = parsed.User
 	}

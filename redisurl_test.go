@@ -105,8 +105,9 @@ func TestParseRedisURL(t *testing.T) {
 	}
 	// An error never quotes the password.
 	for _, url := range []string{"redis://u:s3cret@h:port/0", "redis+cluster://u:s3cret@a:1/%zz", "redis+sentinel://u:s3cret@s:notport/m",
-		"redis+cluster://u:s3cret%zz@a:1", "redis+sentinel://u:s3cret%zz@s/m", "redis+sentinel://s/m?sentinel_password=s3cret%zz"} {
-		if _, err := parseRedisURL(url); err == nil || strings.Contains(err.Error(), "s3cret") {
+		"redis+cluster://u:s3cret%zz@a:1", "redis+sentinel://u:s3cret%zz@s/m", "redis+sentinel://s/m?sentinel_password=s3cret%zz",
+		"redis://:s3cret%zz@h:6379/0", "redis://:s3/cret@h:6379", "redis+cluster://:s3/cret@a:1", "rediss://u:s3?cret@h", "redis://u:s3#cret@h"} {
+		if _, err := parseRedisURL(url); err == nil || strings.Contains(err.Error(), "s3") || strings.Contains(err.Error(), "cret") || strings.Contains(err.Error(), "%zz") {
 			t.Errorf("%s: error %v", url, err)
 		}
 	}
