@@ -225,28 +225,42 @@ func (p *Policy) headerAllowed(name string) bool {
 // SetPreflight sets the fields of an allowed preflight's answer on dst.
 // origin is the request's Origin field, one value long.
 func (p *Policy) SetPreflight(dst, req http.Header, origin []string) {
-	p.setOrigin(dst, origin)
+	vals := make(block, 0, 6)
+	p.setOrigin(dst, origin, &vals)
 	if p.anyMethod {
 		dst[AllowMethods] = req[RequestMethod][:1:1]
 	} else {
-		dst[AllowMethods] = fields(p.allowMethods)
+		dst[AllowMethods] = vals.one(p.allowMethods)
 	}
 	if acrh := req[RequestHeaders]; len(acrh) == 1 {
 		dst[AllowHeaders] = acrh[:1:1]
 	} else if len(acrh) > 1 {
-		dst[AllowHeaders] = fields(strings.Join(acrh, ", "))
+		dst[AllowHeaders] = vals.one(strings.Join(acrh, ", "))
 	}
 	if p.maxAge != "" {
-		dst[MaxAge] = fields(p.maxAge)
+		dst[MaxAge] = vals.one(p.maxAge)
 	}
 	if p.privateNetwork && asksPrivateNetwork(req) {
-		dst[AllowPrivateNetwork] = fields("true")
+		dst[AllowPrivateNetwork] = vals.one("true")
 	}
+}
+
+// block hands out one-value field values from one allocation: each
+// response's values must be its own, as handlers change them in place
+// (Caddy's header replace does), and one allocation costs less than one
+// per field.
+type block []string
+
+// one returns v as a field's values, from the block while it has room.
+func (b *block) one(v string) []string {
+	*b = append(*b, v)
+	n := len(*b)
+	return (*b)[n-1 : n : n]
 }
 
 // SetPreflightVary adds to dst's Vary the request fields a preflight's
 // answer depends on, allowed or not.
-func (p *Policy) SetPreflightVary(dst http.Header) { addVary(dst, p.varyPreflight) }
+func (p *Policy) SetPreflightVary(dst http.Header) { addVary(dst, p.varyPreflight, nil) }
 
 // SetActual sets the fields of an actual request's response on dst, once
 // the inner handlers have set theirs: the CORS fields when the origin is
@@ -259,35 +273,42 @@ func (p *Policy) SetActual(dst http.Header, origin []string, allowed bool) {
 	delete(dst, AllowOrigin)
 	delete(dst, AllowCredentials)
 	delete(dst, ExposeHeaders)
+	vals := make(block, 0, 4)
 	if allowed {
-		p.setOrigin(dst, origin)
+		p.setOrigin(dst, origin, &vals)
 		if p.exposeHeaders != "" {
-			dst[ExposeHeaders] = fields(p.exposeHeaders)
+			dst[ExposeHeaders] = vals.one(p.exposeHeaders)
 		}
 	}
 	if p.VariesByOrigin() && !varyNamesOrigin(dst[vary]) {
-		addVary(dst, "Origin")
+		addVary(dst, "Origin", &vals)
 	}
 }
 
-func (p *Policy) setOrigin(dst http.Header, origin []string) {
+func (p *Policy) setOrigin(dst http.Header, origin []string, vals *block) {
 	if p.anyOrigin {
-		dst[AllowOrigin] = fields("*")
+		dst[AllowOrigin] = vals.one("*")
 	} else {
 		dst[AllowOrigin] = origin
 	}
 	if p.credentials {
-		dst[AllowCredentials] = fields("true")
+		dst[AllowCredentials] = vals.one("true")
 	}
 }
 
-// addVary adds v to dst's Vary values, without replacing them.
-func addVary(dst http.Header, v string) {
+// addVary adds v to dst's Vary values, without replacing them; a new
+// value comes from vals, or has an allocation of its own when vals is
+// nil.
+func addVary(dst http.Header, v string, vals *block) {
 	if old := dst[vary]; len(old) > 0 {
 		dst[vary] = append(old, v)
 		return
 	}
-	dst[vary] = fields(v)
+	if vals == nil {
+		dst[vary] = fields(v)
+		return
+	}
+	dst[vary] = vals.one(v)
 }
 
 // varyNamesOrigin reports whether Vary values name Origin (or are "*").
