@@ -19,6 +19,15 @@ const originSite = `
 	reverse_proxy {upstream}
 `
 
+// ownFieldSite is originSite with a targeted field of the gateway's own.
+const ownFieldSite = `
+	cache_read products
+	cache_write products {
+		targeted_cache_control Gateway-Cache-Control
+	}
+	reverse_proxy {upstream}
+`
+
 // validating answers with an ETag that names the version, and 304 to a
 // request whose If-None-Match names the current version. It counts the
 // conditional requests it received.
@@ -831,13 +840,7 @@ func TestValidationUpdatesAsTheAnswerSays(t *testing.T) {
 		w.Header().Set("Cache-Status", "edge; fwd=uri-miss")
 		fmt.Fprint(w, "body")
 	})
-	g := startGateway(t, "", `
-	cache_read products
-	cache_write products {
-		targeted_cache_control Gateway-Cache-Control
-	}
-	reverse_proxy {upstream}
-`, up.addr())
+	g := startGateway(t, "", ownFieldSite, up.addr())
 	g.get("/u")
 	for i, want := range []string{"fwd=stale; fwd-status=304; stored; ttl=60", "hit; ttl="} {
 		r := g.get("/u")
@@ -873,13 +876,7 @@ func TestValidationKeepsTheOwnTargetedField(t *testing.T) {
 		w.Header().Set("Age", "60") // stale on arrival
 		fmt.Fprint(w, "body")
 	})
-	g := startGateway(t, "", `
-	cache_read products
-	cache_write products {
-		targeted_cache_control Gateway-Cache-Control
-	}
-	reverse_proxy {upstream}
-`, up.addr())
+	g := startGateway(t, "", ownFieldSite, up.addr())
 	for i, want := range []string{"stored", "fwd=stale; fwd-status=304; stored; ttl=60", "hit; ttl="} {
 		r := g.get("/t")
 		if !strings.Contains(r.cacheStatus(), want) || r.body != "body" {
