@@ -678,9 +678,7 @@ func TestReloadKeepsEntriesAndResizes(t *testing.T) {
 		return "\t\trate_limit {\n\t\t\tzone z {\n\t\t\t\tkey x\n\t\t\t\tevents " + events + "\n\t\t\t\twindow 1m\n\t\t\t}\n\t\t}\n"
 	}
 	failing := productsSite + "\troute /x {\n" + zone("3") + zone("4") + "\t}\n"
-	if r := g.adminDo("POST", "/load", "text/caddyfile", g.caddyfile(globals("2MiB"), failing, up.addr())); r.status == http.StatusOK {
-		t.Fatal("the failing config loaded")
-	}
+	g.loadFails(g.caddyfile(globals("2MiB"), failing, up.addr()))
 	if got := g.adminJSON("GET", "/cache/products", "", 200)["max_size"]; got != float64(8<<20) {
 		t.Errorf("max_size after a failed reload: %v", got)
 	}

@@ -202,6 +202,33 @@ func (g *gateway) reload(globals, site, upstream string) {
 	client.CloseIdleConnections()
 }
 
+// loadFails loads a Caddyfile that must fail through the admin endpoint.
+// A load that fails may have replaced the admin server all the same,
+// closing its connections: none is reused across it.
+func (g *gateway) loadFails(caddyfile string) {
+	g.t.Helper()
+	client.CloseIdleConnections()
+	resp := g.adminDo("POST", "/load", "text/caddyfile", caddyfile)
+	client.CloseIdleConnections()
+	if resp.status == http.StatusOK {
+		g.t.Fatalf("the config loaded: %s", caddyfile)
+	}
+}
+
+// adaptedJSON returns a Caddyfile as the admin endpoint adapts it to
+// JSON.
+func (g *gateway) adaptedJSON(caddyfile string) map[string]any {
+	g.t.Helper()
+	resp := g.adminDo("POST", "/adapt", "text/caddyfile", caddyfile)
+	var out struct {
+		Result map[string]any `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(resp.body), &out); err != nil || resp.status != http.StatusOK || out.Result == nil {
+		g.t.Fatalf("adapting: %d %s", resp.status, resp.body)
+	}
+	return out.Result
+}
+
 // response is a finished exchange.
 type response struct {
 	status int

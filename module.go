@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -53,15 +54,9 @@ type Pool struct {
 	logger *zap.Logger
 	held   *heldCaches
 	bus    *bus
-	// starts are what the config's modules change in state that configs
-	// share, to be done only once it starts, each returning how to undo
-	// it: a config that fails to load must leave the running one as it
-	// was, and Caddy starts apps in no set order, so this one may start
-	// before another fails. undos are those of the changes made, and
-	// active is the config that ran when they were.
-	starts []func() (undo func())
-	undos  []func()
-	active context.Context
+	// changes are what the config's modules change in state that
+	// configs share, made when it starts.
+	changes *changes
 }
 
 // heldCaches are the named caches one config acquired from the usage pool.
@@ -89,6 +84,7 @@ func (Pool) CaddyModule() caddy.ModuleInfo {
 // Provision validates the settings and acquires every declared cache.
 func (p *Pool) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
+	p.changes = &changes{self: ctx.Context}
 	p.held = &heldCaches{caches: make(map[string]*namedCache)}
 	if err := p.Validate(); err != nil {
 		return err
@@ -203,21 +199,105 @@ func (p *Pool) Start() error {
 	}
 	p.held.mu.Lock()
 	for _, c := range p.held.caches {
-		c.bus.Store(p.bus)
+		p.onStart(func() func() {
+			was := c.bus.Swap(p.bus)
+			return func() { c.bus.Store(was) }
+		})
 	}
 	p.held.mu.Unlock()
-	p.active = caddy.ActiveContext().Context
-	for _, f := range p.starts {
-		p.undos = append(p.undos, f())
-	}
-	p.starts = nil
+	p.changes.apply()
 	return nil
 }
 
 // onStart has f run when the config starts, not when it is provisioned;
-// what f returns undoes it if the config fails to start. Only
-// provisioning calls it, one module at a time: no lock.
-func (p *Pool) onStart(f func() (undo func())) { p.starts = append(p.starts, f) }
+// what f returns undoes it if the config never becomes the active one.
+func (p *Pool) onStart(f func() (undo func())) { p.changes.add(f) }
+
+// changes are what one config changes in state that configs share (a
+// zone's settings, a cache's size and bus), made when the config starts,
+// not when it is provisioned: a config that fails to load must leave the
+// running one as it was. Caddy starts a config's apps in no set order and
+// may fail it after the cache_pool app started (another app's Start, or
+// finishing the setup), so each change comes with its undo, run if the
+// config stops or is cleaned up while the config before it is still the
+// active one. Once this config is active, the undos are dropped: they
+// hold the state it replaced.
+type changes struct {
+	mu      sync.Mutex
+	pending []func() (undo func())
+	undos   []func()
+	self    context.Context // this config's
+	prev    context.Context // the active config's when these were made
+	settled chan struct{}   // closed when the undos are no longer needed
+}
+
+func (c *changes) add(f func() (undo func())) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pending = append(c.pending, f)
+}
+
+// apply makes the pending changes, and drops their undos once this config
+// is the active one.
+func (c *changes) apply() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prev = caddy.ActiveContext().Context
+	for _, f := range c.pending {
+		c.undos = append(c.undos, f())
+	}
+	c.pending = nil
+	if len(c.undos) == 0 || c.prev == nil {
+		// Nothing to undo, or no config ran before: nothing to put back.
+		c.undos = nil
+		return
+	}
+	c.settled = make(chan struct{})
+	go c.settle(c.settled)
+}
+
+// settle waits for the config to become the active one, or to be
+// undone, checking at settleEvery; Caddy makes a config active just
+// after starting it.
+func (c *changes) settle(settled <-chan struct{}) {
+	t := time.NewTicker(settleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-settled:
+			return
+		case <-t.C:
+		}
+		if active := caddy.ActiveContext().Context; active != c.prev {
+			c.mu.Lock()
+			if active == c.self {
+				c.undos = nil
+			}
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+const settleEvery = 50 * time.Millisecond
+
+// revert undoes the changes if the config that was active when they were
+// made still is: this one stops because it failed to start or to finish
+// setting up. (A config that ran stops once the next one is active.)
+func (c *changes) revert() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.settled != nil {
+		close(c.settled)
+		c.settled = nil
+	}
+	if caddy.ActiveContext().Context == c.prev {
+		for _, undo := range slices.Backward(c.undos) {
+			undo()
+		}
+	}
+	c.undos, c.pending = nil, nil
+}
 
 // configPool returns the cache_pool app of the config being provisioned,
 // made with its defaults when the config has none: the app whose Start
@@ -233,23 +313,22 @@ func configPool(ctx caddy.Context) (*Pool, error) {
 // Stop leaves the bus; it stays up while a newer config uses it. The caches
 // outlive a stop when the next config keeps them.
 func (p *Pool) Stop() error {
+	if p.changes != nil {
+		p.changes.revert()
+	}
 	releaseBus(p.bus)
 	p.bus = nil
-	// Still the config that ran before this one: this one stops because
-	// another of its apps failed to start, and what it changed goes back.
-	// (A config that did run stops once the next one is active.)
-	if caddy.ActiveContext().Context == p.active {
-		for _, undo := range slices.Backward(p.undos) {
-			undo()
-		}
-	}
-	p.undos = nil
 	return nil
 }
 
 // Cleanup releases every cache this config acquired. A cache no config
 // holds any longer is closed.
 func (p *Pool) Cleanup() error {
+	// A config that fails to finish setting up is cleaned up without a
+	// stop.
+	if p.changes != nil {
+		p.changes.revert()
+	}
 	if p.held == nil {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -236,9 +237,7 @@ func TestFailedReloadLeavesZonesAlone(t *testing.T) {
 	}
 	respond ok
 `
-	if r := g.adminDo("POST", "/load", "text/caddyfile", g.caddyfile("", failing, "")); r.status == http.StatusOK {
-		t.Fatalf("the failing config loaded: %s", r.body)
-	}
+	g.loadFails(g.caddyfile("", failing, ""))
 	r := g.get("/", "X-Client: a")
 	if r.status != 429 || r.header.Get("Ratelimit-Policy") != `"z";q=2;w=3600` {
 		t.Errorf("after a failed reload: %d, RateLimit-Policy %q, RateLimit %q; want 429 under q=2",
@@ -259,15 +258,27 @@ func TestFailedReloadLeavesZonesAlone(t *testing.T) {
 	unstartable := g.caddyfile("", strings.Replace(site, "events 2", "events 1000", 1), "") +
 		"\nhttp://" + busy.Addr().String() + " {\n\trespond ok\n}\n"
 	for i := range 12 {
-		if r := g.adminDo("POST", "/load", "text/caddyfile", unstartable); r.status == http.StatusOK {
-			t.Fatalf("try %d: the config with a taken port loaded", i+1)
-		}
+		g.loadFails(unstartable)
 		if zone := g.adminJSON("GET", "/rate_limit/z", "", 200); zone["events"] != 2.0 {
 			t.Fatalf("try %d: after a config failed to start, the zone has %v", i+1, zone)
 		}
 	}
 	if r := g.get("/", "X-Client: a"); r.status != 429 {
 		t.Errorf("after configs failed to start: %d, want 429", r.status)
+	}
+	// Nor does one that fails once every app started, as it finishes
+	// setting up: its config loader cannot be reached. Caddy then cleans
+	// it up without stopping it.
+	cfg := g.adaptedJSON(g.caddyfile("", strings.Replace(site, "events 2", "events 1000", 1), ""))
+	cfg["admin"].(map[string]any)["config"] = map[string]any{"load": map[string]any{"module": "http", "url": "http://127.0.0.1:1/"}}
+	body, _ := json.Marshal(cfg)
+	client.CloseIdleConnections()
+	if r := g.adminDo("POST", "/load", "application/json", string(body)); r.status == http.StatusOK {
+		t.Fatal("the config with an unreachable loader loaded")
+	}
+	client.CloseIdleConnections()
+	if zone := g.adminJSON("GET", "/rate_limit/z", "", 200); zone["events"] != 2.0 {
+		t.Errorf("after a config failed to finish setting up, the zone has %v", zone)
 	}
 	// A config that starts changes the zone.
 	g.reload("", strings.Replace(site, "events 2", "events 1000", 1), "")

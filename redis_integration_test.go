@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -449,6 +450,40 @@ func testInvalidationReachesEveryNode(t *testing.T, rds redisDeployment) {
 	warm("/e")
 	nodes[0].adminJSON("DELETE", "/cache/", "", 200)
 	missesOn("flush all", "/e", 1, 2)
+}
+
+// TestFailedStartKeepsTheBus checks that a config that fails to start
+// leaves the running config's caches on their invalidation bus: the
+// cache_pool app binds them to its own when it starts, and may start
+// before another app fails.
+func TestFailedStartKeepsTheBus(t *testing.T) {
+	rds := redistest.Start(t)
+	up := newUpstream(t, serial())
+	globals := fmt.Sprintf("\tcache_pool {\n\t\tredis %s\n\t}", rds.URL)
+	nodes := cluster(t, 2, globals, productsSite, up.addr())
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	// No Redis, and a port already taken.
+	unstartable := nodes[0].caddyfile("", productsSite, up.addr()) + "\nhttp://" + busy.Addr().String() + " {\n\trespond ok\n}\n"
+	for range 12 {
+		nodes[0].loadFails(unstartable)
+	}
+	nodes[0].get("/x")
+	if !nodes[0].get("/x").isHit() {
+		t.Fatal("/x not cached on node 0")
+	}
+	if out := nodes[1].adminJSON("DELETE", "/cache/products", "", 200); out["nodes"] != 2.0 {
+		t.Errorf("flush from node 1: %v, want 2 nodes", out)
+	}
+	if nodes[0].get("/x").isHit() {
+		t.Error("node 0 still serves /x after node 1's flush")
+	}
+	if out := nodes[0].adminJSON("DELETE", "/cache/products", "", 200); out["nodes"] != 2.0 {
+		t.Errorf("flush from node 0: %v, want 2 nodes", out)
+	}
 }
 
 func TestNodeFlushesAfterMissingInvalidations(t *testing.T) {
