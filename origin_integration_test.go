@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -177,6 +178,39 @@ func TestA304OfAnotherRepresentationIsNotUsed(t *testing.T) {
 	g2.get("/y")
 	if r := g2.get("/y"); updated.Load() != 1 || r.body != "gzipped v1" || !strings.Contains(r.cacheStatus(), "fwd-status=304; stored") {
 		t.Errorf("a 304 with the stored tag made strong: %q %q", r.body, r.cacheStatus())
+	}
+}
+
+// TestRefetchKeepsTheOuterHeader checks that asking again after a 304 of
+// another representation starts from the header the handlers before
+// cache_write set, even when the 304 added to one of its fields.
+func TestRefetchKeepsTheOuterHeader(t *testing.T) {
+	var full atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") != "" {
+			w.Header().Set("Etag", `"v2"`)
+			w.Header().Set("X-Outer", "from the 304")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Etag", fmt.Sprintf(`"v%d"`, full.Add(1)))
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("Age", "10") // stale on arrival
+		fmt.Fprint(w, "body")
+	})
+	g := startGateway(t, "", `
+	header X-Outer outer
+	cache_read products
+	cache_write products
+	reverse_proxy {upstream}
+`, up.addr())
+	g.get("/o")
+	r := g.get("/o")
+	if full.Load() != 2 {
+		t.Fatalf("%d full requests, want 2: no refetch", full.Load())
+	}
+	if got := r.header.Values("X-Outer"); !slices.Equal(got, []string{"outer"}) {
+		t.Errorf("after the refetch: X-Outer %q, want the outer handler's alone", got)
 	}
 }
 
