@@ -181,17 +181,22 @@ func TestRateLimitDryRun(t *testing.T) {
 	}
 }
 
-func TestRateLimitStateSurvivesReload(t *testing.T) {
-	site := `
+// clientZoneSite limits each X-Client to events an hour in zone z.
+func clientZoneSite(events int) string {
+	return fmt.Sprintf(`
 	rate_limit {
 		zone z {
 			key {http.request.header.X-Client}
-			events 3
+			events %d
 			window 1h
 		}
 	}
 	respond ok
-`
+`, events)
+}
+
+func TestRateLimitStateSurvivesReload(t *testing.T) {
+	site := clientZoneSite(3)
 	g := startGateway(t, "", site, "")
 	g.countStatuses(3, "/", "X-Client: a")
 	g.reload("", site, "")
@@ -204,16 +209,7 @@ func TestRateLimitStateSurvivesReload(t *testing.T) {
 // load changes nothing of the zones the running config uses: neither
 // their limit nor their Redis client, which the failed config closes.
 func TestFailedReloadLeavesZonesAlone(t *testing.T) {
-	site := `
-	rate_limit {
-		zone z {
-			key {http.request.header.X-Client}
-			events 2
-			window 1h
-		}
-	}
-	respond ok
-`
+	site := clientZoneSite(2)
 	g := startGateway(t, "", site, "")
 	g.countStatuses(2, "/", "X-Client: a")
 	// The first handler is provisioned, then the second one fails the
@@ -255,7 +251,7 @@ func TestFailedReloadLeavesZonesAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	unstartable := g.caddyfile("", strings.Replace(site, "events 2", "events 1000", 1), "") +
+	unstartable := g.caddyfile("", clientZoneSite(1000), "") +
 		"\nhttp://" + busy.Addr().String() + " {\n\trespond ok\n}\n"
 	for i := range 12 {
 		g.loadFails(unstartable)
@@ -269,7 +265,7 @@ func TestFailedReloadLeavesZonesAlone(t *testing.T) {
 	// Nor does one that fails once every app started, as it finishes
 	// setting up: its config loader cannot be reached. Caddy then cleans
 	// it up without stopping it.
-	cfg := g.adaptedJSON(g.caddyfile("", strings.Replace(site, "events 2", "events 1000", 1), ""))
+	cfg := g.adaptedJSON(g.caddyfile("", clientZoneSite(1000), ""))
 	cfg["admin"].(map[string]any)["config"] = map[string]any{"load": map[string]any{"module": "http", "url": "http://127.0.0.1:1/"}}
 	body, _ := json.Marshal(cfg)
 	client.CloseIdleConnections()
@@ -281,7 +277,7 @@ func TestFailedReloadLeavesZonesAlone(t *testing.T) {
 		t.Errorf("after a config failed to finish setting up, the zone has %v", zone)
 	}
 	// A config that starts changes the zone.
-	g.reload("", strings.Replace(site, "events 2", "events 1000", 1), "")
+	g.reload("", clientZoneSite(1000), "")
 	if r := g.get("/", "X-Client: a"); r.status != 200 || r.header.Get("Ratelimit-Policy") != `"z";q=1000;w=3600` {
 		t.Errorf("after a reload to 1000: %d, RateLimit-Policy %q", r.status, r.header.Get("Ratelimit-Policy"))
 	}
