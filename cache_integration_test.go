@@ -626,6 +626,8 @@ func TestAdminAPI(t *testing.T) {
 		t.Error("hit after flushing every cache")
 	}
 
+	// 256 targets in one call are within the bound; 257 are past it, below.
+	g.adminJSON("POST", "/cache/products/purge", `{"prefixes":["/q"`+strings.Repeat(`,"/q"`, 200)+`],"tags":["t"`+strings.Repeat(`,"t"`, 54)+`]}`, 200)
 	errors := []struct {
 		method, path, body string
 		status             int
@@ -638,6 +640,8 @@ func TestAdminAPI(t *testing.T) {
 		{"POST", "/cache/products/purge", `{}`, 400},
 		{"POST", "/cache/products/purge", `{"prefixes":["no-slash"]}`, 400},
 		{"POST", "/cache/products/purge", `{"urls":["ftp://x/a"]}`, 400},
+		// 257 targets: past the bound on what one call may name.
+		{"POST", "/cache/products/purge", `{"prefixes":["/q"` + strings.Repeat(`,"/q"`, 200) + `],"tags":["t"` + strings.Repeat(`,"t"`, 55) + `]}`, 400},
 		{"PUT", "/cache/", "", 405},
 		{"POST", "/cache/products", "", 405},
 		{"GET", "/cache/products/purge", "", 405},

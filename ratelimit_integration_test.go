@@ -350,6 +350,16 @@ func TestRateLimitAdmin(t *testing.T) {
 	if g.get("/", "X-Client: b").status != 429 {
 		t.Error("key b was reset too")
 	}
+	// A key the query cannot carry as written is refused, not dropped:
+	// without a key the call would reset the whole zone.
+	for _, query := range []string{"key=50%", "key=a%zz", "key=tenant;42"} {
+		if out := g.adminJSON("DELETE", "/rate_limit/z?"+query, "", 400); out["error"] == nil {
+			t.Errorf("%s: %v", query, out)
+		}
+	}
+	if g.get("/", "X-Client: b").status != 429 {
+		t.Error("key b was reset by a key the query could not carry")
+	}
 	if out := g.adminJSON("DELETE", "/rate_limit/z", "", 200); out["reset_keys"] != 2.0 {
 		t.Errorf("reset zone: %v", out)
 	}
