@@ -369,7 +369,6 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 			upstream.Header.Set("If-Modified-Since", st.Validators.LastModified)
 		}
 		cw.revalidating = true
-		cw.before = w.Header().Clone()
 	}
 	_, cw.background = w.(*nowhere)
 	// A request with preconditions that only the origin answers (If-Match)

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -56,9 +55,6 @@ type cacheWriter struct {
 	revalidating bool
 	absorbed     bool
 	refetch      bool
-	// before is the response's header as the handlers before this one
-	// left it, kept when validating: a refetch starts from it again.
-	before http.Header
 
 	// flight is the fetch this request leads for others that wait; outcome
 	// is what became of the response, which they learn.
@@ -103,9 +99,7 @@ func (cw *cacheWriter) WriteHeader(status int) {
 		// asks again for the whole response.
 		cw.absorbed, cw.refetch = true, true
 		cw.outcome = httpcache.ReasonInvalidated
-		hdr := cw.Header()
-		clear(hdr)
-		maps.Copy(hdr, cw.before)
+		cachestore.KeepOuter(cw.Header(), cw.outer)
 		return
 	case cw.revalidating && status == http.StatusNotModified,
 		cw.r.Method == http.MethodHead && st != nil && status == http.StatusOK && sameRepresentation(st, cw.Header()):

@@ -117,10 +117,12 @@ func HeaderSize(h http.Header) int64 {
 }
 
 // OuterField is a header field as it was before the next handler ran: its
-// name and the first element of its values slice.
+// name and its values slice (not a copy: an inner handler that replaces
+// the field makes a slice of its own, and one that adds to it writes past
+// the recorded length).
 type OuterField struct {
-	name  string
-	first *string
+	name   string
+	values []string
 }
 
 // OuterFields records in buf which value slices the header holds now, to
@@ -128,20 +130,20 @@ type OuterField struct {
 func OuterFields(buf []OuterField, h http.Header) []OuterField {
 	for name, v := range h {
 		if len(v) > 0 {
-			buf = append(buf, OuterField{name, &v[0]})
+			buf = append(buf, OuterField{name, v})
 		}
 	}
 	return buf
 }
 
-// KeepOuter deletes from h every field but those outer handlers set and no
-// inner handler replaced: what is left belongs to the request, not to the
-// response it is about to be given.
+// KeepOuter puts h back to the fields outer handlers set, as they set
+// them, whatever inner handlers added, replaced or deleted since: they
+// belong to the request, not to the response it is about to be given
+// instead of the inner handlers' (a stored one, or a second fetch).
 func KeepOuter(h http.Header, outer []OuterField) {
-	for name, values := range h {
-		if len(values) == 0 || !untouched(outer, name, values) {
-			delete(h, name)
-		}
+	clear(h)
+	for _, o := range outer {
+		h[o.name] = o.values[:len(o.values):len(o.values)]
 	}
 }
 
@@ -150,7 +152,7 @@ func KeepOuter(h http.Header, outer []OuterField) {
 func untouched(outer []OuterField, name string, values []string) bool {
 	for _, o := range outer {
 		if o.name == name {
-			return &values[0] == o.first
+			return &values[0] == &o.values[0]
 		}
 	}
 	return false

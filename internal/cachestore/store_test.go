@@ -438,6 +438,29 @@ func TestFindAllocatesNothingOnAHitOrAMiss(t *testing.T) {
 	}
 }
 
+// TestKeepOuter puts a header back to what outer handlers set, whatever
+// inner handlers did since: added to a field, replaced one, deleted one,
+// or set their own.
+func TestKeepOuter(t *testing.T) {
+	h := http.Header{"X-Added": {"outer"}, "X-Replaced": {"outer"}, "X-Deleted": {"outer"}}
+	h["X-Added"] = append(make([]string, 0, 4), "outer") // room to add in place
+	outer := OuterFields(nil, h)
+	h.Add("X-Added", "inner")
+	h.Set("X-Replaced", "inner")
+	h.Del("X-Deleted")
+	h.Set("X-Inner", "inner")
+	KeepOuter(h, outer)
+	want := http.Header{"X-Added": {"outer"}, "X-Replaced": {"outer"}, "X-Deleted": {"outer"}}
+	if fmt.Sprint(h) != fmt.Sprint(want) {
+		t.Errorf("kept %v, want %v", h, want)
+	}
+	h.Add("X-Added", "again")
+	KeepOuter(h, outer)
+	if got := h["X-Added"]; len(got) != 1 || got[0] != "outer" {
+		t.Errorf("a field added to after it was kept: %q", got)
+	}
+}
+
 // TestStoredFields keeps the response's own fields, without those of one
 // connection, Content-Length, and the fields outer handlers set that no
 // inner handler replaced; the upstream's Cache-Status comes apart.
