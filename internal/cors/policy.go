@@ -57,8 +57,6 @@ type pattern struct {
 	port           bool
 }
 
-func fields(v string) []string { return []string{v} }
-
 func (p *Policy) buildFields() {
 	v := preflightVaryNoOrigin
 	if p.VariesByOrigin() {
@@ -251,8 +249,12 @@ func (p *Policy) SetPreflight(dst, req http.Header, origin []string) {
 // per field.
 type block []string
 
-// one returns v as a field's values, from the block while it has room.
+// one returns v as a field's values, from the block while it has room;
+// a nil block gives each value an allocation of its own.
 func (b *block) one(v string) []string {
+	if b == nil {
+		return []string{v}
+	}
 	*b = append(*b, v)
 	n := len(*b)
 	return (*b)[n-1 : n : n]
@@ -297,15 +299,10 @@ func (p *Policy) setOrigin(dst http.Header, origin []string, vals *block) {
 }
 
 // addVary adds v to dst's Vary values, without replacing them; a new
-// value comes from vals, or has an allocation of its own when vals is
-// nil.
+// value comes from vals.
 func addVary(dst http.Header, v string, vals *block) {
 	if old := dst[vary]; len(old) > 0 {
 		dst[vary] = append(old, v)
-		return
-	}
-	if vals == nil {
-		dst[vary] = fields(v)
 		return
 	}
 	dst[vary] = vals.one(v)

@@ -87,8 +87,8 @@ func (o KeyOptions) keyedCookies() []string {
 	return slices.Compact(slices.Sorted(slices.Values(names)))
 }
 
-// holds reports whether the key holds the header, or a placeholder that
-// starts with one of the prefixes.
+// holds reports whether the key holds the header: by key_headers, or by
+// an {http.request.header.NAME} placeholder.
 func (o KeyOptions) holds(header string) bool {
 	for _, h := range slices.Concat(o.Headers, o.placeholdersUnder("http.request.header.")) {
 		if strings.EqualFold(h, header) {
