@@ -278,13 +278,7 @@ func TestMustRevalidateUnderTTLKeepsAuthorizedPrivate(t *testing.T) {
 		w.Header().Set("Cache-Control", "no-cache, must-revalidate")
 		fmt.Fprintf(w, "account of %s", r.Header.Get("Authorization"))
 	})
-	g := startGateway(t, "", `
-	cache_read products
-	cache_write products {
-		ttl 60s
-	}
-	reverse_proxy {upstream}
-`, up.addr())
+	g := startGateway(t, "", productsSite, up.addr())
 	if r := g.get("/mr", "Authorization: Bearer alice"); !strings.Contains(r.cacheStatus(), "detail=AUTHORIZATION") {
 		t.Errorf("alice: %q, want detail=AUTHORIZATION", r.cacheStatus())
 	}
