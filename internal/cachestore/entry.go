@@ -71,10 +71,13 @@ type Field struct {
 }
 
 // Memory accounted per entry beyond its strings and body, measured with
-// TestFloodStaysBounded: the entry, its slot in the store's maps and
-// policy, and its place in the index.
+// TestFloodStaysBounded under the race detector: the entry, its slot in the
+// store's maps and policy, and its place in the index. The maps keep the
+// size they grew to, so the figure is the worst of several runs, not the
+// mean: ristretto's expiration buckets, one map per five seconds of expiry,
+// each hold their peak until their time passes.
 const (
-	entryOverhead       = 664
+	entryOverhead       = 760
 	headerValueOverhead = 40
 )
 
