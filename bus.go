@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -21,10 +24,20 @@ import (
 // acknowledges, and the publisher waits for every acknowledgement before
 // its call returns.
 const (
-	busChannel   = "caddy-gateway:cache:invalidate"
+	busChannel   = "caddy-gateway:cache:invalidate:" // and the database's number
 	busAckPrefix = "caddy-gateway:cache:ack:"
 	busAckWait   = 2 * time.Second
 	busTimeout   = 2 * time.Second
+
+	// A subscription that failed is made anew after busRetryMin, then
+	// after twice as long each time it fails again, up to busRetryMax.
+	busRetryMin = 100 * time.Millisecond
+	busRetryMax = 2 * time.Second
+
+	// maxBusMessage bounds a message a node applies: the admin API's
+	// purges are far smaller (at most maxPurgeTargets targets in a body of
+	// maxPurgeBody), and anything larger did not come from a node.
+	maxBusMessage = 2 * maxPurgeBody
 )
 
 // nodeID tells this process's messages from other nodes'.
@@ -53,39 +66,66 @@ type busMessage struct {
 	KeyDigest string `json:"key_digest,omitempty"`
 }
 
-// buses holds one bus per Redis URL, started by the cache_pool app and
-// kept across reloads.
+// buses holds one bus per Redis database, kept across reloads. Two URLs
+// of one database (redis://host:6379 and redis://host:6379/0) share one:
+// a process is one node, however its handlers name the Redis.
 var buses = caddy.NewUsagePool()
 
 type bus struct {
-	client *redisClient
-	mu     sync.Mutex // guards ps, which listen makes and replaces
-	ps     *redis.PubSub
-	key    string
-	logger *zap.Logger
-	warns  logThrottle
-	stop   context.CancelFunc
-	tried  chan struct{} // closed once the first subscription was sent or failed
-	done   chan struct{}
+	client  *redisClient
+	channel string
+	key     string
+	logger  *zap.Logger
+	warns   logThrottle
+	ctx     context.Context
+	stop    context.CancelFunc
+	tried   chan struct{} // closed once the first subscription was sent or failed
+	done    chan struct{} // closed when listen returns
+
+	mu      sync.Mutex // guards ps, which listen makes and replaces, and started
+	ps      *redis.PubSub
+	started bool
+
+	// subscribed is set while Redis has confirmed the subscription, and
+	// lastErr is why it is not, for the health report.
+	subscribed atomic.Bool
+	lastErr    atomic.Pointer[string]
 }
 
-// acquireBus returns the bus of a Redis URL, which subscribes in the
-// background: acquiring it dials nothing.
+// acquireBus returns the bus of a Redis URL. Acquiring it dials nothing:
+// start subscribes, in the background, once a config that uses it starts.
 func acquireBus(url string, logger *zap.Logger) (*bus, error) {
-	val, _, err := buses.LoadOrNew(url, func() (caddy.Destructor, error) {
+	target, err := parseRedisURL(caddy.NewReplacer().ReplaceAll(url, ""))
+	if err != nil {
+		return nil, fmt.Errorf("redis: invalid URL: %v", err)
+	}
+	key := target.display
+	val, _, err := buses.LoadOrNew(key, func() (caddy.Destructor, error) {
 		c, err := acquireRedis(url, busTimeout)
 		if err != nil {
 			return nil, err
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		b := &bus{client: c, key: url, logger: logger, stop: cancel, tried: make(chan struct{}), done: make(chan struct{})}
-		go b.listen(ctx)
-		return b, nil
+		return &bus{
+			client: c, channel: busChannel + strconv.Itoa(target.db()), key: key, logger: logger,
+			ctx: ctx, stop: cancel, tried: make(chan struct{}), done: make(chan struct{}),
+		}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return val.(*bus), nil
+}
+
+// start has the bus subscribe and listen, unless it does already.
+func (b *bus) start() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started || b.ctx.Err() != nil {
+		return
+	}
+	b.started = true
+	go b.listen(b.ctx)
 }
 
 func releaseBus(b *bus) {
@@ -101,22 +141,25 @@ func (b *bus) Destruct() error {
 	if b.ps != nil {
 		b.ps.Close() // a blocked Receive returns
 	}
+	started := b.started
 	b.mu.Unlock()
-	<-b.done
+	if started {
+		<-b.done
+	}
 	releaseRedis(b.client)
 	return nil
 }
 
-// listen applies what other nodes publish. After a lost connection it
-// flushes every cache on the bus: what was published meanwhile is lost,
-// and a node must not serve an entry invalidated while it was away.
+// listen applies what other nodes publish. Whenever it subscribes after a
+// failure, the first subscription's included, it flushes every cache on
+// the bus: what was published meanwhile is lost, and a node must not
+// serve an entry invalidated while it was away.
 func (b *bus) listen(ctx context.Context) {
 	defer close(b.done)
-	// A failed subscription is tried again by Receive, which redials and
-	// resubscribes.
 	b.subscribe(ctx)
 	close(b.tried)
-	subscribed, lost := false, false
+	lost := false
+	retry := busRetryMin
 	for {
 		b.mu.Lock()
 		ps := b.ps
@@ -129,20 +172,21 @@ func (b *bus) listen(ctx context.Context) {
 			return
 		}
 		if err != nil {
-			lost, subscribed = lost || subscribed, false
-			b.warns.warn(b.logger, time.Now(), "cache invalidation bus: Redis unreachable", zap.Error(err))
+			lost = true
+			b.unsubscribed(err)
+			b.warns.warn(b.logger, time.Now(), "cache invalidation bus: not subscribed", zap.Error(err))
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(retry):
 			}
-			if b.client.cluster {
-				// go-redis redials after a lost connection, but stays on
-				// a node that answered MOVED: the slot's owner changed
-				// while its map was stale. Subscribe anew, at the owner
-				// the map names now.
-				b.subscribe(ctx)
-			}
+			retry = min(2*retry, busRetryMax)
+			// Subscribe anew. go-redis redials a lost connection by
+			// itself, but not after Redis refused the subscription (an
+			// ACL without the channel), and in a cluster it stays on a
+			// node that answered MOVED: the slot's owner changed while
+			// its map was stale.
+			b.subscribe(ctx)
 			continue
 		}
 		switch m := msg.(type) {
@@ -151,7 +195,8 @@ func (b *bus) listen(ctx context.Context) {
 				// The cluster gave the channel's slot to another node,
 				// which carries its messages from now on: subscribe
 				// there. What was published meanwhile is lost.
-				lost, subscribed = lost || subscribed, false
+				lost = true
+				b.unsubscribed(errors.New("the cluster moved the channel's slot"))
 				b.subscribe(ctx)
 				continue
 			}
@@ -160,13 +205,21 @@ func (b *bus) listen(ctx context.Context) {
 			}
 			if lost {
 				b.flushAll()
-				b.logger.Info("invalidation bus reconnected; flushed every cache and rate-limit refusal it serves")
+				b.logger.Info("invalidation bus subscribed after a failure; flushed every cache and rate-limit refusal it serves")
 			}
-			subscribed, lost = true, false
+			lost, retry = false, busRetryMin
+			b.subscribed.Store(true)
 		case *redis.Message:
 			b.apply(ctx, m.Payload)
 		}
 	}
+}
+
+// unsubscribed records why the bus is not subscribed.
+func (b *bus) unsubscribed(err error) {
+	msg := err.Error()
+	b.lastErr.Store(&msg)
+	b.subscribed.Store(false)
 }
 
 // subscribe subscribes the bus, replacing any subscription it had. In a
@@ -183,7 +236,7 @@ func (b *bus) subscribe(ctx context.Context) {
 	if b.ps != nil {
 		b.ps.Close()
 	}
-	b.ps = b.client.subscribe(ctx, busChannel)
+	b.ps = b.client.subscribe(ctx, b.channel)
 }
 
 // flushAll drops what a lost message might have invalidated: every cache
@@ -213,8 +266,17 @@ func (b *bus) waitTried() {
 // apply carries out another node's invalidation and acknowledges it.
 func (b *bus) apply(ctx context.Context, payload string) {
 	var m busMessage
-	if err := json.Unmarshal([]byte(payload), &m); err != nil || m.ID == "" {
-		b.logger.Warn("cache invalidation bus: unreadable message", zap.Error(err))
+	err := json.Unmarshal([]byte(payload), &m)
+	switch {
+	case len(payload) > maxBusMessage:
+		err = fmt.Errorf("%d bytes, over %d", len(payload), maxBusMessage)
+	case err == nil && m.ID == "":
+		err = errors.New("no id")
+	case err == nil && len(m.URLs)+len(m.Prefixes)+len(m.Tags) > maxPurgeTargets:
+		err = fmt.Errorf("%d urls, prefixes and tags, over %d", len(m.URLs)+len(m.Prefixes)+len(m.Tags), maxPurgeTargets)
+	}
+	if err != nil {
+		b.warns.warn(b.logger, time.Now(), "cache invalidation bus: ignored a message no node sent", zap.Error(err))
 		return
 	}
 	switch {
@@ -267,7 +329,7 @@ func (b *bus) publish(ctx context.Context, m busMessage) (int, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, busAckWait+busTimeout)
 	defer cancel()
-	receivers, err := b.client.publish(ctx, busChannel, payload).Result()
+	receivers, err := b.client.publish(ctx, b.channel, payload).Result()
 	if err != nil {
 		return 1, err
 	}
@@ -278,12 +340,18 @@ func (b *bus) publish(ctx context.Context, m busMessage) (int, error) {
 	for int64(acked) < receivers {
 		left := time.Until(deadline)
 		if left <= 0 {
-			return max(acked, 1), errors.New("not every node acknowledged in time")
+			return max(acked, 1), fmt.Errorf("%d of %d nodes acknowledged within %v", acked, receivers, busAckWait)
 		}
-		if _, err := b.client.BLPop(ctx, left, ack).Result(); err != nil {
+		// BLPOP waits whole seconds: go-redis rounds down, and Redis
+		// before 6.0 takes no fraction.
+		_, err := b.client.BLPop(ctx, max(left.Truncate(time.Second), time.Second), ack).Result()
+		switch {
+		case errors.Is(err, redis.Nil): // none yet
+		case err != nil:
 			return max(acked, 1), err
+		default:
+			acked++
 		}
-		acked++
 	}
 	return max(acked, 1), nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-gateway/gateway/internal/cachestore"
 	"github.com/caddy-gateway/gateway/internal/cors"
 )
 
@@ -103,6 +104,9 @@ func parseCachePool(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.Err("cache_pool: cache needs a name")
 			}
 			name := d.Val()
+			if err := cachestore.CheckName(name); err != nil {
+				return nil, d.Errf("cache_pool: cache %q: %v", name, err)
+			}
 			if d.NextArg() {
 				return nil, d.Errf("cache_pool: cache %s: unexpected argument '%s'", name, d.Val())
 			}
@@ -230,6 +234,9 @@ func cacheNameArg(d *caddyfile.Dispenser, dir string) (string, error) {
 		return "", d.Errf("%s: missing cache name", dir)
 	}
 	name := d.Val()
+	if err := cachestore.CheckName(name); err != nil {
+		return "", d.Errf("%s: cache %q: %v", dir, name, err)
+	}
 	if d.NextArg() {
 		return "", d.Errf("%s: unexpected argument '%s' after the cache name", dir, d.Val())
 	}

@@ -176,6 +176,7 @@ func adminFlags(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringP("config", "c", "", "Configuration file to use to parse the admin address, if --address is not used")
 	cmd.PersistentFlags().StringP("adapter", "a", "", "Name of config adapter to apply (when --config is used)")
 	cmd.PersistentFlags().StringP("address", "", "", "The address to use to reach the admin API endpoint, if not the default")
+	cmd.PersistentFlags().Duration("timeout", adminAnswerWait, "How long to wait for each answer of the admin API")
 }
 
 // withArgs hands a command its positional arguments, which Caddy's
@@ -273,12 +274,24 @@ func cmdCacheFlush(fl caddycmd.Flags, names []string) error {
 			return unknownName("cache", name, existing)
 		}
 	}
+	// A bus error leaves this node flushed: the other caches are flushed
+	// too, and the error told once at the end.
+	var untold []string
+	var told error
 	for _, name := range names {
-		if err := admin.flush("/cache/" + url.PathEscape(name)); err != nil {
+		err := admin.flush("/cache/" + url.PathEscape(name))
+		if be, ok := errors.AsType[*notToldError](err); ok {
+			untold, told = append(untold, name), be
+			continue
+		}
+		if err != nil {
 			return admin.unknown(cacheListing, name, err)
 		}
 	}
-	return nil
+	if len(untold) > 1 {
+		return fmt.Errorf("flushed %s on this node, but other nodes may not have been told: %s", strings.Join(untold, ", "), told.(*notToldError).msg)
+	}
+	return told
 }
 
 // flush sends one flush and reports it.
@@ -397,7 +410,8 @@ func cmdRateLimitReset(fl caddycmd.Flags, args []string) error {
 
 // adminAPI is the admin endpoint that a command's flags point at.
 type adminAPI struct {
-	addr string
+	addr    string
+	timeout time.Duration // for each whole answer
 }
 
 // adminFrom finds the admin endpoint as caddy stop does: --address, else
@@ -407,7 +421,11 @@ func adminFrom(fl caddycmd.Flags) (adminAPI, error) {
 	if err != nil {
 		return adminAPI{}, fmt.Errorf("couldn't determine the admin API address: %v", err)
 	}
-	return adminAPI{addr: addr}, nil
+	timeout, err := fl.GetDuration("timeout")
+	if err != nil || timeout <= 0 {
+		return adminAPI{}, fmt.Errorf("--timeout must be a positive duration, such as 30s")
+	}
+	return adminAPI{addr: addr, timeout: timeout}, nil
 }
 
 // answerError is an error answer of the admin API.
@@ -426,10 +444,40 @@ func (e *answerError) Error() string {
 // them back out of its text.
 var apiErrorText = regexp.MustCompile(`(?s)^caddy responded with error: HTTP (\d+): (.*)$`)
 
+// How long a command waits for the admin API's whole answer unless
+// --timeout says, and how large an answer it reads: an endpoint that
+// accepts and never answers, or answers without end, must not hold the
+// command for ever.
+const (
+	adminAnswerWait = time.Minute
+	maxAdminAnswer  = 64 << 20
+)
+
 // request calls the admin API through caddycmd.AdminAPIRequest, which sets
 // the Origin the endpoint checks and dials unix sockets too, and returns
-// the answer's body.
+// the answer's body. AdminAPIRequest takes no deadline: the call runs
+// aside, and is given up on after the timeout (the command then exits).
 func (a adminAPI) request(method, uri string, body []byte) ([]byte, error) {
+	type result struct {
+		answer []byte
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		answer, err := a.call(method, uri, body)
+		done <- result{answer, err}
+	}()
+	timer := time.NewTimer(a.timeout)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		return r.answer, r.err
+	case <-timer.C:
+		return nil, fmt.Errorf("the admin endpoint at %s did not answer %s %s within %v (--timeout)", a.addr, method, uri, a.timeout)
+	}
+}
+
+func (a adminAPI) call(method, uri string, body []byte) ([]byte, error) {
 	var reader io.Reader
 	if body != nil {
 		reader = bytes.NewReader(body)
@@ -439,9 +487,12 @@ func (a adminAPI) request(method, uri string, body []byte) ([]byte, error) {
 		return nil, a.explain(method+" "+uri, err)
 	}
 	defer resp.Body.Close()
-	answer, err := io.ReadAll(resp.Body)
-	if err != nil {
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAdminAnswer+1))
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("reading the admin API's answer to %s %s: %v", method, uri, err)
+	case len(answer) > maxAdminAnswer:
+		return nil, fmt.Errorf("the admin API's answer to %s %s is over %d MiB", method, uri, maxAdminAnswer>>20)
 	}
 	return answer, nil
 }
@@ -576,7 +627,15 @@ func busError(msg string) error {
 	if msg == "" {
 		return nil
 	}
-	return fmt.Errorf("done on this node, but other nodes may not have been told: %s", msg)
+	return &notToldError{msg}
+}
+
+// notToldError is an invalidation done on the node the command reached,
+// whose bus could not tell every other node.
+type notToldError struct{ msg string }
+
+func (e *notToldError) Error() string {
+	return "done on this node, but other nodes may not have been told: " + e.msg
 }
 
 func printRaw(body []byte) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-gateway/gateway/internal/redistest"
 )
 
 // cliResult is what a run of the caddy binary as a command printed, and its
@@ -335,6 +338,59 @@ func TestCLINotRunning(t *testing.T) {
 		}
 		if r.stdout != "" {
 			t.Errorf("%s printed %q", args, r.stdout)
+		}
+	}
+}
+
+// An endpoint that accepts connections and never answers holds a command
+// no longer than --timeout.
+func TestCLITimeout(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close() // read nothing, answer nothing
+		}
+	}()
+	addr := l.Addr().String()
+	msg := cli(t, "cache", "list", "--address", addr, "--timeout", "500ms").failed(t)
+	if want := "the admin endpoint at " + addr + " did not answer GET /cache/ within 500ms"; !strings.Contains(msg, want) {
+		t.Errorf("%q, want %q", msg, want)
+	}
+	if msg := cli(t, "cache", "list", "--address", addr, "--timeout", "0s").failed(t); !strings.Contains(msg, "--timeout must be a positive duration") {
+		t.Errorf("--timeout 0s: %q", msg)
+	}
+}
+
+// A flush of several caches whose bus fails flushes every one on the node
+// reached, and says once that other nodes may not have been told.
+func TestCLIFlushGoesOnAfterABusError(t *testing.T) {
+	rds := redistest.Start(t)
+	rds.Stop()
+	up := newUpstream(t, serial())
+	site := productsSite + "\tcache_write users {\n\t\tttl 60s\n\t}\n"
+	g := startGateway(t, poolOn(rds.URL), site, up.addr())
+	g.get("/x")
+	for _, name := range []string{"products", "users"} {
+		if n := g.adminJSON("GET", "/cache/"+name, "", 200)["entries"]; n != 1.0 {
+			t.Fatalf("%s holds %v entries, want 1", name, n)
+		}
+	}
+	r := cli(t, "cache", "flush", "products", "users", "--address", g.admin)
+	msg := r.failed(t)
+	if !strings.HasPrefix(msg, "flushed products, users on this node, but other nodes may not have been told: ") {
+		t.Errorf("%q, want both caches named", msg)
+	}
+	for _, name := range []string{"products", "users"} {
+		if n := g.adminJSON("GET", "/cache/"+name, "", 200)["entries"]; n != 0.0 {
+			t.Errorf("%s holds %v entries after the flush", name, n)
 		}
 	}
 }

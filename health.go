@@ -98,15 +98,19 @@ func (h *Health) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.H
 	if h.Mode == "ready" && draining {
 		return writeBody(w, r, http.StatusServiceUnavailable, answerDraining)
 	}
-	rep, err := healthChecks.Get(r.Context(), h.now(), time.Duration(h.CacheChecks), runChecks)
-	if err != nil {
-		return caddyhttp.Error(499, err) // the client left while the check ran
-	}
 	if h.Mode == "ready" {
+		rep, err := readyChecks.Get(r.Context(), h.now(), time.Duration(h.CacheChecks), runReadyChecks)
+		if err != nil {
+			return caddyhttp.Error(499, err) // the client left while the check ran
+		}
 		if len(rep.unready) > 0 {
 			return writeProbe(w, r, http.StatusServiceUnavailable, probeAnswer{Status: "unavailable", Reasons: rep.unready})
 		}
 		return writeBody(w, r, http.StatusOK, answerReady)
+	}
+	rep, err := healthChecks.Get(r.Context(), h.now(), time.Duration(h.CacheChecks), runChecks)
+	if err != nil {
+		return caddyhttp.Error(499, err)
 	}
 	full := fullReport{
 		Status:        rep.status,
@@ -218,10 +222,14 @@ func readVersions() versionInfo {
 	return v
 }
 
-// healthChecks is the last check of the process, shared by every health
-// handler of every config: what it checks (the pools of caches, zones and
-// Redis clients) is process-wide too.
-var healthChecks health.Cache[checkReport]
+// healthChecks is the last full check of the process, shared by every
+// health handler of every config: what it checks (the pools of caches,
+// zones and Redis clients) is process-wide too. readyChecks is the last
+// check of what ready answers by, alone: the Redis of the zones in
+// fail_mode closed. A ready probe must not wait for the bus's Redis, whose
+// timeout (2s) is longer than an orchestrator waits for a probe, for a
+// check that cannot make the node unready.
+var healthChecks, readyChecks health.Cache[checkReport]
 
 // checkReport is the result of one check.
 type checkReport struct {
@@ -277,16 +285,24 @@ type busCheck struct {
 // runChecks looks at every named cache, pings every Redis in use, once
 // each and all at once, and judges the zones and the invalidation bus by what
 // the pings found.
-func runChecks() checkReport {
+func runChecks() checkReport { return check(true) }
+
+// runReadyChecks pings the Redis of the zones in fail_mode closed only,
+// and judges those zones.
+func runReadyChecks() checkReport { return check(false) }
+
+func check(full bool) checkReport {
 	rep := checkReport{at: time.Now(), checks: checks{
 		Caches: []cacheCheck{}, Redis: []redisCheck{}, Zones: []zoneCheck{}, Bus: []busCheck{},
 	}}
-	rangeCaches(func(c *namedCache) {
-		st := c.Stats()
-		rep.checks.Caches = append(rep.checks.Caches, cacheCheck{
-			Name: c.Name(), Status: health.OK, Entries: st.Entries, SizeBytes: st.UsedBytes, MaxSize: st.MaxSize,
+	if full {
+		rangeCaches(func(c *namedCache) {
+			st := c.Stats()
+			rep.checks.Caches = append(rep.checks.Caches, cacheCheck{
+				Name: c.Name(), Status: health.OK, Entries: st.Entries, SizeBytes: st.UsedBytes, MaxSize: st.MaxSize,
+			})
 		})
-	})
+	}
 
 	pings := map[*redisClient]*redisCheck{}
 	var order []*redisCheck // as the zones, then the buses, meet them
@@ -306,6 +322,9 @@ func runChecks() checkReport {
 	}
 	var zones []zoneUse
 	rangeZones(func(z *zoneEntry) {
+		if fb := z.fallback.Load(); !full && (fb == nil || fb.failMode != "closed") {
+			return
+		}
 		var p *redisCheck
 		if c := z.redis.Load(); c != nil {
 			p = use(c, "zone "+z.Name)
@@ -317,7 +336,9 @@ func runChecks() checkReport {
 		p *redisCheck
 	}
 	var bs []busUse
-	rangePool(buses, func(b *bus) { bs = append(bs, busUse{b, use(b.client, "invalidation_bus")}) })
+	if full {
+		rangePool(buses, func(b *bus) { bs = append(bs, busUse{b, use(b.client, "invalidation_bus")}) })
+	}
 
 	var wg sync.WaitGroup
 	for _, p := range order {
@@ -341,7 +362,15 @@ func runChecks() checkReport {
 	}
 	for _, bu := range bs {
 		bc := busCheck{Redis: bu.p.URL, Status: health.OK, Error: bu.p.Error}
-		if bu.p.Error != "" {
+		if bc.Error == "" && !bu.b.subscribed.Load() {
+			// Redis answers, but the bus hears nothing: Redis refused the
+			// subscription, or it is being made.
+			bc.Error = "not subscribed"
+			if err := bu.b.lastErr.Load(); err != nil {
+				bc.Error += ": " + *err
+			}
+		}
+		if bc.Error != "" {
 			bc.Status = health.Degraded // invalidations stay on this node
 		}
 		rep.status = health.Worst(rep.status, bc.Status)

@@ -194,7 +194,8 @@ func (p *Pool) Start() error {
 		if err != nil {
 			return fmt.Errorf("cache_pool: %v", err)
 		}
-		p.bus = b
+		p.bus = b // released in Cleanup: the bus serves while the server drains
+		b.start()
 		b.waitTried()
 	}
 	p.held.mu.Lock()
@@ -210,7 +211,8 @@ func (p *Pool) Start() error {
 }
 
 // onStart has f run when the config starts, not when it is provisioned;
-// what f returns undoes it if the config never becomes the active one.
+// what f returns, unless nil, undoes it if the config never becomes the
+// active one.
 func (p *Pool) onStart(f func() (undo func())) { p.changes.add(f) }
 
 // changes are what one config changes in state that configs share (a
@@ -244,7 +246,9 @@ func (c *changes) apply() {
 	defer c.mu.Unlock()
 	c.prev = caddy.ActiveContext().Context
 	for _, f := range c.pending {
-		c.undos = append(c.undos, f())
+		if undo := f(); undo != nil {
+			c.undos = append(c.undos, undo)
+		}
 	}
 	c.pending = nil
 	if len(c.undos) == 0 || c.prev == nil {
@@ -310,25 +314,28 @@ func configPool(ctx caddy.Context) (*Pool, error) {
 	return app.(*Pool), nil
 }
 
-// Stop leaves the bus; it stays up while a newer config uses it. The caches
-// outlive a stop when the next config keeps them.
+// Stop undoes what a config that never became active changed. It keeps
+// the bus: Caddy stops apps in no set order, and the HTTP app's Stop is
+// where the server drains (shutdown_delay, grace_period), still serving
+// from the caches, which must still hear other nodes' invalidations.
 func (p *Pool) Stop() error {
 	if p.changes != nil {
 		p.changes.revert()
 	}
-	releaseBus(p.bus)
-	p.bus = nil
 	return nil
 }
 
-// Cleanup releases every cache this config acquired. A cache no config
-// holds any longer is closed.
+// Cleanup leaves the bus, which stays up while a newer config uses it, and
+// releases every cache this config acquired. A cache no config holds any
+// longer is closed. Caddy cleans up a config after stopping all its apps.
 func (p *Pool) Cleanup() error {
 	// A config that fails to finish setting up is cleaned up without a
 	// stop.
 	if p.changes != nil {
 		p.changes.revert()
 	}
+	releaseBus(p.bus)
+	p.bus = nil
 	if p.held == nil {
 		return nil
 	}

@@ -186,6 +186,14 @@ func (h *RateLimit) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("rate_limit: %v", err)
 	}
+	if b := h.bus; b != nil {
+		// Subscribing dials: not before the config starts (caddy
+		// validate provisions too).
+		pool.onStart(func() func() {
+			b.start()
+			return nil // a running bus serves whichever config holds it
+		})
+	}
 	var policies []string
 	for _, name := range sortedKeys(h.RateLimits) {
 		ref, err := h.provisionZone(ctx, pool, name, h.RateLimits[name])

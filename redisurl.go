@@ -174,6 +174,17 @@ func parseRedisTarget(raw string) (*redisTarget, error) {
 	return &redisTarget{sentinel: opts, display: fmt.Sprintf("%s+sentinel://%s/%s/%d", base, strings.Join(hosts, ","), master, db)}, nil
 }
 
+// db returns the database the target names: a cluster has only 0.
+func (t *redisTarget) db() int {
+	switch {
+	case t.cluster != nil:
+		return 0
+	case t.sentinel != nil:
+		return t.sentinel.DB
+	}
+	return t.single.DB
+}
+
 // newClient makes the client, with timeout bounding every dial and
 // command and no retry (a retry would outlast the timeout); hooks watches
 // the dials of every connection it makes.

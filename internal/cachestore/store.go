@@ -9,6 +9,7 @@ package cachestore
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,9 +38,12 @@ type Config struct {
 	MaxEntrySize int64
 }
 
-// Validate reports what is wrong with the config's sizes, naming the
-// fields as the cache_pool app's JSON does.
+// Validate reports what is wrong with the config's name and sizes, naming
+// the fields as the cache_pool app's JSON does.
 func (c Config) Validate() error {
+	if err := CheckName(c.Name); err != nil {
+		return err
+	}
 	if err := CheckMaxSize(c.MaxSize); err != nil {
 		return err
 	}
@@ -48,6 +52,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxEntrySize > c.MaxSize/2 {
 		return fmt.Errorf("max_entry_size %d exceeds half of max_size %d", c.MaxEntrySize, c.MaxSize)
+	}
+	return nil
+}
+
+// CheckName reports what is wrong with a cache's name. A name holds no
+// '/': the admin API names a cache in its paths (/cache/<name>/purge).
+func CheckName(name string) error {
+	if strings.Contains(name, "/") {
+		return fmt.Errorf("a cache name may not contain '/'")
 	}
 	return nil
 }
