@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -125,15 +126,24 @@ func (a *adminCache) serveAll(w http.ResponseWriter, r *http.Request) error {
 		rangeCaches(func(c *namedCache) { list = append(list, infoOf(c)) })
 		return writeJSON(w, map[string]any{"caches": list})
 	case http.MethodDelete:
+		// One message per bus flushes every cache on it, on every node:
+		// one wait for the acknowledgements, not one per cache.
 		flushed := []string{}
+		var onBus []*bus
+		rangeCaches(func(c *namedCache) {
+			c.Flush()
+			flushed = append(flushed, c.Name())
+			if b := c.bus.Load(); b != nil && !slices.Contains(onBus, b) {
+				onBus = append(onBus, b)
+			}
+		})
 		nodes := 1
 		var errs []error
-		rangeCaches(func(c *namedCache) {
-			n, err := c.flushEverywhere(r.Context())
-			flushed = append(flushed, c.Name())
+		for _, b := range onBus {
+			n, err := b.publish(r.Context(), busMessage{Flush: true})
 			nodes = max(nodes, n)
 			errs = append(errs, err)
-		})
+		}
 		a.logger.Info("caches flushed", zap.Strings("caches", flushed), zap.Int("nodes", nodes), zap.Error(errors.Join(errs...)))
 		return writeJSON(w, withBusError(map[string]any{"flushed": flushed, "nodes": nodes}, errors.Join(errs...)))
 	}

@@ -278,3 +278,50 @@ func TestValidateDialsNothing(t *testing.T) {
 		t.Errorf("caddy validate dialed the Redis %d times", n)
 	}
 }
+
+// TestFlushAllPublishesOnce: flushing every cache sends one message per
+// bus, which each node applies to every cache on it, and waits once for
+// the acknowledgements, not once per cache.
+func TestFlushAllPublishesOnce(t *testing.T) {
+	rds := redistest.Start(t)
+	globals := fmt.Sprintf("\tcache_pool {\n\t\tredis %s\n\t\tcache a\n\t\tcache b\n\t\tcache c\n\t}\n", rds.URL)
+	up := newUpstream(t, serial())
+	nodes := cluster(t, 2, globals, `
+	cache_read a
+	cache_write a {
+		ttl 60s
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	listener := redis.NewClient(&redis.Options{Addr: rds.Addr})
+	defer listener.Close()
+	ps := listener.Subscribe(context.Background(), "caddy-gateway:cache:invalidate:0")
+	defer ps.Close()
+	if _, err := ps.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	nodes[1].get("/x")
+	if !nodes[1].get("/x").isHit() {
+		t.Fatal("/x not cached on node 1")
+	}
+	out := nodes[0].adminJSON("DELETE", "/cache/", "", 200)
+	if flushed, _ := out["flushed"].([]any); len(flushed) != 3 || out["nodes"] != 2.0 {
+		t.Errorf("flush of every cache: %v, want 3 caches on 2 nodes (and the listener, which never acknowledges)", out)
+	}
+	if nodes[1].get("/x").isHit() {
+		t.Error("node 1 still serves /x after the flush of every cache")
+	}
+	var messages []string
+	for {
+		select {
+		case m := <-ps.Channel():
+			messages = append(messages, m.Payload)
+			continue
+		case <-time.After(300 * time.Millisecond):
+		}
+		break
+	}
+	if len(messages) != 1 || strings.Contains(messages[0], `"cache"`) || !strings.Contains(messages[0], `"flush":true`) {
+		t.Errorf("published %q, want one flush of every cache", messages)
+	}
+}
