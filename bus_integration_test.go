@@ -118,6 +118,20 @@ func TestBusRefusedSubscription(t *testing.T) {
 	}
 }
 
+// listen subscribes to the bus's channel of database 0, as a node that
+// never acknowledges.
+func listen(t *testing.T, addr string) *redis.PubSub {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { c.Close() })
+	ps := c.Subscribe(context.Background(), "caddy-gateway:cache:invalidate:0")
+	t.Cleanup(func() { ps.Close() })
+	if _, err := ps.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
 // subscribers returns how many clients subscribe to a channel.
 func subscribers(t *testing.T, addr, channel string) int64 {
 	t.Helper()
@@ -226,13 +240,7 @@ func TestBusIgnoresHostileMessages(t *testing.T) {
 func TestBusReportsMissingAcknowledgements(t *testing.T) {
 	rds := redistest.Start(t)
 	g := startGateway(t, poolOn(rds.URL), productsSite, "127.0.0.1:1")
-	mute := redis.NewClient(&redis.Options{Addr: rds.Addr})
-	defer mute.Close()
-	ps := mute.Subscribe(context.Background(), "caddy-gateway:cache:invalidate:0")
-	defer ps.Close()
-	if _, err := ps.Receive(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	listen(t, rds.Addr)
 	out := g.adminJSON("DELETE", "/cache/products", "", 200)
 	if msg, _ := out["bus_error"].(string); msg != "1 of 2 nodes acknowledged within 2s" || out["nodes"] != 1.0 {
 		t.Errorf("flush with a mute subscriber: %v, want 1 node and bus_error \"1 of 2 nodes acknowledged within 2s\"", out)
@@ -293,13 +301,7 @@ func TestFlushAllPublishesOnce(t *testing.T) {
 	}
 	reverse_proxy {upstream}
 `, up.addr())
-	listener := redis.NewClient(&redis.Options{Addr: rds.Addr})
-	defer listener.Close()
-	ps := listener.Subscribe(context.Background(), "caddy-gateway:cache:invalidate:0")
-	defer ps.Close()
-	if _, err := ps.Receive(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	ps := listen(t, rds.Addr) // it never acknowledges
 	nodes[1].get("/x")
 	if !nodes[1].get("/x").isHit() {
 		t.Fatal("/x not cached on node 1")
