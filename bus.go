@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,10 +35,10 @@ const (
 	busRetryMin = 100 * time.Millisecond
 	busRetryMax = 2 * time.Second
 
-	// maxBusMessage bounds a message a node applies: the admin API's
-	// purges are far smaller (at most maxPurgeTargets targets in a body of
-	// maxPurgeBody), and anything larger did not come from a node.
-	maxBusMessage = 2 * maxPurgeBody
+	// maxBusMessage bounds a message a node sends or applies: an admin
+	// purge (at most maxPurgeTargets targets in a body of maxPurgeBody)
+	// fits even when JSON writes each of its bytes as \u00XX.
+	maxBusMessage = 8 << 20
 )
 
 // nodeID tells this process's messages from other nodes'.
@@ -66,9 +67,8 @@ type busMessage struct {
 	KeyDigest string `json:"key_digest,omitempty"`
 }
 
-// buses holds one bus per Redis database, kept across reloads. Two URLs
-// of one database (redis://host:6379 and redis://host:6379/0) share one:
-// a process is one node, however its handlers name the Redis.
+// buses holds one bus per Redis database and client settings, kept
+// across reloads (see busKey).
 var buses = caddy.NewUsagePool()
 
 type bus struct {
@@ -99,7 +99,7 @@ func acquireBus(url string, logger *zap.Logger) (*bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redis: invalid URL: %v", err)
 	}
-	key := target.display
+	key := busKey(caddy.NewReplacer().ReplaceAll(url, ""), target)
 	val, _, err := buses.LoadOrNew(key, func() (caddy.Destructor, error) {
 		c, err := acquireRedis(url, busTimeout)
 		if err != nil {
@@ -115,6 +115,25 @@ func acquireBus(url string, logger *zap.Logger) (*bus, error) {
 		return nil, err
 	}
 	return val.(*bus), nil
+}
+
+// busKey tells buses apart: by the database, so that two spellings of one
+// (redis://host:6379 and redis://host:6379/0) share a bus and a process
+// counts as one node, and by the user, password and options, which the
+// bus's client is made with: a reload that changes the password makes a
+// new bus with it.
+func busKey(url string, target *redisTarget) string {
+	_, rest, _ := strings.Cut(url, "://")
+	authority, tail := rest, ""
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		authority, tail = rest[:i], rest[i:]
+	}
+	userinfo := ""
+	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+		userinfo = authority[:i]
+	}
+	_, query, _ := strings.Cut(tail, "?")
+	return target.display + "\x00" + userinfo + "\x00" + query
 }
 
 // start has the bus subscribe and listen, unless it does already.
@@ -266,10 +285,14 @@ func (b *bus) waitTried() {
 // apply carries out another node's invalidation and acknowledges it.
 func (b *bus) apply(ctx context.Context, payload string) {
 	var m busMessage
-	err := json.Unmarshal([]byte(payload), &m)
+	var err error
 	switch {
 	case len(payload) > maxBusMessage:
 		err = fmt.Errorf("%d bytes, over %d", len(payload), maxBusMessage)
+	default:
+		err = json.Unmarshal([]byte(payload), &m)
+	}
+	switch {
 	case err == nil && m.ID == "":
 		err = errors.New("no id")
 	case err == nil && len(m.URLs)+len(m.Prefixes)+len(m.Tags) > maxPurgeTargets:
@@ -326,6 +349,9 @@ func (b *bus) publish(ctx context.Context, m busMessage) (int, error) {
 	payload, err := json.Marshal(m)
 	if err != nil {
 		return 1, err
+	}
+	if len(payload) > maxBusMessage {
+		return 1, fmt.Errorf("the invalidation takes %d bytes, over the bus's bound of %d MiB: it is applied on this node only", len(payload), maxBusMessage>>20)
 	}
 	ctx, cancel := context.WithTimeout(ctx, busAckWait+busTimeout)
 	defer cancel()

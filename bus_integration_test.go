@@ -327,3 +327,49 @@ func TestFlushAllPublishesOnce(t *testing.T) {
 		t.Errorf("published %q, want one flush of every cache", messages)
 	}
 }
+
+// TestBusFollowsRotatedPassword: a reload with a new password gives the
+// bus a client with it. The bus used to keep the first config's client, so
+// once Redis dropped its connections it could not subscribe again.
+func TestBusFollowsRotatedPassword(t *testing.T) {
+	rds := redistest.Start(t)
+	rds.Do("ACL", "SETUSER", "gw", "on", ">old", "~*", "&*", "+@all")
+	up := newUpstream(t, serial())
+	oldURL, newURL := "redis://gw:old@"+rds.Addr+"/0", "redis://gw:new@"+rds.Addr+"/0"
+	nodes := cluster(t, 2, poolOn(oldURL), productsSite, up.addr())
+	rds.Do("ACL", "SETUSER", "gw", ">new")
+	for _, g := range nodes {
+		g.reload(poolOn(newURL), productsSite, up.addr())
+	}
+	rds.Do("ACL", "SETUSER", "gw", "<old")
+	rds.Do("CLIENT", "KILL", "USER", "gw") // as a restart or a failover would
+	nodes[1].get("/x")
+	if !nodes[1].get("/x").isHit() {
+		t.Fatal("/x not cached on node 1")
+	}
+	if !eventually(func() bool {
+		out := nodes[0].adminJSON("DELETE", "/cache/products", "", 200)
+		return out["nodes"] == 2.0 && out["bus_error"] == nil
+	}) {
+		t.Fatal("a flush does not reach both nodes after the password changed")
+	}
+	if nodes[1].get("/x").isHit() {
+		t.Error("node 1 still serves /x after the flush")
+	}
+}
+
+// TestBusCarriesEveryAdminPurge: a purge the admin API takes reaches every
+// node, though JSON writes each '&' of its tags as six bytes.
+func TestBusCarriesEveryAdminPurge(t *testing.T) {
+	rds := redistest.Start(t)
+	up := newUpstream(t, serial())
+	nodes := cluster(t, 2, poolOn(rds.URL), productsSite, up.addr())
+	tags := make([]string, 200)
+	for i := range tags {
+		tags[i] = `"` + strings.Repeat("&", 4000) + `"`
+	}
+	out := nodes[0].adminJSON("POST", "/cache/products/purge", `{"tags":[`+strings.Join(tags, ",")+`]}`, 200)
+	if out["nodes"] != 2.0 || out["bus_error"] != nil {
+		t.Errorf("purge of 800 KB of tags: %v, want 2 nodes", out)
+	}
+}

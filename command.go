@@ -285,7 +285,7 @@ func cmdCacheFlush(fl caddycmd.Flags, names []string) error {
 			continue
 		}
 		if err != nil {
-			return admin.unknown(cacheListing, name, err)
+			return errors.Join(told, admin.unknown(cacheListing, name, err))
 		}
 	}
 	if len(untold) > 1 {

@@ -88,6 +88,9 @@ func (h *CacheInvalidate) Validate() error {
 	if h.Cache == "" {
 		return fmt.Errorf("cache_invalidate: missing cache name (cache)")
 	}
+	if n := len(h.URLs) + len(h.Prefixes) + len(h.Tags); n > maxPurgeTargets {
+		return fmt.Errorf("cache_invalidate %s: %d urls, prefixes and tags: at most %d, as in the admin API", h.Cache, n, maxPurgeTargets)
+	}
 	for _, u := range h.URLs {
 		if strings.Contains(u, "{") {
 			continue // checked per request, once expanded

@@ -257,6 +257,10 @@ func (z *ZoneConfig) validate(name string) error {
 	if !zoneName.MatchString(name) {
 		return fmt.Errorf("a zone name holds only letters, digits, '_', '.' and '-'")
 	}
+	if name == "." || name == ".." {
+		// The admin API's router would clean it out of /rate_limit/<zone>.
+		return fmt.Errorf("a zone may not be named %q", name)
+	}
 	if z == nil || z.Key == "" {
 		return fmt.Errorf("key is required")
 	}

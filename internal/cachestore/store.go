@@ -56,11 +56,15 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// CheckName reports what is wrong with a cache's name. A name holds no
-// '/': the admin API names a cache in its paths (/cache/<name>/purge).
+// CheckName reports what is wrong with a cache's name. The admin API
+// names a cache in its paths (/cache/<name>/purge), which its router
+// cleans: a name holds no '/' and is neither "." nor "..".
 func CheckName(name string) error {
-	if strings.Contains(name, "/") {
+	switch {
+	case strings.Contains(name, "/"):
 		return fmt.Errorf("a cache name may not contain '/'")
+	case name == "." || name == "..":
+		return fmt.Errorf("a cache may not be named %q", name)
 	}
 	return nil
 }
