@@ -54,11 +54,15 @@ func (h *RateLimit) decide(ctx context.Context, now time.Time, refs []*zoneRef, 
 			// The client went away: no fault of Redis.
 			return false, storeGone
 		}
-		h.breaker.fail(now)
+		// From the failure, not from the request's arrival, which was at
+		// least the timeout ago: with a timeout of a second or more the
+		// breaker would never open.
+		failed := h.now()
+		h.breaker.fail(failed)
 		for _, ref := range refs {
 			ref.zone.storeErrors.Add(1)
 		}
-		h.breaker.log.warn(h.logger, now, "rate-limit store failing; using fail_mode",
+		h.breaker.log.warn(h.logger, failed, "rate-limit store failing; using fail_mode",
 			zap.String("fail_mode", h.failMode()), zap.Error(err))
 	}
 	switch h.failMode() {
@@ -152,11 +156,14 @@ func decideAcrossSlots(ctx context.Context, deadline time.Time, b *redisstore.Ba
 	return admitted, nil
 }
 
-// refusedLocally finds a zone that Redis told this node refuses the
-// request's key, at its cost, until a moment still to come. It fills that
-// zone's decision and returns its index, or -1. Without Redis, digests is
-// empty and nothing is refused here.
+// refusedLocally finds the zones that Redis told this node refuse the
+// request's key, at its cost, until a moment still to come, and of them the
+// one that refuses longest: Redis would answer with the latest moment. It
+// fills that zone's decision and returns its index, or -1. Without Redis,
+// digests is empty and nothing is refused here.
 func (h *RateLimit) refusedLocally(now time.Time, refs []*zoneRef, digests []redisstore.Digest, reqs []limiter.Request, out []limiter.Decision) int {
+	found := -1
+	var late time.Duration // how long after now the request is decided
 	for i := range digests {
 		if reqs[i].DryRun {
 			continue
@@ -168,17 +175,19 @@ func (h *RateLimit) refusedLocally(now time.Time, refs []*zoneRef, digests []red
 		// now is when Caddy began the request; handlers before this one
 		// may have taken a while. Redis would decide at this moment:
 		// the refusal must still hold then.
-		if late := h.now().Sub(now); late > 0 {
-			if late >= d.RetryAfter {
-				continue
-			}
-			d.RetryAfter -= late
-			d.Reset = max(d.Reset-late, 0)
+		if found < 0 {
+			late = max(h.now().Sub(now), 0)
 		}
-		out[i] = d
-		return i
+		if late >= d.RetryAfter {
+			continue
+		}
+		d.RetryAfter -= late
+		d.Reset = max(d.Reset-late, 0)
+		if found < 0 || d.RetryAfter > out[found].RetryAfter {
+			out[i], found = d, i
+		}
 	}
-	return -1
+	return found
 }
 
 func (h *RateLimit) failMode() string {

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -754,4 +755,75 @@ func TestRedisClusterBusFollowsItsSlot(t *testing.T) {
 		}
 	}
 	flushReachesEveryNode(t, "after the move", nodes)
+}
+
+// TestRedisBreakerOpensWithLongTimeout: after a decision fails, the node
+// skips Redis for a second from the failure. It used to count the second
+// from the request's arrival, at least the timeout before: with a timeout
+// of a second or more, every request waited for the hung Redis.
+func TestRedisBreakerOpensWithLongTimeout(t *testing.T) {
+	rds := redistest.Start(t)
+	g := startGateway(t, "", fmt.Sprintf(`
+	rate_limit {
+		zone z {
+			key {http.request.header.X-Client}
+			events 100
+			window 1m
+		}
+		redis %s
+		timeout 1200ms
+	}
+	respond ok
+`, rds.URL), "")
+	if r := g.get("/", "X-Client: a"); r.status != 200 {
+		t.Fatalf("with Redis up: %d", r.status)
+	}
+	rds.Pause()
+	defer rds.Resume()
+	if status := g.statusWithin(5*time.Second, "/", "X-Client: a"); status != 200 {
+		t.Fatalf("the request that found Redis hung: %d, want 200 from fail_mode local", status)
+	}
+	// Within the breaker's second, half the timeout is plenty.
+	if status := g.statusWithin(600*time.Millisecond, "/", "X-Client: a"); status != 200 {
+		t.Errorf("the next request: %d, want 200 without waiting for Redis", status)
+	}
+}
+
+// TestLocalRefusalTellsTheLatestMoment: when several zones refused a key,
+// the node's own refusal answers with the latest moment, as Redis did, not
+// with the first zone's by name.
+func TestLocalRefusalTellsTheLatestMoment(t *testing.T) {
+	rds := redistest.Start(t)
+	g := startGateway(t, "", fmt.Sprintf(`
+	rate_limit {
+		zone a_short {
+			key {http.request.header.X-Client}
+			events 1
+			window 3s
+			algorithm token_bucket
+		}
+		zone b_long {
+			key {http.request.header.X-Client}
+			events 1
+			window 1h
+			algorithm token_bucket
+		}
+		redis %s
+	}
+	respond ok
+`, rds.URL), "")
+	if r := g.get("/", "X-Client: k"); r.status != 200 {
+		t.Fatalf("first request: %d", r.status)
+	}
+	calls := rds.Calls("evalsha", "eval")
+	for i := range 3 {
+		r := g.get("/", "X-Client: k")
+		retry, _ := strconv.Atoi(r.header.Get("Retry-After"))
+		if r.status != 429 || retry < 3500 {
+			t.Errorf("refusal %d: %d with Retry-After %q, want 429 and about 3600", i, r.status, r.header.Get("Retry-After"))
+		}
+	}
+	if n := rds.Calls("evalsha", "eval") - calls; n != 1 {
+		t.Errorf("%d script calls for three refusals, want 1: the others are the node's own", n)
+	}
 }
