@@ -118,9 +118,10 @@ func sameDigest(digests []redisstore.Digest) bool {
 // decideAcrossSlots decides, in a Redis Cluster, a request whose zones
 // use different keys: their states lie in different hash slots, which no
 // one script can touch. The zones of each key are decided together,
-// atomically, one key after another; once one refuses, the rest are only
-// looked at (at cost zero, so that the response still tells each zone's
-// state), but the keys decided before keep their charge. A request that
+// atomically, one key after another; once one refuses, the rest are
+// decided without a charge (peeked at), so that the answer still tells
+// each zone's state and Retry-After the latest moment any zone admits the
+// request, but the keys decided before keep their charge. A request that
 // Redis alone decides is charged nowhere unless every zone admits it; this
 // one may be charged by a zone before another refuses it, never admitted
 // by fewer zones than it needs.
@@ -138,9 +139,7 @@ func decideAcrossSlots(ctx context.Context, deadline time.Time, b *redisstore.Ba
 		for j := i; j < len(reqs); j++ {
 			if digests[j] == digests[i] {
 				r := reqs[j]
-				if !admitted {
-					r.Cost = 0
-				}
+				r.Peek = !admitted
 				group, where, done[j] = append(group, r), append(where, j), true
 			}
 		}

@@ -827,3 +827,39 @@ func TestLocalRefusalTellsTheLatestMoment(t *testing.T) {
 		t.Errorf("%d script calls for three refusals, want 1: the others are the node's own", n)
 	}
 }
+
+// TestRedisClusterRetryAfterOfEveryZone: in a Redis Cluster, zones keyed
+// on different values are decided one key after another. Once one refuses,
+// the rest are still decided (charged nothing), so that Retry-After is the
+// latest moment any zone admits the request, as with one Redis. They used
+// to be looked at cost zero, which read as admitting: Retry-After said 3s
+// where the tenant's zone refused for an hour.
+func TestRedisClusterRetryAfterOfEveryZone(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	g := startGateway(t, "", fmt.Sprintf(`
+	rate_limit {
+		zone a_client {
+			key {http.request.header.X-Client}
+			events 1
+			window 3s
+			algorithm token_bucket
+		}
+		zone b_tenant {
+			key {http.request.header.X-Tenant}
+			events 1
+			window 1h
+			algorithm token_bucket
+		}
+		redis %s
+		timeout 500ms
+	}
+	respond ok
+`, rc.URL), "")
+	if r := g.get("/", "X-Client: c1", "X-Tenant: T"); r.status != 200 {
+		t.Fatalf("first request: %d", r.status)
+	}
+	r := g.get("/", "X-Client: c1", "X-Tenant: T")
+	if retry, _ := strconv.Atoi(r.header.Get("Retry-After")); r.status != 429 || retry < 3500 {
+		t.Errorf("second request: %d, Retry-After %q, want 429 and about 3600 (RateLimit %q)", r.status, r.header.Get("Retry-After"), r.header.Get("RateLimit"))
+	}
+}

@@ -9,8 +9,9 @@
 -- ARGV[2]   the number of requests
 -- then per request: its number of zones, then per zone 7 values: the
 --           index of its state key in KEYS, algorithm (0 sliding, 1 fixed,
---           2 token, 3 leaky), events, window (µs), burst, cost, dry run
---           (1 or 0)
+--           2 token, 3 leaky), events, window (µs), burst, cost, flags
+--           (0, or the sum of 1: dry run, and 2: peek, which decides the
+--           request and charges nothing, as if another zone refused it)
 --
 -- Returns { now, then per request: admitted, then per zone: allowed,
 -- remaining, reset µs, retry µs (-1: never), wait µs }.
@@ -78,6 +79,7 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
   out[base + 1] = 1
   local writes = {}
   local admitted = true
+  local peek = false
 
   for i = 1, zones do
     local ki = tonumber(ARGV[p])
@@ -86,7 +88,9 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
     local w = tonumber(ARGV[p + 3])
     local burst = tonumber(ARGV[p + 4])
     local cost = tonumber(ARGV[p + 5])
-    local dry = ARGV[p + 6] == '1'
+    local flags = ARGV[p + 6]
+    local dry = flags == '1' or flags == '3'
+    if flags == '2' or flags == '3' then peek = true end
     p = p + 7
     local raw = states[ki]
     if raw == nil then
@@ -227,8 +231,7 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
     end
 
     if allowed == 0 and not dry then admitted = false end
-    -- A request at cost zero (one that another key refused, looked at in
-    -- a cluster) changes nothing worth writing.
+    -- A request at cost zero changes nothing worth writing.
     if allowed == 1 and cost > 0 then
       writes[#writes + 1] = { ki, state, restAt, cost, i, undoSlot, undoValue }
     elseif undoSlot then
@@ -242,6 +245,7 @@ for _ = 1, tonumber(ARGV[2]) do -- each request
     out[r + 5] = wait
   end
 
+  if peek then admitted = false end
   if admitted then
     for k = 1, #writes do
       local wr = writes[k]

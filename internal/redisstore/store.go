@@ -99,6 +99,10 @@ type Request struct {
 	Params *Params
 	Cost   int64
 	DryRun bool
+	// Peek decides at Cost and charges nothing, as for a request that
+	// another key refused already: the answer still says when this zone
+	// would admit it. One zone that peeks makes its whole request peek.
+	Peek bool
 }
 
 // Params are a limit's arguments to the script: algorithm, events, window
@@ -132,9 +136,12 @@ func (b *batch) add(reqs []Request) {
 	b.args[1] = b.n
 	b.args = append(b.args, len(reqs))
 	for _, r := range reqs {
-		dry := 0
+		flags := 0
 		if r.DryRun {
-			dry = 1
+			flags = 1
+		}
+		if r.Peek {
+			flags += 2
 		}
 		p := r.Params
 		if p == nil {
@@ -142,7 +149,7 @@ func (b *batch) add(reqs []Request) {
 		}
 		b.args = append(b.args, b.keyIndex(r.StateKey))
 		b.args = append(b.args, p[:]...)
-		b.args = append(b.args, r.Cost, dry)
+		b.args = append(b.args, r.Cost, flags)
 	}
 }
 

@@ -276,3 +276,50 @@ func TestBatchSameAsMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestPeekChargesNothing: a peek decides at the request's cost, each zone
+// as it would, and writes nothing, whatever the zones answer.
+func TestPeekChargesNothing(t *testing.T) {
+	c := client(t)
+	ctx := context.Background()
+	now := time.Now().UnixMicro() // keys expire on the server's clock
+	free := limiter.Limit{Algorithm: limiter.TokenBucket, Events: 5, Window: time.Minute}
+	spent := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 1, Window: time.Hour}
+	freeReq := Request{StateKey: StateKey("free", free, "k"), Limit: free, Cost: 1}
+	spentReq := Request{StateKey: StateKey("spent", spent, "k"), Limit: spent, Cost: 1}
+	out := make([]limiter.Decision, 2)
+	if ok, err := Decide(ctx, c, now, []Request{spentReq}, out); !ok || err != nil {
+		t.Fatalf("spending the hour's event: %v %v", ok, err)
+	}
+	// What a plain decision says of the spent zone: refused, until when.
+	if ok, err := Decide(ctx, c, now+1, []Request{spentReq}, out); ok || err != nil {
+		t.Fatalf("the spent zone alone: %v %v", ok, err)
+	}
+	refused := out[0]
+	peek := []Request{freeReq, spentReq}
+	for i := range peek {
+		peek[i].Peek = true
+	}
+	for i := range 3 {
+		ok, err := Decide(ctx, c, now+1, peek, out)
+		if err != nil || ok {
+			t.Fatalf("peek %d: admitted=%v err=%v, want a refusal", i, ok, err)
+		}
+		if !out[0].Allowed || out[0].Remaining != 5 {
+			t.Errorf("peek %d, free zone: %+v, want allowed with 5 remaining, uncharged", i, out[0])
+		}
+		if out[1] != refused {
+			t.Errorf("peek %d, spent zone: %+v, want %+v", i, out[1], refused)
+		}
+	}
+	// A peek that every zone would admit is refused all the same.
+	for i := range 3 {
+		ok, err := Decide(ctx, c, now+1, peek[:1], out)
+		if err != nil || ok || !out[0].Allowed || out[0].Remaining != 5 {
+			t.Fatalf("peek %d at the free zone alone: admitted=%v err=%v %+v, want refused, the zone allowing with 5 remaining", i, ok, err, out[0])
+		}
+	}
+	if n, err := c.Exists(ctx, freeReq.StateKey).Result(); err != nil || n != 0 {
+		t.Errorf("the free zone's key exists after peeks only (%d, %v)", n, err)
+	}
+}
