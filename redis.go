@@ -85,8 +85,12 @@ func (c *redisClient) Destruct() error {
 // batcher returns the client's batcher, starting it on first use. A
 // decision with less than a quarter of the timeout left when its batch
 // leaves fails unsent, to fail_mode: the batch must not be cut short by it.
+// A batch that Redis runs more than a timeout past its deadline (a hung
+// Redis resuming) charges nothing: its requests were decided by fail_mode.
 func (c *redisClient) batcher() *redisstore.Batcher {
-	c.batchOnce.Do(func() { c.batch = redisstore.NewBatcher(c.UniversalClient, batchLanes, batchSize, c.timeout/4) })
+	c.batchOnce.Do(func() {
+		c.batch = redisstore.NewBatcher(c.UniversalClient, batchLanes, batchSize, c.timeout/4, c.timeout)
+	})
 	return c.batch
 }
 

@@ -863,3 +863,55 @@ func TestRedisClusterRetryAfterOfEveryZone(t *testing.T) {
 		t.Errorf("second request: %d, Retry-After %q, want 429 and about 3600 (RateLimit %q)", r.status, r.header.Get("Retry-After"), r.header.Get("RateLimit"))
 	}
 }
+
+// TestRedisHungDecisionsChargeNothingLater: a decision already on the wire
+// when Redis hangs times out and is decided by fail_mode; when Redis
+// resumes it runs the script, long after its deadline, and must charge
+// nothing: the request was answered already.
+func TestRedisHungDecisionsChargeNothingLater(t *testing.T) {
+	rds := redistest.Start(t)
+	g := startGateway(t, "", fmt.Sprintf(`
+	rate_limit {
+		zone later {
+			key {http.request.header.X-Client}
+			events 5
+			window 1h
+			algorithm token_bucket
+		}
+		redis %s
+		fail_mode closed
+		timeout 100ms
+	}
+	respond ok
+`, rds.URL), "")
+	remaining := func(r response) int {
+		t.Helper()
+		var n int
+		if _, err := fmt.Sscanf(r.header.Get("RateLimit"), `"later";r=%d`, &n); err != nil {
+			t.Fatalf("RateLimit %q: %v", r.header.Get("RateLimit"), err)
+		}
+		return n
+	}
+	before := g.get("/", "X-Client: v")
+	if before.status != 200 {
+		t.Fatalf("with Redis up: %d", before.status)
+	}
+	rds.Pause()
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() {
+			if status := g.statusWithin(5*time.Second, "/", "X-Client: v"); status != 503 {
+				t.Errorf("with Redis hung: %d, want 503 (fail_mode closed)", status)
+			}
+		})
+	}
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond) // well past the decisions' deadline and grace
+	rds.Resume()
+	time.Sleep(1200 * time.Millisecond) // the breaker's second
+	after := g.get("/", "X-Client: v")
+	if after.status != 200 || remaining(after) != remaining(before)-1 {
+		t.Errorf("after Redis resumed: %d with %q, want 200 and one fewer than %q: a hung decision was charged",
+			after.status, after.header.Get("RateLimit"), before.header.Get("RateLimit"))
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -38,7 +40,15 @@ type Batcher struct {
 	wg      sync.WaitGroup
 	max     int
 	minLeft time.Duration // a call with less time left is not sent
+	grace   time.Duration // how long past its deadline a batch may still run; 0: no bound
+
+	// ahead bounds how far the server's clock is ahead of ours, in µs:
+	// its time when it ran the last batch that answered, less ours when
+	// that batch left. Unknown (noClock) before the first answer.
+	ahead atomic.Int64
 }
+
+const noClock = math.MinInt64
 
 // lane is what one batch on the wire reuses from the last.
 type lane struct {
@@ -69,12 +79,19 @@ var callPool = sync.Pool{New: func() any { return &batchCall{done: make(chan bat
 // maxBatch requests at a time on a pooled connection of c. A call with
 // less than minLeft before its deadline when its batch leaves fails
 // unsent: the batch gets the earliest deadline of its calls, and one call
-// nearly out of time must not cut every other call's time short. Close
+// nearly out of time must not cut every other call's time short.
+//
+// A batch that Redis runs more than grace after its deadline decides
+// nothing: its callers gave up at the deadline and were decided otherwise
+// (by fail_mode), and a hung Redis that resumes must not charge them too.
+// Redis judges by its own clock, which the batcher learns from each
+// answer; a grace of zero lets a batch run whenever it arrives. Close
 // stops the lanes.
-func NewBatcher(c redis.UniversalClient, lanes, maxBatch int, minLeft time.Duration) *Batcher {
+func NewBatcher(c redis.UniversalClient, lanes, maxBatch int, minLeft, grace time.Duration) *Batcher {
 	_, cluster := c.(*redis.ClusterClient)
 	b := &Batcher{client: c, cluster: cluster, calls: make(chan *batchCall, lanes*maxBatch),
-		lanes: make(chan *lane, lanes), stop: make(chan struct{}), max: maxBatch, minLeft: minLeft}
+		lanes: make(chan *lane, lanes), stop: make(chan struct{}), max: maxBatch, minLeft: minLeft, grace: grace}
+	b.ahead.Store(noClock)
 	for range lanes {
 		b.lanes <- &lane{batch: make([]*batchCall, 0, maxBatch)}
 	}
@@ -253,8 +270,15 @@ func (b *Batcher) send(l *lane, batch []*batchCall) {
 	defer cancel()
 	calls := b.split(l, live)
 	pipe := b.client.Pipeline()
+	sent := time.Now()
+	ahead := b.ahead.Load()
 	for _, sc := range calls {
 		sc.args.start(0)
+		if b.grace > 0 && ahead != noClock {
+			// ahead is an upper bound (the server ran the batch some
+			// time after it left): the batch never expires early.
+			sc.args.expire(deadline.Add(b.grace).UnixMicro() + ahead)
+		}
 		for _, c := range sc.calls {
 			sc.args.add(c.reqs)
 		}
@@ -280,6 +304,11 @@ func (b *Batcher) send(l *lane, batch []*batchCall) {
 	}
 	for _, sc := range calls {
 		vals, err := sc.cmd.Int64Slice()
+		if err == nil && len(vals) > 0 {
+			// In a cluster, the masters' clocks may differ a little: the
+			// grace covers that.
+			b.ahead.Store(vals[0] - sent.UnixMicro())
+		}
 		off := 1 // past now
 		for _, c := range sc.calls {
 			n := replyLen(len(c.reqs))

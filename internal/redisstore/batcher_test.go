@@ -21,7 +21,7 @@ import (
 
 func batcher(t *testing.T, srv *redistest.Server, timeout time.Duration) *Batcher {
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1, ContextTimeoutEnabled: true})
-	b := NewBatcher(c, 2, 64, timeout/100)
+	b := NewBatcher(c, 2, 64, timeout/100, 0)
 	t.Cleanup(func() { b.Close(); c.Close() })
 	return b
 }
@@ -43,7 +43,7 @@ func clusterBatcher(t *testing.T, rc *redistest.Cluster) *Batcher {
 		addrs = append(addrs, s.Addr)
 	}
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second})
-	b := NewBatcher(c, 1, 64, 0)
+	b := NewBatcher(c, 1, 64, 0, 0)
 	t.Cleanup(func() { b.Close(); c.Close() })
 	return b
 }
@@ -290,7 +290,7 @@ func TestBatcherNeverSendsABatchTwice(t *testing.T) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, addr)
 		}})
-	b := NewBatcher(c, 1, 64, 0)
+	b := NewBatcher(c, 1, 64, 0, 0)
 	t.Cleanup(func() { b.Close(); c.Close() })
 
 	req := []Request{{StateKey: key, Limit: l, Cost: 1}}

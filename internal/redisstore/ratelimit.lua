@@ -6,7 +6,11 @@
 --
 -- KEYS      the state keys the batch touches, each once
 -- ARGV[1]   now in Unix microseconds, or "" for the server's TIME
--- ARGV[2]   the number of requests
+-- ARGV[2]   when the batch expires, in Unix microseconds on the server's
+--           clock, or "": a script that runs later (a hung server that
+--           resumes, long after its callers gave up and were decided by
+--           their fail_mode) decides nothing and returns { now } alone
+-- ARGV[3]   the number of requests
 -- then per request: its number of zones, then per zone 7 values: the
 --           index of its state key in KEYS, algorithm (0 sliding, 1 fixed,
 --           2 token, 3 leaky), events, window (µs), burst, cost, flags
@@ -70,9 +74,13 @@ end
 -- and, once charged, when that state is at rest.
 local states, restAts = {}, {}
 local out = { now }
-local p = 3
+if ARGV[2] ~= '' and now > tonumber(ARGV[2]) then
+  return out
+end
 
-for _ = 1, tonumber(ARGV[2]) do -- each request
+local p = 4
+
+for _ = 1, tonumber(ARGV[3]) do -- each request
   local zones = tonumber(ARGV[p])
   p = p + 1
   local base = #out

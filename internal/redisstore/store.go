@@ -125,15 +125,19 @@ type batch struct {
 
 func (b *batch) start(now int64) {
 	b.keys, b.n, b.index = b.keys[:0], 0, nil
-	b.args = append(b.args[:0], "", 0)
+	b.args = append(b.args[:0], "", "", 0)
 	if now != 0 {
 		b.args[0] = strconv.FormatInt(now, 10)
 	}
 }
 
+// expire has the script decide nothing when it runs after at, in Unix
+// microseconds on the server's clock.
+func (b *batch) expire(at int64) { b.args[1] = strconv.FormatInt(at, 10) }
+
 func (b *batch) add(reqs []Request) {
 	b.n++
-	b.args[1] = b.n
+	b.args[2] = b.n
 	b.args = append(b.args, len(reqs))
 	for _, r := range reqs {
 		flags := 0

@@ -192,7 +192,7 @@ func BenchmarkDecide(b *testing.B) {
 				return Decide(ctx, c, 0, reqs, out)
 			}
 			if tt.lanes > 0 {
-				bt := NewBatcher(rc, tt.lanes, 128, 0)
+				bt := NewBatcher(rc, tt.lanes, 128, 0, 0)
 				defer bt.Close()
 				decide = func(ctx context.Context, reqs []Request, out []limiter.Decision) (bool, error) {
 					return bt.Decide(ctx, time.Now().Add(time.Second), reqs, out)
