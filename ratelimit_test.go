@@ -143,3 +143,36 @@ func TestRemainingPlaceholders(t *testing.T) {
 		}
 	}
 }
+
+// TestRestorerForgetsOtherRedisRefusals: a config that moved a zone to
+// another Redis and failed puts the zone back on its Redis; refusals that
+// the other Redis made meanwhile say nothing of this one and go too.
+func TestRestorerForgetsOtherRedisRefusals(t *testing.T) {
+	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 1, Window: time.Hour}
+	now := time.Now()
+	z := newZoneEntry("z", l, 100, time.Minute, time.Now)
+	defer z.Destruct()
+	running, other := new(redisClient), new(redisClient)
+	z.redis.Store(running)
+	refused := limiter.Decision{RetryAfter: time.Minute, Reset: time.Minute}
+	z.refusals.Record(1, now, l, 1, refused, z.refusals.Generation())
+
+	undo := z.restorer()
+	z.redis.Store(other) // the failed config's
+	z.refusals.Record(2, now, l, 1, refused, z.refusals.Generation())
+	undo()
+	if z.redis.Load() != running {
+		t.Fatal("the zone's Redis was not put back")
+	}
+	if _, ok := z.refusals.Check(2, now, l, 1); ok {
+		t.Error("a refusal the other Redis made survived the undo")
+	}
+
+	// An undo that keeps the zone's Redis keeps its refusals.
+	undo = z.restorer()
+	z.refusals.Record(3, now, l, 1, refused, z.refusals.Generation())
+	undo()
+	if _, ok := z.refusals.Check(3, now, l, 1); !ok {
+		t.Error("an undo on the same Redis forgot its refusals")
+	}
+}

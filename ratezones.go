@@ -155,13 +155,16 @@ const MaxLocalRefusals = 1 << 16
 
 // restorer returns what puts the zone's settings back as they are now:
 // its limit, key bound and keys' state, its Redis, bus and fail_mode. The
-// refusals it remembers may be fewer; none is wrong.
+// refusals it remembers may be fewer; none is wrong: those another Redis
+// made meanwhile are forgotten with it.
 func (z *zoneEntry) restorer() func() {
 	zone := z.Zone.Restorer()
 	redis, bus, fallback := z.redis.Load(), z.bus.Load(), z.fallback.Load()
 	return func() {
 		zone()
-		z.redis.Store(redis)
+		if z.redis.Swap(redis) != redis {
+			z.refusals.Clear()
+		}
 		z.bus.Store(bus)
 		z.fallback.Store(fallback)
 	}
