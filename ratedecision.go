@@ -99,7 +99,9 @@ func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zo
 		return admitted, err
 	}
 	for i, ref := range refs {
-		if !out[i].Allowed && !reqs[i].DryRun {
+		// A refusal holds for the Redis that made it: not once the zone
+		// went back to another (a failed config's, undone meanwhile).
+		if !out[i].Allowed && !reqs[i].DryRun && ref.zone.redis.Load() == h.redis {
 			ref.zone.refusals.Record(digests[i].Short(), now, ref.limit, reqs[i].Cost, out[i], gens[i])
 		}
 	}
@@ -166,6 +168,14 @@ func (h *RateLimit) refusedLocally(now time.Time, refs []*zoneRef, digests []red
 	for i := range digests {
 		if reqs[i].DryRun {
 			continue
+		}
+		if reqs[i].Cost > refs[i].limit.Capacity() {
+			// No zone could tell when it would be admitted: Redis
+			// answers without Retry-After.
+			return -1
+		}
+		if refs[i].zone.redis.Load() != h.redis {
+			continue // the refusals are another Redis'
 		}
 		d, ok := refs[i].zone.refusals.Check(digests[i].Short(), now, refs[i].limit, reqs[i].Cost)
 		if !ok {

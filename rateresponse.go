@@ -65,7 +65,9 @@ func (p remainingPlaceholders) replace(key string) (any, bool) {
 }
 
 // refuse answers 429 through Caddy's error handling, with Retry-After
-// never earlier than the moment the request would be admitted.
+// never earlier than the moment the request would be admitted. The zone
+// it names refuses longest, the one Retry-After speaks of, whether Redis
+// or the node's own refusals decided.
 func (h *RateLimit) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.Replacer, refs []*zoneRef, keys []string, out []limiter.Decision) error {
 	var retry time.Duration
 	var refusing string
@@ -74,10 +76,9 @@ func (h *RateLimit) refuse(w http.ResponseWriter, r *http.Request, repl *caddy.R
 		if out[i].Allowed || ref.cfg.DryRun {
 			continue
 		}
-		if refusing == "" {
-			refusing, refusingRef = ref.name, ref
+		if refusing == "" || out[i].RetryAfter > retry {
+			refusing, refusingRef, retry = ref.name, ref, out[i].RetryAfter
 		}
-		retry = max(retry, out[i].RetryAfter)
 		if ce := h.logger.Check(zap.DebugLevel, "rate limit exceeded"); ce != nil {
 			ce.Write(zap.String("zone", ref.name), zap.String("key", h.loggedKey(keys[i])),
 				zap.Duration("retry_after", out[i].RetryAfter))

@@ -85,14 +85,19 @@ func (c *redisClient) Destruct() error {
 // batcher returns the client's batcher, starting it on first use. A
 // decision with less than a quarter of the timeout left when its batch
 // leaves fails unsent, to fail_mode: the batch must not be cut short by it.
-// A batch that Redis runs more than a timeout past its deadline (a hung
-// Redis resuming) charges nothing: its requests were decided by fail_mode.
+// A batch that Redis runs more than expiryGrace (or a timeout, if longer)
+// past its deadline, a hung Redis resuming, charges nothing: its requests
+// were decided by fail_mode.
 func (c *redisClient) batcher() *redisstore.Batcher {
 	c.batchOnce.Do(func() {
-		c.batch = redisstore.NewBatcher(c.UniversalClient, batchLanes, batchSize, c.timeout/4, c.timeout)
+		c.batch = redisstore.NewBatcher(c.UniversalClient, batchLanes, batchSize, c.timeout/4, max(c.timeout, expiryGrace))
 	})
 	return c.batch
 }
+
+// expiryGrace is at least how long past its deadline a batch may still
+// run in Redis: it covers clocks stepped since the node last learnt them.
+const expiryGrace = time.Second
 
 // Batching: how many batches of decisions may be on the wire at once, and
 // how many decisions one holds at most. One batch at a time decides the

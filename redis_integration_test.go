@@ -791,7 +791,8 @@ func TestRedisBreakerOpensWithLongTimeout(t *testing.T) {
 
 // TestLocalRefusalTellsTheLatestMoment: when several zones refused a key,
 // the node's own refusal answers with the latest moment, as Redis did, not
-// with the first zone's by name.
+// with the first zone's by name; and whoever refused, the zone named is
+// the one that refuses longest.
 func TestLocalRefusalTellsTheLatestMoment(t *testing.T) {
 	rds := redistest.Start(t)
 	g := startGateway(t, "", fmt.Sprintf(`
@@ -811,6 +812,9 @@ func TestLocalRefusalTellsTheLatestMoment(t *testing.T) {
 		redis %s
 	}
 	respond ok
+	handle_errors {
+		respond "{http.rate_limit.exceeded.name}" 429
+	}
 `, rds.URL), "")
 	if r := g.get("/", "X-Client: k"); r.status != 200 {
 		t.Fatalf("first request: %d", r.status)
@@ -819,8 +823,8 @@ func TestLocalRefusalTellsTheLatestMoment(t *testing.T) {
 	for i := range 3 {
 		r := g.get("/", "X-Client: k")
 		retry, _ := strconv.Atoi(r.header.Get("Retry-After"))
-		if r.status != 429 || retry < 3500 {
-			t.Errorf("refusal %d: %d with Retry-After %q, want 429 and about 3600", i, r.status, r.header.Get("Retry-After"))
+		if r.status != 429 || retry < 3500 || r.body != "b_long" {
+			t.Errorf("refusal %d: %d %q with Retry-After %q, want 429 b_long and about 3600", i, r.status, r.body, r.header.Get("Retry-After"))
 		}
 	}
 	if n := rds.Calls("evalsha", "eval") - calls; n != 1 {
@@ -906,12 +910,47 @@ func TestRedisHungDecisionsChargeNothingLater(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	time.Sleep(300 * time.Millisecond) // well past the decisions' deadline and grace
+	time.Sleep(1500 * time.Millisecond) // past the decisions' deadline and their grace of a second
 	rds.Resume()
 	time.Sleep(1200 * time.Millisecond) // the breaker's second
 	after := g.get("/", "X-Client: v")
 	if after.status != 200 || remaining(after) != remaining(before)-1 {
 		t.Errorf("after Redis resumed: %d with %q, want 200 and one fewer than %q: a hung decision was charged",
 			after.status, after.header.Get("RateLimit"), before.header.Get("RateLimit"))
+	}
+}
+
+// TestLocalRefusalOfARequestThatCanNeverPass: a request whose cost is
+// above a zone's capacity gets no Retry-After, from Redis or from the
+// node, which must not answer with another zone's moment.
+func TestLocalRefusalOfARequestThatCanNeverPass(t *testing.T) {
+	rds := redistest.Start(t)
+	g := startGateway(t, "", fmt.Sprintf(`
+	rate_limit {
+		zone a {
+			key {http.request.header.X-Client}
+			events 1
+			window 1h
+			cost {http.request.header.X-Cost}
+		}
+		zone b {
+			key {http.request.header.X-Client}
+			events 2
+			window 1m
+			algorithm token_bucket
+			cost {http.request.header.X-Cost}
+		}
+		redis %s
+	}
+	respond ok
+`, rds.URL), "")
+	if r := g.get("/", "X-Client: k", "X-Cost: 1"); r.status != 200 {
+		t.Fatalf("cost 1: %d", r.status)
+	}
+	for i := range 3 {
+		r := g.get("/", "X-Client: k", "X-Cost: 2")
+		if r.status != 429 || r.header.Get("Retry-After") != "" {
+			t.Errorf("cost 2, refusal %d: %d with Retry-After %q, want 429 without one: zone a never admits it", i, r.status, r.header.Get("Retry-After"))
+		}
 	}
 }

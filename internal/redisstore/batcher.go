@@ -42,9 +42,13 @@ type Batcher struct {
 	minLeft time.Duration // a call with less time left is not sent
 	grace   time.Duration // how long past its deadline a batch may still run; 0: no bound
 
-	// ahead bounds how far the server's clock is ahead of ours, in µs:
-	// its time when it ran the last batch that answered, less ours when
-	// that batch left. Unknown (noClock) before the first answer.
+	// ahead bounds how far the servers' clocks are ahead of ours, in µs:
+	// the most that a server's time when it ran a batch was past ours when
+	// the batch left. Each answer is an upper bound for its server, and
+	// the most of them one for every server (a cluster's masters, a
+	// Sentinel's successive masters), never more than the largest offset
+	// plus the timeout: an answer that comes later is not read. Unknown
+	// (noClock) before the first answer.
 	ahead atomic.Int64
 }
 
@@ -85,8 +89,9 @@ var callPool = sync.Pool{New: func() any { return &batchCall{done: make(chan bat
 // nothing: its callers gave up at the deadline and were decided otherwise
 // (by fail_mode), and a hung Redis that resumes must not charge them too.
 // Redis judges by its own clock, which the batcher learns from each
-// answer; a grace of zero lets a batch run whenever it arrives. Close
-// stops the lanes.
+// answer; the grace covers what that cannot know (a clock stepped since),
+// so it should be far longer than a timeout. A grace of zero lets a batch
+// run whenever it arrives. Close stops the lanes.
 func NewBatcher(c redis.UniversalClient, lanes, maxBatch int, minLeft, grace time.Duration) *Batcher {
 	_, cluster := c.(*redis.ClusterClient)
 	b := &Batcher{client: c, cluster: cluster, calls: make(chan *batchCall, lanes*maxBatch),
@@ -305,9 +310,10 @@ func (b *Batcher) send(l *lane, batch []*batchCall) {
 	for _, sc := range calls {
 		vals, err := sc.cmd.Int64Slice()
 		if err == nil && len(vals) > 0 {
-			// In a cluster, the masters' clocks may differ a little: the
-			// grace covers that.
-			b.ahead.Store(vals[0] - sent.UnixMicro())
+			b.learnClock(vals[0] - sent.UnixMicro())
+		}
+		if err == nil && len(vals) == 1 {
+			err = errExpired // now alone: no call of it was decided
 		}
 		off := 1 // past now
 		for _, c := range sc.calls {
@@ -321,6 +327,21 @@ func (b *Batcher) send(l *lane, batch []*batchCall) {
 				c.done <- batchReply{vals: vals[off : off+n : off+n]}
 			}
 			off += n
+		}
+	}
+}
+
+// errExpired fails the calls of a batch that Redis ran after it expired:
+// it decided nothing. Its callers had given up already, unless the
+// servers' clocks stepped.
+var errExpired = errors.New("rate-limit batch reached Redis after it expired: nothing decided")
+
+// learnClock keeps the most a server's clock was found ahead of ours.
+func (b *Batcher) learnClock(sample int64) {
+	for {
+		old := b.ahead.Load()
+		if old != noClock && old >= sample || b.ahead.CompareAndSwap(old, sample) {
+			return
 		}
 	}
 }

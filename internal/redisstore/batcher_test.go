@@ -411,3 +411,40 @@ func TestBatcherLateCallDoesNotCutTheBatchShort(t *testing.T) {
 		t.Errorf("the old call: %v, want it late and unsent", r.err)
 	}
 }
+
+// TestBatchExpiry: the batcher keeps the most a server's clock was found
+// ahead of its own, so an answer from a server with a slower clock (another
+// master of a cluster) cannot make a live batch to a faster one expire; a
+// batch that reaches Redis after its expiry decides nothing and says so.
+func TestBatchExpiry(t *testing.T) {
+	srv := redistest.Start(t)
+	const timeout = 50 * time.Millisecond
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1, ContextTimeoutEnabled: true})
+	b := NewBatcher(c, 1, 64, timeout/4, timeout)
+	t.Cleanup(func() { b.Close(); c.Close() })
+	l := limiter.Limit{Algorithm: limiter.FixedWindow, Events: 1000, Window: time.Hour}
+	req := []Request{{StateKey: StateKey("expiry", l, "k"), Limit: l, Cost: 1}}
+	out := make([]limiter.Decision, 1)
+	decide := func() error {
+		_, err := b.Decide(context.Background(), time.Now().Add(timeout), req, out)
+		return err
+	}
+	if err := decide(); err != nil {
+		t.Fatal(err)
+	}
+	learnt := b.ahead.Load()
+	b.learnClock(learnt - 150_000) // an answer from a server 150ms behind
+	if err := decide(); err != nil {
+		t.Errorf("a live batch after a slower server's answer: %v", err)
+	}
+	remaining := out[0].Remaining
+	// As if this server's clock had stepped 10s ahead since it was learnt.
+	b.ahead.Store(learnt - 10_000_000)
+	if err := decide(); !errors.Is(err, errExpired) {
+		t.Errorf("a batch that reached Redis after its expiry: %v, want errExpired", err)
+	}
+	// It was not charged, and its answer taught the batcher the clock.
+	if err := decide(); err != nil || out[0].Remaining != remaining-1 {
+		t.Errorf("the next batch: %v, remaining %d, want %d", err, out[0].Remaining, remaining-1)
+	}
+}
