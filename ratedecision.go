@@ -101,7 +101,7 @@ func (h *RateLimit) decideInRedis(ctx context.Context, now time.Time, refs []*zo
 	for i, ref := range refs {
 		// A refusal holds for the Redis that made it: not once the zone
 		// went back to another (a failed config's, undone meanwhile).
-		if !out[i].Allowed && !reqs[i].DryRun && ref.zone.redis.Load() == h.redis {
+		if !out[i].Allowed && !reqs[i].DryRun && sameRedis(ref.zone.redis.Load(), h.redis) {
 			ref.zone.refusals.Record(digests[i].Short(), now, ref.limit, reqs[i].Cost, out[i], gens[i])
 		}
 	}
@@ -174,7 +174,7 @@ func (h *RateLimit) refusedLocally(now time.Time, refs []*zoneRef, digests []red
 			// answers without Retry-After.
 			return -1
 		}
-		if refs[i].zone.redis.Load() != h.redis {
+		if !sameRedis(refs[i].zone.redis.Load(), h.redis) {
 			continue // the refusals are another Redis'
 		}
 		d, ok := refs[i].zone.refusals.Check(digests[i].Short(), now, refs[i].limit, reqs[i].Cost)

@@ -73,8 +73,8 @@ func (h *RateLimit) provisionZone(ctx caddy.Context, pool *Pool, name string, cf
 			ref.zone.Reconfigure(ref.limit, h.MaxKeys)
 			// What another Redis refused says nothing of this one. (A
 			// refusal holds only under its own limit, so a changed limit
-			// needs nothing here; clients are shared per URL and timeout.)
-			if ref.zone.redis.Load() != h.redis {
+			// needs nothing here; a changed timeout is the same Redis.)
+			if !sameRedis(ref.zone.redis.Load(), h.redis) {
 				ref.zone.refusals.Clear()
 			}
 		}
@@ -162,7 +162,7 @@ func (z *zoneEntry) restorer() func() {
 	redis, bus, fallback := z.redis.Load(), z.bus.Load(), z.fallback.Load()
 	return func() {
 		zone()
-		if z.redis.Swap(redis) != redis {
+		if !sameRedis(z.redis.Swap(redis), redis) {
 			z.refusals.Clear()
 		}
 		z.bus.Store(bus)

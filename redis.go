@@ -36,7 +36,14 @@ type redisClient struct {
 	batch     *redisstore.Batcher
 	batchOnce sync.Once
 	url       string
+	server    string                    // the URL, expanded: clients of one server differ only in timeout
 	dialErrs  atomic.Pointer[dialError] // the last failed dial, for the health report
+}
+
+// sameRedis tells whether two clients, either nil (no Redis), talk to the
+// same Redis: handlers sharing a zone may give it different timeouts.
+func sameRedis(a, b *redisClient) bool {
+	return a == b || a != nil && b != nil && a.server == b.server
 }
 
 // dialError is a dial that failed.
@@ -122,7 +129,7 @@ func acquireRedis(rawURL string, timeout time.Duration) (*redisClient, error) {
 	}
 	key := fmt.Sprintf("%s|%v", url, timeout)
 	val, _, err := redisClients.LoadOrNew(key, func() (caddy.Destructor, error) {
-		c := &redisClient{url: key, display: target.display, timeout: timeout, cluster: target.cluster != nil}
+		c := &redisClient{url: key, server: url, display: target.display, timeout: timeout, cluster: target.cluster != nil}
 		c.UniversalClient = target.newClient(timeout, c)
 		return c, nil
 	})

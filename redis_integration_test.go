@@ -954,3 +954,37 @@ func TestLocalRefusalOfARequestThatCanNeverPass(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalRefusalsAcrossTimeouts: two handlers that share a zone on one
+// Redis with different timeouts (hence two clients) share its refusals:
+// neither's refusals go to Redis once it has refused the key.
+func TestLocalRefusalsAcrossTimeouts(t *testing.T) {
+	rds := redistest.Start(t)
+	zone := func(timeout string) string {
+		return fmt.Sprintf(`rate_limit {
+			zone z {
+				key {http.request.header.X-Client}
+				events 1
+				window 1h
+			}
+			redis %s
+			%s
+		}
+		respond ok`, rds.URL, timeout)
+	}
+	g := startGateway(t, "", fmt.Sprintf("\thandle /a {\n\t\t%s\n\t}\n\thandle /b {\n\t\t%s\n\t}\n", zone(""), zone("timeout 80ms")), "")
+	if r := g.get("/a", "X-Client: k"); r.status != 200 {
+		t.Fatalf("first request: %d", r.status)
+	}
+	calls := rds.Calls("evalsha", "eval")
+	for i := range 3 {
+		for _, path := range []string{"/a", "/b"} {
+			if r := g.get(path, "X-Client: k"); r.status != 429 {
+				t.Fatalf("refusal %d on %s: %d", i, path, r.status)
+			}
+		}
+	}
+	if n := rds.Calls("evalsha", "eval") - calls; n != 1 {
+		t.Errorf("%d script calls for six refusals through two handlers, want 1", n)
+	}
+}

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -42,17 +40,8 @@ type Batcher struct {
 	minLeft time.Duration // a call with less time left is not sent
 	grace   time.Duration // how long past its deadline a batch may still run; 0: no bound
 
-	// ahead bounds how far the servers' clocks are ahead of ours, in µs:
-	// the most that a server's time when it ran a batch was past ours when
-	// the batch left. Each answer is an upper bound for its server, and
-	// the most of them one for every server (a cluster's masters, a
-	// Sentinel's successive masters), never more than the largest offset
-	// plus the timeout: an answer that comes later is not read. Unknown
-	// (noClock) before the first answer.
-	ahead atomic.Int64
+	clock clockBound // how far the servers' clocks are ahead of ours
 }
-
-const noClock = math.MinInt64
 
 // lane is what one batch on the wire reuses from the last.
 type lane struct {
@@ -96,7 +85,6 @@ func NewBatcher(c redis.UniversalClient, lanes, maxBatch int, minLeft, grace tim
 	_, cluster := c.(*redis.ClusterClient)
 	b := &Batcher{client: c, cluster: cluster, calls: make(chan *batchCall, lanes*maxBatch),
 		lanes: make(chan *lane, lanes), stop: make(chan struct{}), max: maxBatch, minLeft: minLeft, grace: grace}
-	b.ahead.Store(noClock)
 	for range lanes {
 		b.lanes <- &lane{batch: make([]*batchCall, 0, maxBatch)}
 	}
@@ -274,14 +262,49 @@ func (b *Batcher) send(l *lane, batch []*batchCall) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	calls := b.split(l, live)
+	if expired := b.exec(ctx, deadline, calls); len(expired) > 0 {
+		// Redis ran these after their expiry by the clock the batcher
+		// knew, yet answered before the deadline: its clock is further
+		// ahead than known (another master, a clock stepped). They
+		// decided nothing; with the clock learnt from their answer they
+		// go once more.
+		b.exec(ctx, deadline, expired)
+	}
+	for _, sc := range calls {
+		vals, err := sc.cmd.Int64Slice()
+		if err == nil && len(vals) == 1 {
+			err = errExpired // now alone: no call of it was decided
+		}
+		off := 1 // past now
+		for _, c := range sc.calls {
+			n := replyLen(len(c.reqs))
+			switch {
+			case err != nil:
+				c.done <- batchReply{err: err}
+			case off+n > len(vals):
+				c.done <- batchReply{err: errShortReply}
+			default:
+				c.done <- batchReply{vals: vals[off : off+n : off+n]}
+			}
+			off += n
+		}
+	}
+}
+
+// exec sends the script calls in one pipeline, those that found no
+// script again with it, and learns the servers' clocks from the answers.
+// It returns the calls that Redis ran after their expiry, which decided
+// nothing.
+func (b *Batcher) exec(ctx context.Context, deadline time.Time, calls []*scriptCall) (expired []*scriptCall) {
 	pipe := b.client.Pipeline()
 	sent := time.Now()
-	ahead := b.ahead.Load()
+	ahead, known := b.clock.bound()
 	for _, sc := range calls {
 		sc.args.start(0)
-		if b.grace > 0 && ahead != noClock {
+		if b.grace > 0 && known {
 			// ahead is an upper bound (the server ran the batch some
-			// time after it left): the batch never expires early.
+			// time after it left): the batch does not expire early,
+			// unless its server is further ahead than any answer said.
 			sc.args.expire(deadline.Add(b.grace).UnixMicro() + ahead)
 		}
 		for _, c := range sc.calls {
@@ -309,41 +332,57 @@ func (b *Batcher) send(l *lane, batch []*batchCall) {
 	}
 	for _, sc := range calls {
 		vals, err := sc.cmd.Int64Slice()
-		if err == nil && len(vals) > 0 {
-			b.learnClock(vals[0] - sent.UnixMicro())
+		if err != nil || len(vals) == 0 {
+			continue
 		}
-		if err == nil && len(vals) == 1 {
-			err = errExpired // now alone: no call of it was decided
+		b.clock.learn(vals[0]-sent.UnixMicro(), time.Now())
+		if len(vals) == 1 {
+			expired = append(expired, sc)
 		}
-		off := 1 // past now
-		for _, c := range sc.calls {
-			n := replyLen(len(c.reqs))
-			switch {
-			case err != nil:
-				c.done <- batchReply{err: err}
-			case off+n > len(vals):
-				c.done <- batchReply{err: errShortReply}
-			default:
-				c.done <- batchReply{vals: vals[off : off+n : off+n]}
-			}
-			off += n
-		}
+	}
+	return expired
+}
+
+// errExpired fails the calls of a batch that Redis ran after it expired,
+// twice: it decided nothing.
+var errExpired = errors.New("rate-limit batch reached Redis after it expired: nothing decided")
+
+// clockBound bounds how far the servers' clocks are ahead of ours, in µs:
+// the most that a server's time when it ran a batch was past ours when
+// the batch left. Each answer is an upper bound for its server, and the
+// most of them one for every server (a cluster's masters, a Sentinel's
+// successive masters), never more than the largest offset plus the
+// timeout, since an answer that comes later is not read. The bound keeps
+// the samples of the last two periods that had any, so that a clock event
+// (a master that ran ahead, then failed over; ours stepped forward) ages
+// out rather than turning expiry off for good.
+type clockBound struct {
+	mu        sync.Mutex
+	cur, prev int64 // the most of this period's samples, and the last's
+	since     time.Time
+	known     bool
+}
+
+const clockPeriod = 30 * time.Second
+
+func (c *clockBound) learn(sample int64, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case !c.known:
+		c.cur, c.prev, c.since, c.known = sample, sample, now, true
+	case now.Sub(c.since) >= clockPeriod:
+		c.prev, c.cur, c.since = c.cur, sample, now
+	default:
+		c.cur = max(c.cur, sample)
 	}
 }
 
-// errExpired fails the calls of a batch that Redis ran after it expired:
-// it decided nothing. Its callers had given up already, unless the
-// servers' clocks stepped.
-var errExpired = errors.New("rate-limit batch reached Redis after it expired: nothing decided")
-
-// learnClock keeps the most a server's clock was found ahead of ours.
-func (b *Batcher) learnClock(sample int64) {
-	for {
-		old := b.ahead.Load()
-		if old != noClock && old >= sample || b.ahead.CompareAndSwap(old, sample) {
-			return
-		}
-	}
+// bound returns the bound, and whether any answer taught one.
+func (c *clockBound) bound() (int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return max(c.cur, c.prev), c.known
 }
 
 // scriptCmd makes an EVAL or EVALSHA of the batch's arguments.

@@ -414,8 +414,10 @@ func TestBatcherLateCallDoesNotCutTheBatchShort(t *testing.T) {
 
 // TestBatchExpiry: the batcher keeps the most a server's clock was found
 // ahead of its own, so an answer from a server with a slower clock (another
-// master of a cluster) cannot make a live batch to a faster one expire; a
-// batch that reaches Redis after its expiry decides nothing and says so.
+// master of a cluster) cannot make a live batch to a faster one expire. A
+// live batch to a server further ahead than any answer said (a clock
+// stepped) expires there, decides nothing, and goes once more with the
+// clock its answer taught: it is decided, and charged, once.
 func TestBatchExpiry(t *testing.T) {
 	srv := redistest.Start(t)
 	const timeout = 50 * time.Millisecond
@@ -432,19 +434,42 @@ func TestBatchExpiry(t *testing.T) {
 	if err := decide(); err != nil {
 		t.Fatal(err)
 	}
-	learnt := b.ahead.Load()
-	b.learnClock(learnt - 150_000) // an answer from a server 150ms behind
+	learnt, _ := b.clock.bound()
+	b.clock.learn(learnt-150_000, time.Now()) // an answer from a server 150ms behind
 	if err := decide(); err != nil {
 		t.Errorf("a live batch after a slower server's answer: %v", err)
 	}
 	remaining := out[0].Remaining
-	// As if this server's clock had stepped 10s ahead since it was learnt.
-	b.ahead.Store(learnt - 10_000_000)
-	if err := decide(); !errors.Is(err, errExpired) {
-		t.Errorf("a batch that reached Redis after its expiry: %v, want errExpired", err)
-	}
-	// It was not charged, and its answer taught the batcher the clock.
+	calls := srv.Calls("evalsha", "eval")
+	// As if the server's clock had stepped 10s ahead since it was learnt.
+	b.clock.mu.Lock()
+	b.clock.cur, b.clock.prev = learnt-10_000_000, learnt-10_000_000
+	b.clock.mu.Unlock()
 	if err := decide(); err != nil || out[0].Remaining != remaining-1 {
-		t.Errorf("the next batch: %v, remaining %d, want %d", err, out[0].Remaining, remaining-1)
+		t.Errorf("a live batch to a server further ahead than known: %v, remaining %d, want %d", err, out[0].Remaining, remaining-1)
+	}
+	if n := srv.Calls("evalsha", "eval") - calls; n != 2 {
+		t.Errorf("%d script calls, want 2: the expired one and the one sent again", n)
+	}
+}
+
+// TestClockBoundAges: a sample far above the others (a master that ran
+// ahead, then failed over) stops counting after two periods with answers;
+// without answers, the bound stays.
+func TestClockBoundAges(t *testing.T) {
+	var c clockBound
+	t0 := time.Now()
+	c.learn(100, t0)
+	c.learn(1_000_000_000, t0.Add(time.Second))
+	if got, _ := c.bound(); got != 1_000_000_000 {
+		t.Fatalf("bound %d, want the largest sample", got)
+	}
+	c.learn(100, t0.Add(clockPeriod+time.Second))
+	if got, _ := c.bound(); got != 1_000_000_000 {
+		t.Errorf("bound %d one period later, want the largest sample still", got)
+	}
+	c.learn(120, t0.Add(2*clockPeriod+2*time.Second))
+	if got, _ := c.bound(); got != 120 {
+		t.Errorf("bound %d two periods later, want 120", got)
 	}
 }
