@@ -152,7 +152,7 @@ func TestRestorerForgetsOtherRedisRefusals(t *testing.T) {
 	now := time.Now()
 	z := newZoneEntry("z", l, 100, time.Minute, time.Now)
 	defer z.Destruct()
-	running, other := new(redisClient), new(redisClient)
+	running, other := &redisClient{server: "redis://a:6379/0"}, &redisClient{server: "redis://b:6379/0"}
 	z.redis.Store(running)
 	refused := limiter.Decision{RetryAfter: time.Minute, Reset: time.Minute}
 	z.refusals.Record(1, now, l, 1, refused, z.refusals.Generation())
