@@ -233,9 +233,10 @@ var errLate = fmt.Errorf("rate-limit decision not sent before its deadline: %w",
 // send decides one batch with the lane's buffers, within the earliest
 // deadline of its calls; every call is answered, and the lane keeps none.
 // A call that fails with NOSCRIPT, the server having lost its script
-// cache, is sent again with the script. No call is ever retried
-// otherwise: a script that ran but whose answer was lost would charge its
-// requests twice.
+// cache, is sent again with the script, and one that Redis found expired,
+// having decided nothing, is sent once more while it has time. No call is
+// ever retried otherwise: a script that ran but whose answer was lost
+// would charge its requests twice.
 func (b *Batcher) send(l *lane, batch []*batchCall) {
 	defer clear(batch) // let the callers' requests go
 	now := time.Now()
@@ -262,12 +263,13 @@ func (b *Batcher) send(l *lane, batch []*batchCall) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	calls := b.split(l, live)
-	if expired := b.exec(ctx, deadline, calls); len(expired) > 0 {
+	if expired := b.exec(ctx, deadline, calls); len(expired) > 0 && time.Until(deadline) >= max(b.minLeft, 1) {
 		// Redis ran these after their expiry by the clock the batcher
 		// knew, yet answered before the deadline: its clock is further
 		// ahead than known (another master, a clock stepped). They
 		// decided nothing; with the clock learnt from their answer they
-		// go once more.
+		// go once more, if they have the time a first send needs
+		// (otherwise they fail with errExpired, charged nothing).
 		b.exec(ctx, deadline, expired)
 	}
 	for _, sc := range calls {
@@ -304,7 +306,8 @@ func (b *Batcher) exec(ctx context.Context, deadline time.Time, calls []*scriptC
 		if b.grace > 0 && known {
 			// ahead is an upper bound (the server ran the batch some
 			// time after it left): the batch does not expire early,
-			// unless its server is further ahead than any answer said.
+			// unless its server is further ahead than any answer of
+			// the last 30 to 60 s said.
 			sc.args.expire(deadline.Add(b.grace).UnixMicro() + ahead)
 		}
 		for _, c := range sc.calls {
@@ -350,9 +353,10 @@ var errExpired = errors.New("rate-limit batch reached Redis after it expired: no
 // clockBound bounds how far the servers' clocks are ahead of ours, in µs:
 // the most that a server's time when it ran a batch was past ours when
 // the batch left. Each answer is an upper bound for its server, and the
-// most of them one for every server (a cluster's masters, a Sentinel's
-// successive masters), never more than the largest offset plus the
-// timeout, since an answer that comes later is not read. The bound keeps
+// most of them one for every server that answered in the periods kept (a
+// cluster's masters, a Sentinel's successive masters), never more than
+// the largest offset plus the timeout, since an answer that comes later
+// is not read. The bound keeps
 // the samples of the last two periods that had any, so that a clock event
 // (a master that ran ahead, then failed over; ours stepped forward) ages
 // out rather than turning expiry off for good.
