@@ -36,6 +36,15 @@ const (
 	maxPurgeTargets = 256
 )
 
+// checkTargetCount refuses more than maxPurgeTargets URLs, prefixes and
+// tags in one invalidation, by the admin API, cache_invalidate or the bus.
+func checkTargetCount(n int) error {
+	if n > maxPurgeTargets {
+		return fmt.Errorf("%d urls, prefixes and tags: at most %d per invalidation", n, maxPurgeTargets)
+	}
+	return nil
+}
+
 // adminCache serves the /cache/ routes of Caddy's admin endpoint: list,
 // inspect, flush and purge the named caches.
 type adminCache struct {
@@ -204,8 +213,8 @@ func decodePurge(body io.Reader) (cachestore.Target, error) {
 	if dec.More() {
 		return t, fmt.Errorf("decoding body: trailing data after the JSON object")
 	}
-	if n := len(req.URLs) + len(req.Prefixes) + len(req.Tags); n > maxPurgeTargets {
-		return t, fmt.Errorf("%d urls, prefixes and tags: at most %d per call", n, maxPurgeTargets)
+	if err := checkTargetCount(len(req.URLs) + len(req.Prefixes) + len(req.Tags)); err != nil {
+		return t, err
 	}
 	t.Prefixes, t.Tags = req.Prefixes, req.Tags
 	for _, s := range req.URLs {

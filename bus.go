@@ -95,11 +95,12 @@ type bus struct {
 // acquireBus returns the bus of a Redis URL. Acquiring it dials nothing:
 // start subscribes, in the background, once a config that uses it starts.
 func acquireBus(url string, logger *zap.Logger) (*bus, error) {
-	target, err := parseRedisURL(caddy.NewReplacer().ReplaceAll(url, ""))
+	expanded := caddy.NewReplacer().ReplaceAll(url, "")
+	target, err := parseRedisURL(expanded)
 	if err != nil {
 		return nil, fmt.Errorf("redis: invalid URL: %v", err)
 	}
-	key := busKey(caddy.NewReplacer().ReplaceAll(url, ""), target)
+	key := busKey(expanded, target)
 	val, _, err := buses.LoadOrNew(key, func() (caddy.Destructor, error) {
 		c, err := acquireRedis(url, busTimeout)
 		if err != nil {
@@ -124,14 +125,7 @@ func acquireBus(url string, logger *zap.Logger) (*bus, error) {
 // new bus with it.
 func busKey(url string, target *redisTarget) string {
 	_, rest, _ := strings.Cut(url, "://")
-	authority, tail := rest, ""
-	if i := strings.IndexAny(rest, "/?"); i >= 0 {
-		authority, tail = rest[:i], rest[i:]
-	}
-	userinfo := ""
-	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
-		userinfo = authority[:i]
-	}
+	userinfo, _, tail := splitAuthority(rest)
 	_, query, _ := strings.Cut(tail, "?")
 	return target.display + "\x00" + userinfo + "\x00" + query
 }
@@ -285,18 +279,15 @@ func (b *bus) waitTried() {
 // apply carries out another node's invalidation and acknowledges it.
 func (b *bus) apply(ctx context.Context, payload string) {
 	var m busMessage
-	var err error
-	switch {
-	case len(payload) > maxBusMessage:
-		err = fmt.Errorf("%d bytes, over %d", len(payload), maxBusMessage)
-	default:
+	err := fmt.Errorf("%d bytes, over %d", len(payload), maxBusMessage)
+	if len(payload) <= maxBusMessage {
 		err = json.Unmarshal([]byte(payload), &m)
 	}
-	switch {
-	case err == nil && m.ID == "":
+	if err == nil && m.ID == "" {
 		err = errors.New("no id")
-	case err == nil && len(m.URLs)+len(m.Prefixes)+len(m.Tags) > maxPurgeTargets:
-		err = fmt.Errorf("%d urls, prefixes and tags, over %d", len(m.URLs)+len(m.Prefixes)+len(m.Tags), maxPurgeTargets)
+	}
+	if err == nil {
+		err = checkTargetCount(len(m.URLs) + len(m.Prefixes) + len(m.Tags))
 	}
 	if err != nil {
 		b.warns.warn(b.logger, time.Now(), "cache invalidation bus: ignored a message no node sent", zap.Error(err))

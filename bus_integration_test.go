@@ -208,7 +208,8 @@ func TestBusOnePerNode(t *testing.T) {
 
 // TestBusIgnoresHostileMessages: whoever can publish on the channel is
 // trusted with invalidations, but not with more than a node sends: a purge
-// of more targets than the admin API takes is ignored.
+// of more targets than the admin API takes is ignored, and so is a message
+// larger than any node writes.
 func TestBusIgnoresHostileMessages(t *testing.T) {
 	rds := redistest.Start(t)
 	up := newUpstream(t, serial())
@@ -217,19 +218,20 @@ func TestBusIgnoresHostileMessages(t *testing.T) {
 	if !g.get("/x").isHit() {
 		t.Fatal("/x not cached")
 	}
-	publish := func(prefixes int) {
+	publish := func(prefixes int, tag string) {
 		t.Helper()
-		msg := `{"node":"other","id":"m","prefixes":["/"` + strings.Repeat(`,"/"`, prefixes-1) + `]}`
+		msg := `{"node":"other","id":"m","tags":["` + tag + `"],"prefixes":["/"` + strings.Repeat(`,"/"`, prefixes-1) + `]}`
 		if n := rds.Do("PUBLISH", "caddy-gateway:cache:invalidate:0", msg); n != "1" {
 			t.Fatalf("PUBLISH reached %s subscribers, want 1", n)
 		}
 	}
-	publish(257)
+	publish(256, "t")
+	publish(1, strings.Repeat("t", 9<<20))
 	time.Sleep(200 * time.Millisecond)
 	if !g.get("/x").isHit() {
-		t.Error("a purge of 257 prefixes was applied")
+		t.Error("a purge of 257 targets, or of 9 MiB, was applied")
 	}
-	publish(1)
+	publish(1, "t")
 	if !eventually(func() bool { return !g.get("/x").isHit() }) {
 		t.Error("a purge of one prefix was not applied")
 	}

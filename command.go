@@ -25,7 +25,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "cache",
-		Usage: "list|show|flush|purge [--address <interface>] [--config <path> [--adapter <name>]]",
+		Usage: "list|show|flush|purge [--address <interface>] [--config <path> [--adapter <name>]] [--timeout <duration>]",
 		Short: "Lists, shows, flushes and purges the named caches of a running Caddy",
 		Long: `
 Works on the named caches of a running Caddy through its admin API, as the
@@ -34,7 +34,8 @@ responses of given URLs, path prefixes or tags.
 
 The admin endpoint is found as caddy stop and caddy reload find it: --address
 if given; otherwise the admin address of the --config file (adapted with
---adapter); otherwise the default, localhost:2019 (or $CADDY_ADMIN).
+--adapter); otherwise the default, localhost:2019 (or $CADDY_ADMIN). Each
+answer is waited for up to --timeout (default 1m).
 
 With --json, list and show print the admin API's answer unchanged.
 `,
@@ -117,7 +118,7 @@ were removed.
 
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "rate-limit",
-		Usage: "list|reset [--address <interface>] [--config <path> [--adapter <name>]]",
+		Usage: "list|reset [--address <interface>] [--config <path> [--adapter <name>]] [--timeout <duration>]",
 		Short: "Lists the rate-limit zones of a running Caddy and resets their keys",
 		Long: `
 Works on the rate-limit zones of a running Caddy through its admin API, as the
@@ -126,7 +127,8 @@ or every key of a zone, so that the callers they stand for are allowed again.
 
 The admin endpoint is found as caddy stop and caddy reload find it: --address
 if given; otherwise the admin address of the --config file (adapted with
---adapter); otherwise the default, localhost:2019 (or $CADDY_ADMIN).
+--adapter); otherwise the default, localhost:2019 (or $CADDY_ADMIN). Each
+answer is waited for up to --timeout (default 1m).
 
 With --json, list prints the admin API's answer unchanged.
 `,
@@ -277,21 +279,28 @@ func cmdCacheFlush(fl caddycmd.Flags, names []string) error {
 	// A bus error leaves this node flushed: the other caches are flushed
 	// too, and the error told once at the end.
 	var untold []string
-	var told error
+	var told *notToldError
 	for _, name := range names {
 		err := admin.flush("/cache/" + url.PathEscape(name))
-		if be, ok := errors.AsType[*notToldError](err); ok {
-			untold, told = append(untold, name), be
+		if nt, ok := errors.AsType[*notToldError](err); ok {
+			untold, told = append(untold, name), nt
 			continue
 		}
 		if err != nil {
-			return errors.Join(told, admin.unknown(cacheListing, name, err))
+			err = admin.unknown(cacheListing, name, err)
+			if told != nil {
+				err = errors.Join(told, err)
+			}
+			return err
 		}
 	}
-	if len(untold) > 1 {
-		return fmt.Errorf("flushed %s on this node, but other nodes may not have been told: %s", strings.Join(untold, ", "), told.(*notToldError).msg)
+	switch len(untold) {
+	case 0:
+		return nil
+	case 1:
+		return told
 	}
-	return told
+	return fmt.Errorf("flushed %s on this node, but other nodes may not have been told: %s", strings.Join(untold, ", "), told.msg)
 }
 
 // flush sends one flush and reports it.

@@ -88,8 +88,8 @@ func (h *CacheInvalidate) Validate() error {
 	if h.Cache == "" {
 		return fmt.Errorf("cache_invalidate: missing cache name (cache)")
 	}
-	if n := len(h.URLs) + len(h.Prefixes) + len(h.Tags); n > maxPurgeTargets {
-		return fmt.Errorf("cache_invalidate %s: %d urls, prefixes and tags: at most %d, as in the admin API", h.Cache, n, maxPurgeTargets)
+	if err := checkTargetCount(len(h.URLs) + len(h.Prefixes) + len(h.Tags)); err != nil {
+		return fmt.Errorf("cache_invalidate %s: %v", h.Cache, err)
 	}
 	for _, u := range h.URLs {
 		if strings.Contains(u, "{") {

@@ -81,14 +81,7 @@ func parseRedisTarget(raw string) (*redisTarget, error) {
 
 	// go-redis reads one host and more in addr options; our URLs list
 	// them in the host part, as operators write them.
-	authority, tail := rest, ""
-	if i := strings.IndexAny(rest, "/?"); i >= 0 {
-		authority, tail = rest[:i], rest[i:]
-	}
-	userinfo, hostlist := "", authority
-	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
-		userinfo, hostlist = authority[:i], authority[i+1:]
-	}
+	userinfo, hostlist, tail := splitAuthority(rest)
 	defaultPort := "6379"
 	if mode == "sentinel" {
 		defaultPort = "26379"
@@ -172,6 +165,20 @@ func parseRedisTarget(raw string) (*redisTarget, error) {
 		opts.Password, _ = user.Password()
 	}
 	return &redisTarget{sentinel: opts, display: fmt.Sprintf("%s+sentinel://%s/%s/%d", base, strings.Join(hosts, ","), master, db)}, nil
+}
+
+// splitAuthority splits what follows a URL's "scheme://" into its user
+// and password, its hosts, and the path and query after them.
+func splitAuthority(rest string) (userinfo, hosts, tail string) {
+	authority := rest
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		authority, tail = rest[:i], rest[i:]
+	}
+	hosts = authority
+	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+		userinfo, hosts = authority[:i], authority[i+1:]
+	}
+	return userinfo, hosts, tail
 }
 
 // db returns the database the target names: a cluster has only 0.

@@ -64,7 +64,7 @@ func TestValidationRules(t *testing.T) {
 			`cache_pool: cache "a/b": a cache name may not contain '/'`, 4},
 		{"cache name dots", "", `{"handler": "cache_write", "cache": ".."}`, "", "\tcache_write ..\n", `cache "..": a cache may not be named ".."`, 5},
 		{"cache_invalidate targets", "", `{"handler": "cache_invalidate", "cache": "p", "tags": [` + strings.Repeat(`"t",`, 256) + `"t"]}`, "", "",
-			"cache_invalidate p: 257 urls, prefixes and tags: at most 256, as in the admin API", 0},
+			"cache_invalidate p: 257 urls, prefixes and tags: at most 256 per invalidation", 0},
 		{"cache_write status", "", `{"handler": "cache_write", "cache": "p", "status": [99]}`, "", "\tcache_write p {\n\t\tstatus 99\n\t}\n",
 			"cache_write p: status: 99 is not a final status code", 6},
 		{"cache_write ttl", "", `{"handler": "cache_write", "cache": "p", "ttl": -1}`, "", "", "cache_write p: ttl must not be negative", 0},

@@ -224,6 +224,8 @@ type scriptCall struct {
 	calls []*batchCall
 	args  batch
 	cmd   *redis.Cmd
+	vals  []int64 // cmd's reply, read once
+	err   error
 }
 
 // errLate fails a call whose deadline passed, or nearly, before its batch
@@ -273,7 +275,7 @@ func (b *Batcher) send(l *lane, batch []*batchCall) {
 		b.exec(ctx, deadline, expired)
 	}
 	for _, sc := range calls {
-		vals, err := sc.cmd.Int64Slice()
+		vals, err := sc.vals, sc.err
 		if err == nil && len(vals) == 1 {
 			err = errExpired // now alone: no call of it was decided
 		}
@@ -294,9 +296,9 @@ func (b *Batcher) send(l *lane, batch []*batchCall) {
 }
 
 // exec sends the script calls in one pipeline, those that found no
-// script again with it, and learns the servers' clocks from the answers.
-// It returns the calls that Redis ran after their expiry, which decided
-// nothing.
+// script again with it, reads each reply into its call, and learns the
+// servers' clocks from them. It returns the calls that Redis ran after
+// their expiry, which decided nothing.
 func (b *Batcher) exec(ctx context.Context, deadline time.Time, calls []*scriptCall) (expired []*scriptCall) {
 	pipe := b.client.Pipeline()
 	sent := time.Now()
@@ -334,12 +336,12 @@ func (b *Batcher) exec(ctx context.Context, deadline time.Time, calls []*scriptC
 		again.Exec(ctx)
 	}
 	for _, sc := range calls {
-		vals, err := sc.cmd.Int64Slice()
-		if err != nil || len(vals) == 0 {
+		sc.vals, sc.err = sc.cmd.Int64Slice()
+		if sc.err != nil || len(sc.vals) == 0 {
 			continue
 		}
-		b.clock.learn(vals[0]-sent.UnixMicro(), time.Now())
-		if len(vals) == 1 {
+		b.clock.learn(sc.vals[0]-sent.UnixMicro(), time.Now())
+		if len(sc.vals) == 1 {
 			expired = append(expired, sc)
 		}
 	}
@@ -356,10 +358,10 @@ var errExpired = errors.New("rate-limit batch reached Redis after it expired: no
 // most of them one for every server that answered in the periods kept (a
 // cluster's masters, a Sentinel's successive masters), never more than
 // the largest offset plus the timeout, since an answer that comes later
-// is not read. The bound keeps
-// the samples of the last two periods that had any, so that a clock event
-// (a master that ran ahead, then failed over; ours stepped forward) ages
-// out rather than turning expiry off for good.
+// is not read. The bound keeps the samples of the last two periods that
+// had any, so that a clock event (a master that ran ahead, then failed
+// over; ours stepped forward) ages out rather than turning expiry off for
+// good.
 type clockBound struct {
 	mu        sync.Mutex
 	cur, prev int64 // the most of this period's samples, and the last's
