@@ -96,7 +96,7 @@ func main() {
 		{"cache miss that stores vs reverse_proxy", "proxy", "miss", "/", uniqueURLs, 0.90, 0},
 		{"revalidation answered 304 vs a proxied 304", "proxy", "revalidate", "/", revalidations, 0, 0},
 		{"rate_limit in memory vs respond", "respond1k", "rl_memory", "/", sameURL, 0.95, 0},
-		{"rate_limit in Redis vs respond", "respond1k", "rl_redis", "/", sameURL, 0, 0},
+		{"rate_limit in Redis vs respond", "respond1k", "rl_redis", "/", sameURL, 0.70, 0},
 		{"rate_limit refusing (429) vs respond", "respond1k", "rl_refused", "/", sameURL, 1.0, 0},
 		{"rate_limit in Redis refusing (429) vs respond", "respond1k", "rl_redis_refused", "/", sameURL, 1.0, 0},
 		{"cache hit, 64 KiB vs respond", "respond64k", "hit64k", "/64k", sameURL, 0.90, 0},
