@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // A bus whose config was dropped before it first subscribed, as when
@@ -26,5 +28,32 @@ func TestBusStoppedBeforeSubscribing(t *testing.T) {
 	case <-b.done:
 	default:
 		t.Error("the bus did not say it was done")
+	}
+}
+
+// The warnings of a failing Redis (the bus's, invalidation's, the rate
+// limiter's) are logged at most once every ten seconds, whoever calls.
+func TestLogThrottle(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	logger := zap.New(core)
+	var l logThrottle
+	start := time.Unix(1_000_000, 0)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { l.warn(logger, start, "failing") })
+	}
+	wg.Wait()
+	for _, at := range []time.Duration{time.Second, 9999 * time.Millisecond} {
+		l.warn(logger, start.Add(at), "failing")
+	}
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("%d warnings within ten seconds, want 1", n)
+	}
+	l.warn(logger, start.Add(10*time.Second), "failing again")
+	if n := logs.Len(); n != 2 {
+		t.Fatalf("%d warnings after ten seconds, want 2", n)
+	}
+	if got := logs.All()[1].Message; got != "failing again" {
+		t.Errorf("second warning %q", got)
 	}
 }
