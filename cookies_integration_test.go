@@ -159,3 +159,41 @@ func TestCookiesAcrossRoutes(t *testing.T) {
 		t.Errorf("read-only route, alice's cookie: %q (Cache-Status %q), want her own answer", r.body, r.cacheStatus())
 	}
 }
+
+// A cookie keyed by a {http.request.cookie.NAME} placeholder cannot poison
+// the entry of requests without it: Caddy's replacer reads cookies as Go
+// does, which drops a value holding '"' and every cookie of a header with
+// more than 3000 ';', while an origin with a lenient parser still reads
+// them. The key holds the cookie's every value as the origin may read it.
+func TestCookiePlaceholderCannotPoison(t *testing.T) {
+	var n atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		lang := "none" // a lenient cookie parser, as many origins have
+		for _, part := range strings.Split(r.Header.Get("Cookie"), ";") {
+			if k, v, ok := strings.Cut(strings.TrimSpace(part), "="); ok && k == "lang" {
+				lang = v
+			}
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "lang=%s n=%d", lang, n.Add(1))
+	})
+	g := startGateway(t, "", `
+	cache_read products
+	cache_write products {
+		key_placeholders {http.request.cookie.lang}
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	for i, cookie := range []string{`lang=x"evil`, "lang=evil; " + strings.Repeat(";", 3001), "lang=fr; lang=evil"} {
+		path := fmt.Sprintf("/page%d", i)
+		if r := g.get(path, "Cookie: "+cookie); !strings.Contains(r.body, "evil") {
+			t.Fatalf("Cookie %.30q: the origin read %q", cookie, r.body)
+		}
+		if r := g.get(path); strings.Contains(r.body, "evil") {
+			t.Errorf("a request without the cookie got the answer to Cookie %.30q: %q (%q)", cookie, r.body, r.cacheStatus())
+		}
+		if r := g.get(path, "Cookie: lang=fr"); strings.Contains(r.body, "evil") {
+			t.Errorf("Cookie: lang=fr got the answer to Cookie %.30q: %q (%q)", cookie, r.body, r.cacheStatus())
+		}
+	}
+}

@@ -37,7 +37,11 @@ type KeySpec struct {
 	// Headers lists the request headers that are part of the key, in
 	// canonical form.
 	Headers []string
-	// Cookies lists the cookies whose values are part of the key, sorted.
+	// Cookies lists the cookies whose values are part of the key, sorted:
+	// those of key_cookies and those a {http.request.cookie.NAME}
+	// placeholder names. A placeholder expands as Go's cookie parser reads
+	// the request, which drops some values an origin reads and takes the
+	// first of several; the key holds every value, as key_cookies does.
 	Cookies []string
 
 	id [8]byte
@@ -54,7 +58,7 @@ func NewKeySpec(o KeyOptions) *KeySpec {
 	for _, h := range o.Headers {
 		s.Headers = append(s.Headers, http.CanonicalHeaderKey(h))
 	}
-	s.Cookies = slices.Compact(slices.Sorted(slices.Values(o.Cookies)))
+	s.Cookies = o.keyedCookies()
 	// The fingerprint keeps the keys of different specs apart: a spec that
 	// ignores a parameter must not find an entry written by one that
 	// does not, and the other way round. Ignored cookies do not change

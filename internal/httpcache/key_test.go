@@ -218,3 +218,31 @@ func BenchmarkKeyBuild(b *testing.B) {
 		kb.Build(spec, r, nil, nil)
 	}
 }
+
+// A cookie that a {http.request.cookie.NAME} placeholder names counts as
+// keyed (it does not make a request private), so the key must hold what
+// the origin may read of it, not only what Caddy's replacer expands: Go's
+// cookie parser drops a value with '"', '\' or a byte past ASCII, every
+// cookie of a header with more than 3000 ';', and takes the first of
+// several values. The cookie is keyed as key_cookies keys it, each value.
+func TestCookiePlaceholderKeysWhatTheOriginReads(t *testing.T) {
+	spec := NewKeySpec(KeyOptions{Placeholders: []string{"{http.request.cookie.lang}"}})
+	expand := func(r *http.Request) []string {
+		c, err := r.Cookie("lang")
+		if err != nil {
+			return []string{""}
+		}
+		return []string{c.Value}
+	}
+	none := req("/p")
+	for _, cookie := range []string{`lang=x"evil`, "lang=evil; " + strings.Repeat(";", 3001), "lang=a; lang=evil"} {
+		r := req("/p", "Cookie: "+cookie)
+		other := req("/p", "Cookie: lang=a")
+		if key(spec, r, expand(r), nil) == key(spec, none, expand(none), nil) {
+			t.Errorf("Cookie %.30q has the key of a request without it", cookie)
+		}
+		if cookie == "lang=a; lang=evil" && key(spec, r, expand(r), nil) == key(spec, other, expand(other), nil) {
+			t.Errorf("Cookie %q has the key of Cookie: lang=a", cookie)
+		}
+	}
+}
