@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -269,12 +268,25 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		// older one validated here must not replace.
 	case d.Outcome == httpcache.Stored:
 		var marker *cachestore.Entry
-		if vary := httpcache.VaryNames(merged); vary != nil && !bytes.Equal(e.Key, cw.found.Primary) {
+		if vary := httpcache.VaryNames(merged); vary != nil {
+			// The updated response is selected by the headers its Vary
+			// names now (RFC 9111 section 4.1), which the 304 may have
+			// added or changed: it is the variant of this request under
+			// them, led to by a marker at the primary key.
+			kb := cachestore.GetKeyBuilder()
+			e.Key = slices.Clone(h.rule.Build(kb, cw.r, cw.repl, vary))
+			cachestore.PutKeyBuilder(kb)
 			marker = &cachestore.Entry{Key: cw.found.Primary, Host: e.Host, Path: e.Path, Vary: vary, Expires: e.Expires}
 		}
 		cw.outcome = h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
 		stored = cw.outcome == httpcache.Stored
 	default:
+		if forbidsStoring(d.Outcome, cw.r.Header) {
+			// The stored response, updated, may no longer be stored
+			// (RFC 9111 section 4.3.4): kept, it would be served stale
+			// later under the directives it had before.
+			h.cache.Remove(st)
+		}
 		h.cache.Record(cw.outcome)
 	}
 	cw.found.Counted = true
@@ -286,6 +298,20 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		how += "; stored"
 	}
 	serveStored(cw.ResponseWriter, cw.r, h.Cache, e, cw.responseTime, how)
+}
+
+// forbidsStoring reports whether a response's own fields keep it from
+// being stored at all: no-store (not the request's), private, Vary: *.
+// Reasons of the request (its cookies, its Authorization) do not: the
+// stored response may still serve others.
+func forbidsStoring(o httpcache.Outcome, reqHeader http.Header) bool {
+	switch o {
+	case httpcache.ReasonPrivate, httpcache.ReasonVaryStar:
+		return true
+	case httpcache.ReasonNoStore:
+		return !httpcache.ParseCacheControl(reqHeader).NoStore
+	}
+	return false
 }
 
 // dropOwn removes this cache's own targeted cache-control fields (RFC

@@ -991,3 +991,83 @@ func TestRefreshAsksForTheWholeResponse(t *testing.T) {
 		}
 	}
 }
+
+// TestA304ThatAddsVarySelectsVariants checks RFC 9111 sections 4.1 and
+// 4.3.4: a 304 updates the stored response's Vary too, and the updated
+// response is then selected by the headers it names. An entry stored
+// without Vary must not go on answering every request, whatever its
+// Accept-Language.
+func TestA304ThatAddsVarySelectsVariants(t *testing.T) {
+	var n atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 {
+			w.Header().Set("Etag", `"en1"`)
+			w.Header().Set("Cache-Control", "max-age=0")
+			fmt.Fprint(w, "english")
+			return
+		}
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("Cache-Control", "max-age=60")
+		if strings.HasPrefix(r.Header.Get("Accept-Language"), "fr") {
+			w.Header().Set("Etag", `"fr1"`)
+			fmt.Fprint(w, "français")
+			return
+		}
+		w.Header().Set("Etag", `"en1"`)
+		if r.Header.Get("If-None-Match") == `"en1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprint(w, "english")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	g.get("/v", "Accept-Language: en") // stored stale, without Vary
+	if r := g.get("/v", "Accept-Language: en"); r.body != "english" || !strings.Contains(r.cacheStatus(), "fwd-status=304; stored") {
+		t.Fatalf("validation: %q %q", r.body, r.cacheStatus())
+	}
+	if r := g.get("/v", "Accept-Language: fr"); r.body != "français" {
+		t.Errorf("Accept-Language: fr after a 304 that added Vary: %q (%q), want the origin's French", r.body, r.cacheStatus())
+	}
+	if r := g.get("/v", "Accept-Language: en"); !r.isHit() || r.body != "english" {
+		t.Errorf("Accept-Language: en then: %q (%q), want the validated entry", r.body, r.cacheStatus())
+	}
+	if r := g.get("/v", "Accept-Language: fr"); !r.isHit() || r.body != "français" {
+		t.Errorf("Accept-Language: fr then: %q (%q), want its own entry", r.body, r.cacheStatus())
+	}
+}
+
+// TestA304ThatForbidsStoringDropsTheEntry checks RFC 9111 section 4.3.4:
+// the 304's fields update the stored response, and once they say
+// no-store or private the stored response may not be kept to be served
+// stale later, under the directives it had before.
+func TestA304ThatForbidsStoringDropsTheEntry(t *testing.T) {
+	for _, cc := range []string{"no-store", "private, max-age=60"} {
+		t.Run(cc, func(t *testing.T) {
+			var n, conditional atomic.Int64
+			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Etag", `"v1"`)
+				switch n.Add(1) {
+				case 1:
+					w.Header().Set("Cache-Control", "max-age=1, stale-if-error=600")
+					w.Header().Set("Age", "1") // stale on arrival
+					fmt.Fprint(w, "v1")
+				case 2:
+					conditional.Add(1)
+					w.Header().Set("Cache-Control", cc)
+					w.WriteHeader(http.StatusNotModified)
+				default:
+					w.WriteHeader(http.StatusServiceUnavailable)
+				}
+			})
+			g := startGateway(t, "", originSite, up.addr())
+			g.get("/s")
+			if r := g.get("/s"); r.status != 200 || r.body != "v1" || conditional.Load() != 1 {
+				t.Fatalf("validation: %d %q (%q)", r.status, r.body, r.cacheStatus())
+			}
+			if r := g.get("/s"); r.status != http.StatusServiceUnavailable {
+				t.Errorf("the origin failing after a 304 with %q: %d %q (%q), want its 503, not the entry served stale",
+					cc, r.status, r.body, r.cacheStatus())
+			}
+		})
+	}
+}

@@ -359,6 +359,13 @@ func (s *Store) trackVariant(marker *Entry, key []byte) (evict []byte) {
 	return evict
 }
 
+// Remove drops e if it is still the entry stored under its key.
+func (s *Store) Remove(e *Entry) {
+	if s.Get(e.Key) == e {
+		s.store.Del(e.Key)
+	}
+}
+
 // Get returns the entry stored under key, if its key matches exactly.
 func (s *Store) Get(key []byte) *Entry {
 	since := s.pending.settled.Load()
