@@ -215,6 +215,17 @@ func (h *CacheRead) refresh(r *http.Request, next caddyhttp.Handler, found cache
 	go func() {
 		defer h.cache.EndRefresh(key)
 		defer cancel()
+		defer func() {
+			// A handler may panic, as reverse_proxy does with
+			// http.ErrAbortHandler when the upstream cuts a body short.
+			// net/http recovers that for a client's request; here,
+			// nothing would, and the process would die. Nothing partial
+			// is stored: cache_write stores a body once it is complete.
+			if v := recover(); v != nil && v != http.ErrAbortHandler {
+				h.logger.Error("background refresh panicked", zap.String("cache", h.Cache),
+					zap.Any("panic", v), zap.Stack("stack"))
+			}
+		}()
 		rw := &nowhere{header: make(http.Header)}
 		if err := next.ServeHTTP(rw, br); err != nil {
 			h.logger.Debug("background refresh failed", zap.String("cache", h.Cache), zap.Error(err))

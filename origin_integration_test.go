@@ -1071,3 +1071,46 @@ func TestA304ThatForbidsStoringDropsTheEntry(t *testing.T) {
 		})
 	}
 }
+
+// TestRefreshWithATruncatedBodyDoesNotCrash: a background refresh
+// (RFC 5861 stale-while-revalidate) whose upstream cuts the body short
+// makes reverse_proxy panic with http.ErrAbortHandler, in a goroutine
+// that no client's connection recovers; the gateway must live on, and
+// nothing partial may be stored.
+func TestRefreshWithATruncatedBodyDoesNotCrash(t *testing.T) {
+	var n atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=30")
+		if n.Add(1) == 1 {
+			fmt.Fprint(w, "version 1")
+			return
+		}
+		// Declares 100 bytes, sends 7, and closes the connection.
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		buf.WriteString("HTTP/1.1 200 OK\r\nCache-Control: max-age=1, stale-while-revalidate=30\r\nContent-Length: 100\r\n\r\npartial")
+		buf.Flush()
+		conn.Close()
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	g.get("/swr")
+	time.Sleep(1100 * time.Millisecond)
+	if r := g.get("/swr"); r.body != "version 1" || !strings.Contains(r.cacheStatus(), "hit; ttl=-") {
+		t.Fatalf("within the window: %q %q, want the stale entry", r.body, r.cacheStatus())
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for n.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the refresh fails
+	r, err := send("GET", "http://"+g.addr+"/swr", nil, "")
+	if err != nil {
+		t.Fatalf("the gateway died after a failed background refresh: %v\n%s", err, tail(g.logs.String(), 15))
+	}
+	if r.body != "version 1" {
+		t.Errorf("after the failed refresh: %q (%q), want the stale entry still", r.body, r.cacheStatus())
+	}
+}
