@@ -78,7 +78,8 @@ type CacheWrite struct {
 	Status []int `json:"status,omitempty"`
 
 	// MaxEntrySize overrides the pool's largest storable response, headers
-	// and body, in bytes. Default: the cache's max_entry_size.
+	// and body, in bytes, up to half the cache's max_size. Default: the
+	// cache's max_entry_size.
 	MaxEntrySize int64 `json:"max_entry_size,omitempty"`
 
 	// MaxTTL caps the freshness taken from the origin. Default: no cap.
@@ -295,9 +296,13 @@ func (h *CacheWrite) userInKey(r *http.Request, repl *caddy.Replacer) bool {
 	return false
 }
 
+// maxEntrySize is the largest response the handler stores: its own
+// max_entry_size, or the cache's, and never more than half the cache's
+// max_size, as the pool's rule for the cache's own, whatever the cache
+// was resized to.
 func (h *CacheWrite) maxEntrySize() int64 {
 	if h.MaxEntrySize > 0 {
-		return h.MaxEntrySize
+		return min(h.MaxEntrySize, h.cache.MaxSize()/2)
 	}
 	return h.cache.MaxEntrySize()
 }

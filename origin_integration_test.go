@@ -1114,3 +1114,46 @@ func TestRefreshWithATruncatedBodyDoesNotCrash(t *testing.T) {
 		t.Errorf("after the failed refresh: %q (%q), want the stale entry still", r.body, r.cacheStatus())
 	}
 }
+
+// TestReplacedEntriesStayWithinMaxSize: a response stored again under a
+// key the cache holds (here a stale entry's validation answered with a
+// new, larger 200) is admitted and evicts as a new entry does. It used to
+// be an update of the key's cost, which evicts nothing: a cache of 1 MiB
+// held and served about 20 MiB.
+func TestReplacedEntriesStayWithinMaxSize(t *testing.T) {
+	var big atomic.Bool
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if !big.Load() {
+			w.Header().Set("Cache-Control", "max-age=1")
+			w.Header().Set("Etag", `"small"`)
+			fmt.Fprint(w, "small")
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Etag", `"big"`)
+		w.Write(make([]byte, 200<<10))
+	})
+	g := startGateway(t, "cache_pool {\n\t\tmax_size 1MiB\n\t\tmax_entry_size 512KiB\n\t}", originSite, up.addr())
+	const keys = 100
+	for i := range keys {
+		g.get(fmt.Sprintf("/k%d", i))
+	}
+	time.Sleep(1100 * time.Millisecond)
+	big.Store(true)
+	for i := range keys {
+		g.get(fmt.Sprintf("/k%d", i)) // validated; the origin answers a new 200
+	}
+	hits := 0
+	for i := range keys {
+		if r := g.get(fmt.Sprintf("/k%d", i)); r.isHit() && len(r.body) == 200<<10 {
+			hits++
+		}
+	}
+	if held := hits * 200 << 10; held > 1<<20 {
+		t.Errorf("a 1 MiB cache serves %d KiB of bodies", held>>10)
+	}
+	stats := g.adminJSON("GET", "/cache/products", "", 200)
+	if size, _ := stats["size_bytes"].(float64); size > 1<<20 {
+		t.Errorf("size_bytes %v over max_size 1 MiB", stats["size_bytes"])
+	}
+}

@@ -574,3 +574,40 @@ func TestVariantsAreBoundedPerResource(t *testing.T) {
 		t.Error("another language list found the variant")
 	}
 }
+
+// TestReplacementsStayWithinMaxSize: storing a response again under a key
+// the store holds (a validation, a background refresh, a new 200 for a
+// stale entry) must admit and evict as a new entry does. Ristretto takes
+// it as an update, which only changes the key's cost: a set of keys whose
+// responses grew then held far more than max_size.
+func TestReplacementsStayWithinMaxSize(t *testing.T) {
+	const maxSize = 1 << 20
+	s := newTestStore(t, maxSize)
+	rule := NewKeyRule(httpcache.KeyOptions{})
+	const keys = 200
+	var small, large []*Entry
+	for i := range keys {
+		small = append(small, put(t, s, rule, fmt.Sprintf("/k%d", i), make([]byte, 100)))
+	}
+	s.settle()
+	for i := range keys {
+		large = append(large, put(t, s, rule, fmt.Sprintf("/k%d", i), make([]byte, 200<<10)))
+	}
+	s.settle()
+	held := 0
+	for i := range keys {
+		switch s.Get(small[i].Key) {
+		case large[i]:
+			held += len(large[i].Body)
+		case small[i]:
+			t.Errorf("/k%d: the small entry outlived its replacement", i)
+		}
+	}
+	if held > maxSize {
+		t.Errorf("the store holds %d KiB of bodies, over its max_size of %d KiB", held>>10, maxSize>>10)
+	}
+	if st := s.Stats(); st.UsedBytes > st.MaxSize {
+		t.Errorf("UsedBytes %d over MaxSize %d", st.UsedBytes, st.MaxSize)
+	}
+	checkIndex(t, s)
+}
