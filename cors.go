@@ -32,13 +32,15 @@ type CORS struct {
 	// AllowOrigins are the origins allowed: exact origins
 	// (scheme://host[:port]), patterns with one wildcard for the
 	// subdomains or the port (https://*.example.com, http://localhost:*),
-	// or "*" alone for every origin (not with AllowCredentials).
+	// or "*" alone for every origin (not with AllowCredentials). A default
+	// port is dropped, as browsers leave it out of Origin.
 	// Placeholders work: an entry that holds one is expanded for each
 	// request and compared whole. Required unless AllowOriginRegex is set.
 	AllowOrigins []string `json:"allow_origins,omitempty"`
 
 	// AllowOriginRegex allows the origins the regular expression (RE2
-	// syntax) matches whole. Default: none.
+	// syntax) matches whole. It must compile on its own, before it is
+	// anchored. Default: none.
 	AllowOriginRegex string `json:"allow_origin_regex,omitempty"`
 
 	// AllowMethods are the methods a preflight may ask for, or "*" for any.

@@ -120,13 +120,32 @@ func (p *Policy) compileOrigins(c Config) error {
 		}
 	}
 	if c.AllowOriginRegex != "" {
-		re, err := regexp.Compile("^(?:" + c.AllowOriginRegex + ")$")
+		re, err := compileWhole(c.AllowOriginRegex)
 		if err != nil {
-			return fmt.Errorf("cors: allow_origin_regex: %v", err)
+			return err
 		}
 		p.regex = re
 	}
 	return nil
+}
+
+// compileWhole compiles an allow_origin_regex to match whole origins only.
+// The regex must compile alone first: wrapped in ^(?:…)$, one with an
+// unbalanced ')' would close the group early and leave an alternative
+// unanchored (`a)|(b` becomes ^(?:a)|(b)$, which matches any origin that
+// starts with a). Once the regex compiles alone, the wrapped form is a
+// whole match: flags it sets, (?m) among them, end with the group.
+func compileWhole(expr string) (*regexp.Regexp, error) {
+	if _, err := regexp.Compile(expr); err != nil {
+		return nil, fmt.Errorf("cors: allow_origin_regex: %v", err)
+	}
+	re, err := regexp.Compile("^(?:" + expr + ")$")
+	if err != nil {
+		// What compiles alone fails wrapped only when a \Q runs to its
+		// end and takes the closing of the group for literal text.
+		return nil, fmt.Errorf("cors: allow_origin_regex: '%s' cannot be anchored to match whole origins: end its \\Q with \\E", expr)
+	}
+	return re, nil
 }
 
 // addOrigin adds one origin or one-wildcard pattern.
@@ -139,11 +158,11 @@ func (p *Policy) addOrigin(o string) error {
 	if err != nil {
 		return fmt.Errorf("cors: allow_origins: '%s' %v", o, err)
 	}
+	if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
+		port = "" // browsers leave a default port out of Origin, for patterns too
+	}
 	switch strings.Count(lower, "*") {
 	case 0:
-		if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
-			port = "" // browsers leave a default port out of Origin
-		}
 		p.exact[joinOrigin(scheme, host, port)] = struct{}{}
 	case 1:
 		switch {

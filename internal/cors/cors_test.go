@@ -100,6 +100,77 @@ func TestAllowsOrigin(t *testing.T) {
 	}
 }
 
+// TestAllowOriginRegexStaysAnchored checks that no allow_origin_regex
+// matches less than a whole origin: one that closes the group it is
+// wrapped in is refused, and flags set inside it stay inside it.
+func TestAllowOriginRegexStaysAnchored(t *testing.T) {
+	const unbalanced = `https://app\.example\.com)|(x`
+	_, err := Compile(Config{AllowOriginRegex: unbalanced, AllowCredentials: true})
+	if err == nil {
+		t.Fatalf("%s compiled", unbalanced)
+	}
+	if !strings.Contains(err.Error(), "`"+unbalanced+"`") || strings.Contains(err.Error(), "^(?:") {
+		t.Fatalf("error %q, want one that quotes the regex as given", err)
+	}
+
+	// A \Q left open would swallow the closing of the group.
+	_, err = Compile(Config{AllowOriginRegex: `\Qhttps://a.com`})
+	if err == nil || !strings.Contains(err.Error(), `'\Qhttps://a.com'`) || !strings.Contains(err.Error(), `\E`) {
+		t.Fatalf("error %v, want one that quotes the regex and asks for \\E", err)
+	}
+
+	// Each allows https://a.com and would allow the others too, were it
+	// not matched whole.
+	for _, re := range []string{
+		`https://a\.com`,
+		`(?m)https://a\.com`,
+		`(?m)^https://a\.com$`,
+		`https://a\.com(?m:$)`,
+		`(?s)https://a\.com.??`,
+		`(?U)https://a\.com(\.evil)?`,
+		`https://a\.com|`,
+		`|https://a\.com`,
+		`\Qhttps://a.com\E`,
+	} {
+		p := mustCompile(t, Config{AllowOriginRegex: re})
+		if !p.AllowsOrigin("https://a.com") {
+			t.Errorf("%s: https://a.com refused", re)
+		}
+		for _, origin := range []string{"https://a.com.evil.io", "https://a.com\nhttps://evil.io", "https://evil.io\nhttps://a.com", "https://evil.io"} {
+			if p.AllowsOrigin(origin) {
+				t.Errorf("%s: %q allowed", re, origin)
+			}
+		}
+	}
+}
+
+// TestPatternDefaultPort checks that a subdomain pattern with its scheme's
+// default port matches the origins browsers send, which leave that port
+// out, and that other ports still count.
+func TestPatternDefaultPort(t *testing.T) {
+	p := mustCompile(t, Config{AllowOrigins: []string{
+		"https://*.example.com:443", "http://*.example.com:80", "https://*.example.org:8443", "http://localhost:*",
+	}})
+	for origin, want := range map[string]bool{
+		"https://app.example.com":      true,
+		"https://app.example.com:443":  false, // browsers never send a default port
+		"http://app.example.com":       true,
+		"http://app.example.com:80":    false,
+		"https://app.example.com:80":   false,
+		"http://app.example.com:443":   false,
+		"https://app.example.org:8443": true,
+		"https://app.example.org":      false,
+		"http://localhost:80":          true,
+		"http://localhost:443":         true,
+		"http://localhost:3000":        true,
+		"http://localhost":             false,
+	} {
+		if got := p.AllowsOrigin(origin); got != want {
+			t.Errorf("AllowsOrigin(%q) = %v, want %v", origin, got, want)
+		}
+	}
+}
+
 func TestTemplates(t *testing.T) {
 	p := mustCompile(t, Config{AllowOrigins: []string{"{env.APP_ORIGIN}", "https://a.com"}})
 	if got := p.Templates(); !reflect.DeepEqual(got, []string{"{env.APP_ORIGIN}"}) {
@@ -260,6 +331,49 @@ func TestSetActual(t *testing.T) {
 	star.SetActual(dst, origin, true)
 	if !reflect.DeepEqual(dst, http.Header{AllowOrigin: {"*"}}) {
 		t.Fatalf("'*': got %v", dst)
+	}
+}
+
+// TestEchoedValuesAreCopies checks that the values a response echoes from
+// its request (the origin, the requested headers, the requested method)
+// are not the request's slices: Caddy's header replace changes response
+// values in place, and the request's fields must stay as they came for
+// the access log and every later reader.
+func TestEchoedValuesAreCopies(t *testing.T) {
+	request := func() http.Header {
+		return http.Header{Origin: {"https://a.example"}, RequestMethod: {"PATCH"}, RequestHeaders: {"x-a"}}
+	}
+	for _, row := range []struct {
+		name    string
+		c       Config
+		changed []string // the response fields changed in place
+		set     func(p *Policy, dst, req http.Header)
+	}{
+		{"preflight", Config{AllowOrigins: []string{"https://a.example"}, AllowMethods: []string{"PATCH"}, AllowHeaders: []string{"X-A"}},
+			[]string{AllowOrigin, AllowHeaders},
+			func(p *Policy, dst, req http.Header) { p.SetPreflight(dst, req, req[Origin][:1:1]) }},
+		{"preflight, any method", Config{AllowOrigins: []string{"https://a.example"}, AllowMethods: []string{"*"}, AllowHeaders: []string{"*"}},
+			[]string{AllowOrigin, AllowMethods, AllowHeaders},
+			func(p *Policy, dst, req http.Header) { p.SetPreflight(dst, req, req[Origin][:1:1]) }},
+		{"actual", Config{AllowOrigins: []string{"https://a.example"}},
+			[]string{AllowOrigin},
+			func(p *Policy, dst, req http.Header) { p.SetActual(dst, req[Origin][:1:1], true) }},
+	} {
+		t.Run(row.name, func(t *testing.T) {
+			p := mustCompile(t, row.c)
+			req := request()
+			dst := http.Header{}
+			row.set(p, dst, req)
+			for _, name := range row.changed {
+				if len(dst[name]) != 1 {
+					t.Fatalf("%s: %q, want one value", name, dst[name])
+				}
+				dst[name][0] = "changed"
+			}
+			if !reflect.DeepEqual(req, request()) {
+				t.Fatalf("the request's fields changed with the response's: %v", req)
+			}
+		})
 	}
 }
 

@@ -28,8 +28,9 @@ const (
 )
 
 // Policy is a compiled configuration. It is read-only once built and safe
-// for concurrent use. The field values it sets are shared slices whose
-// capacity is their length, so a handler that appends to one copies it.
+// for concurrent use. The field values it sets are slices of one array per
+// response, each with its length for capacity, so a handler that appends
+// to one copies it.
 type Policy struct {
 	anyOrigin bool
 	exact     map[string]struct{}
@@ -221,17 +222,19 @@ func (p *Policy) headerAllowed(name string) bool {
 }
 
 // SetPreflight sets the fields of an allowed preflight's answer on dst.
-// origin is the request's Origin field, one value long.
+// origin is the request's Origin field, one value long. The values it
+// echoes from the request are copies: a handler that changes the answer's
+// values in place leaves the request's fields as they came.
 func (p *Policy) SetPreflight(dst, req http.Header, origin []string) {
-	vals := make(block, 0, 6)
+	vals := make(block, 0, 6) // one value for each field below
 	p.setOrigin(dst, origin, &vals)
 	if p.anyMethod {
-		dst[AllowMethods] = req[RequestMethod][:1:1]
+		dst[AllowMethods] = vals.one(req[RequestMethod][0])
 	} else {
 		dst[AllowMethods] = vals.one(p.allowMethods)
 	}
 	if acrh := req[RequestHeaders]; len(acrh) == 1 {
-		dst[AllowHeaders] = acrh[:1:1]
+		dst[AllowHeaders] = vals.one(acrh[0])
 	} else if len(acrh) > 1 {
 		dst[AllowHeaders] = vals.one(strings.Join(acrh, ", "))
 	}
@@ -244,9 +247,9 @@ func (p *Policy) SetPreflight(dst, req http.Header, origin []string) {
 }
 
 // block hands out one-value field values from one allocation: each
-// response's values must be its own, as handlers change them in place
-// (Caddy's header replace does), and one allocation costs less than one
-// per field.
+// response's values must be its own, shared neither with other responses
+// nor with its request, as handlers change them in place (Caddy's header
+// replace does), and one allocation costs less than one per field.
 type block []string
 
 // one returns v as a field's values, from the block while it has room;
@@ -270,12 +273,13 @@ func (p *Policy) SetPreflightVary(dst http.Header) { addVary(dst, p.varyPrefligh
 // upstream's own Access-Control-Allow-Origin, -Allow-Credentials and
 // -Expose-Headers give way to the policy's, or are dropped when it gives
 // none, and a Vary that names Origin already is left as it is. origin is
-// the request's Origin field, one value long, or nil when it has none.
+// the request's Origin field, one value long, or nil when it has none;
+// the value echoed is a copy, as in SetPreflight.
 func (p *Policy) SetActual(dst http.Header, origin []string, allowed bool) {
 	delete(dst, AllowOrigin)
 	delete(dst, AllowCredentials)
 	delete(dst, ExposeHeaders)
-	vals := make(block, 0, 4)
+	vals := make(block, 0, 4) // one value for each field below
 	if allowed {
 		p.setOrigin(dst, origin, &vals)
 		if p.exposeHeaders != "" {
@@ -291,7 +295,7 @@ func (p *Policy) setOrigin(dst http.Header, origin []string, vals *block) {
 	if p.anyOrigin {
 		dst[AllowOrigin] = vals.one("*")
 	} else {
-		dst[AllowOrigin] = origin
+		dst[AllowOrigin] = vals.one(origin[0])
 	}
 	if p.credentials {
 		dst[AllowCredentials] = vals.one("true")
