@@ -58,24 +58,37 @@ func ParseCacheControl(h http.Header) CacheControl {
 	return cc
 }
 
+// parseLine reads one Cache-Control line. A damaged line takes its most
+// restrictive reading, as RFC 9111 section 4.2.1 has conflicting
+// directives do: a quote left open, which would hide every directive after
+// it inside one string (`ext=a"b, private`), makes the line read member by
+// member at every comma; and a no-cache or private whose qualifier is
+// missing (`private=`) or on such a line counts as unqualified.
 func (cc *CacheControl) parseLine(s string) {
+	damaged := !quotesClosed(s)
 	for s != "" {
 		var item string
-		item, s = nextListItem(s)
-		name, value, hasValue := strings.Cut(item, "=")
+		if damaged {
+			item, s, _ = strings.Cut(s, ",")
+		} else {
+			item, s = nextListItem(s)
+		}
+		name, raw, hasValue := strings.Cut(item, "=")
 		name = strings.TrimSpace(name)
-		value = unquote(strings.TrimSpace(value))
+		raw = strings.TrimSpace(raw)
+		value := unquote(raw)
+		qualified := hasValue && raw != "" && !damaged
 		switch {
 		case strings.EqualFold(name, "no-store"):
 			cc.NoStore = true
 		case strings.EqualFold(name, "no-cache"):
-			if hasValue {
+			if qualified {
 				cc.NoCacheFields = appendFieldNames(cc.NoCacheFields, value)
 			} else {
 				cc.NoCache = true
 			}
 		case strings.EqualFold(name, "private"):
-			if hasValue {
+			if qualified {
 				cc.PrivateFields = appendFieldNames(cc.PrivateFields, value)
 			} else {
 				cc.Private = true
@@ -144,6 +157,23 @@ func nextListItem(s string) (item, rest string) {
 		}
 	}
 	return s, ""
+}
+
+// quotesClosed reports whether every quoted string in s ends, as
+// nextListItem reads them.
+func quotesClosed(s string) bool {
+	inQuote := false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			if inQuote {
+				i++
+			}
+		case '"':
+			inQuote = !inQuote
+		}
+	}
+	return !inQuote
 }
 
 func unquote(s string) string {

@@ -22,6 +22,16 @@ func TestParseCacheControlDirectives(t *testing.T) {
 		{"qualified private token", []string{`private=Set-Cookie`}, unset(CacheControl{PrivateFields: []string{"Set-Cookie"}})},
 		{"qualified private empty", []string{`private=""`}, unset(CacheControl{})},
 		{"qualified no-cache", []string{`no-cache="a"`}, unset(CacheControl{NoCacheFields: []string{"A"}})},
+		// Malformed directives take their most restrictive reading (RFC
+		// 9111 section 4.2.1's rule for conflicts, applied to damage): a
+		// qualifier without a value, an unterminated quoted string, or a
+		// stray quote elsewhere on the line that would hide what follows.
+		{"private without a value", []string{`private=, max-age=60`}, unset(CacheControl{Private: true, MaxAge: 60})},
+		{"no-cache without a value", []string{`no-cache=`}, unset(CacheControl{NoCache: true})},
+		{"private unterminated", []string{`max-age=60, private="Set-Cookie`}, unset(CacheControl{Private: true, MaxAge: 60})},
+		{"stray quote hides private", []string{`max-age=60, ext=a"b, private`}, unset(CacheControl{Private: true, MaxAge: 60})},
+		{"stray quote hides no-store", []string{`ext="a, no-store`}, unset(CacheControl{NoStore: true})},
+		{"stray quote, qualified no-cache", []string{`x="y, no-cache="a"`}, unset(CacheControl{NoCache: true})},
 		{"bare private", []string{"private"}, unset(CacheControl{Private: true})},
 		{"bare no-cache", []string{"no-cache"}, unset(CacheControl{NoCache: true})},
 		{"bare and qualified", []string{`private, private="X", no-cache="Y", no-cache`},
