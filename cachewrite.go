@@ -387,13 +387,10 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 		if cw.flight != nil {
 			defer cw.land()
 			// The leader's fetch outlives its client while others wait on it.
+			// It stops once its client and every waiter have gone.
 			ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 			flight := cw.flight
-			stop := context.AfterFunc(r.Context(), func() {
-				if flight.Waiters() == 0 {
-					cancel()
-				}
-			})
+			stop := context.AfterFunc(r.Context(), func() { flight.LeaderLeft(cancel) })
 			defer stop()
 			defer cancel()
 			cw.ctx = ctx
@@ -461,16 +458,27 @@ func (h *CacheWrite) collapse(cw *cacheWriter, next caddyhttp.Handler) (done boo
 		cw.primary = slices.Clone(h.rule.Build(kb, r, cw.repl, nil))
 		cachestore.PutKeyBuilder(kb)
 	}
-	flight, leader := h.cache.Join(cw.primary, cw.requestTime)
-	if flight == nil {
-		return false, nil
-	}
-	if leader {
-		cw.flight = flight
-		return false, nil
-	}
-	if outcome, ok := flight.Wait(r.Context(), collapseWait); !ok || outcome != httpcache.Stored {
-		return false, nil
+	deadline := cw.requestTime.Add(collapseWait)
+	for {
+		flight, leader := h.cache.Join(cw.primary, cw.requestTime)
+		if flight == nil {
+			return false, nil
+		}
+		if leader {
+			cw.flight = flight
+			return false, nil
+		}
+		outcome, ok := flight.Wait(r.Context(), deadline.Sub(h.now()))
+		if ok && outcome != httpcache.Stored && flight.Personal() {
+			// The leader's answer was its own (a 304 to its condition,
+			// its cookies): the waiters follow the next leader, one of
+			// them.
+			continue
+		}
+		if !ok || outcome != httpcache.Stored {
+			return false, nil
+		}
+		break
 	}
 	now := h.now()
 	e, _ := h.cache.Find(r, cw.repl, cachestore.Want{Now: now, MaxAge: -1})

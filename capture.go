@@ -115,8 +115,7 @@ func (cw *cacheWriter) WriteHeader(status int) {
 	member := cw.member
 	if st != nil {
 		member = cw.h.members.stale
-		cw.found.Counted = true
-		cw.h.cache.Count(cachestore.Miss)
+		cw.count(cachestore.Miss)
 	}
 	member += "; fwd-status=" + strconv.Itoa(status)
 	if cw.r.Method == http.MethodHead { // its answer has no body to store
@@ -174,11 +173,21 @@ func (cw *cacheWriter) failed(err error) error {
 	return err
 }
 
+// count counts the request's result, which only the writer knows once the
+// origin answered a request that found a stale entry. A background
+// refresh is no client's request: cache_read counted the one that started
+// it.
+func (cw *cacheWriter) count(r cachestore.Result) {
+	cw.found.Counted = true
+	if !cw.background {
+		cw.h.cache.Count(r)
+	}
+}
+
 // serveStale answers from the stale entry, in place of the origin's
 // response.
 func (cw *cacheWriter) serveStale(st *cachestore.Entry, how string) {
-	cw.found.Counted = true
-	cw.h.cache.Count(cachestore.Stale)
+	cw.count(cachestore.Stale)
 	cw.repl.Set(placeholderStatus, resultValues[cachestore.Stale])
 	cachestore.KeepOuter(cw.Header(), cw.outer)
 	serveStored(cw.ResponseWriter, cw.r, cw.h.Cache, st, cw.responseTime, how)
@@ -289,8 +298,7 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		}
 		h.cache.Record(cw.outcome)
 	}
-	cw.found.Counted = true
-	h.cache.Count(cachestore.Revalidated)
+	cw.count(cachestore.Revalidated)
 	cw.repl.Set(placeholderStatus, resultValues[cachestore.Revalidated])
 	cachestore.KeepOuter(cw.Header(), cw.outer)
 	how := "fwd=stale; fwd-status=" + strconv.Itoa(status)
@@ -454,9 +462,27 @@ func (cw *cacheWriter) drop(outcome httpcache.Outcome) {
 // entry stored or to the origin.
 func (cw *cacheWriter) land() {
 	if cw.flight != nil {
-		cw.h.cache.Land(cw.primary, cw.flight, cw.outcome, cw.h.now())
+		cw.h.cache.Land(cw.primary, cw.flight, cw.outcome, cw.personal(), cw.h.now())
 		cw.flight = nil
 	}
+}
+
+// personal reports whether the response went unstored for a reason of
+// this request alone, which another request for the key would not share:
+// its private cookies or Authorization, its own no-store, its conditions
+// or range (a 304 or a 206 is no response to store), or its client gone.
+func (cw *cacheWriter) personal() bool {
+	switch cw.outcome {
+	case httpcache.ReasonCookie, httpcache.ReasonAuthorization:
+		return true
+	case httpcache.ReasonNoStore:
+		return httpcache.ParseCacheControl(cw.r.Header).NoStore
+	case httpcache.ReasonStatus:
+		return cw.status == http.StatusNotModified || cw.status == http.StatusPartialContent
+	case httpcache.ReasonIncomplete:
+		return cw.ctx.Err() != nil
+	}
+	return false
 }
 
 // finish stores a response whose end is only known now, when the next

@@ -1157,3 +1157,102 @@ func TestReplacedEntriesStayWithinMaxSize(t *testing.T) {
 		t.Errorf("size_bytes %v over max_size 1 MiB", stats["size_bytes"])
 	}
 }
+
+// TestAConditionalLeaderDoesNotReleaseTheHerd: when the request that leads
+// a fetch of a cold key is conditional (a browser revalidating its own
+// copy), its 304 is its own answer, not one to store; the requests that
+// wait must then follow a next leader, not all go to the origin, and the
+// key must not be taken for uncachable.
+func TestAConditionalLeaderDoesNotReleaseTheHerd(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprint(w, "v1")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	go send("GET", "http://"+g.addr+"/hot", http.Header{"If-None-Match": {`"v1"`}}, "")
+	time.Sleep(100 * time.Millisecond)
+	bodies := concurrentGets(g, 20, func(int) []string { return nil }, "/hot")
+	for _, b := range bodies {
+		if b != "v1" {
+			t.Fatalf("a waiter got %q", b)
+		}
+	}
+	if got := up.count("/hot"); got != 2 {
+		t.Errorf("the origin got %d requests for one cold key, want 2: the leader's own 304 released its waiters", got)
+	}
+}
+
+// TestLeaderStopsWhenTheLastWaiterLeaves: a leader whose client left goes
+// on fetching while others wait on it, and stops when the last of them
+// gives up too, not only if none waits at the moment its client leaves.
+func TestLeaderStopsWhenTheLastWaiterLeaves(t *testing.T) {
+	canceled := make(chan struct{}, 1)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			canceled <- struct{}{}
+		case <-time.After(8 * time.Second):
+			w.Header().Set("Cache-Control", "max-age=60")
+			fmt.Fprint(w, "late")
+		}
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	leave := func(after time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), after)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.addr+"/slow", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+	go leave(300 * time.Millisecond) // the leader
+	time.Sleep(100 * time.Millisecond)
+	go leave(800 * time.Millisecond) // a waiter, still there when the leader leaves
+	select {
+	case <-canceled:
+		if up.count("/slow") != 1 {
+			t.Errorf("the origin got %d requests, want the leader's alone", up.count("/slow"))
+		}
+	case <-time.After(4 * time.Second):
+		t.Error("both clients left, yet the leader's upstream request goes on")
+	}
+}
+
+// TestABackgroundRefreshIsNotARequest: the request counters count client
+// requests; a background refresh, which no client sent, is not one, as a
+// 200 (a miss) or as a 304 (revalidated, which counts as a hit).
+func TestABackgroundRefreshIsNotARequest(t *testing.T) {
+	for _, validator := range []bool{false, true} {
+		up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=30")
+			if validator {
+				w.Header().Set("Etag", `"v1"`)
+				if r.Header.Get("If-None-Match") == `"v1"` {
+					w.WriteHeader(http.StatusNotModified)
+					return
+				}
+			}
+			fmt.Fprint(w, "body")
+		})
+		g := startGateway(t, "", originSite, up.addr())
+		g.get("/swr") // miss
+		time.Sleep(1100 * time.Millisecond)
+		g.get("/swr") // stale, refreshed in the background
+		deadline := time.Now().Add(3 * time.Second)
+		for up.count("/swr") < 2 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond) // the refresh lands
+		st := g.adminJSON("GET", "/cache/products", "", 200)
+		if st["hits"] != 1.0 || st["misses"] != 1.0 {
+			t.Errorf("validator %v: two client requests, a miss and a stale hit, counted as hits %v, misses %v",
+				validator, st["hits"], st["misses"])
+		}
+	}
+}

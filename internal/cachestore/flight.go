@@ -28,19 +28,28 @@ const HitForMiss = 10 * time.Second
 // Its channel is made when the first waiter comes: a leader alone costs
 // one allocation.
 type Flight struct {
-	fl      *flights
-	done    chan struct{} // under fl.mu; nil until a waiter needs it
-	landed  bool          // under fl.mu
-	waiters atomic.Int32
-	outcome httpcache.Outcome // set before landed
+	fl       *flights
+	done     chan struct{}     // under fl.mu; nil until a waiter needs it
+	landed   bool              // under fl.mu
+	abandon  func()            // under fl.mu; set once the leader's client left
+	waiters  atomic.Int32      // changed under fl.mu
+	outcome  httpcache.Outcome // set before landed
+	personal bool              // set before landed
 }
 
 // Waiters returns how many requests wait on the flight now.
 func (f *Flight) Waiters() int { return int(f.waiters.Load()) }
 
+// Personal reports whether a flight that landed without storing did so
+// for a reason of its leader's request alone (its cookies, its
+// Authorization, its conditions or range, its no-store, its client
+// leaving): a waiter may then wait on another request's fetch.
+func (f *Flight) Personal() bool { return f.personal }
+
 // Wait waits for the flight to land, at most timeout and no longer than
 // ctx lives, and returns the outcome of its response; ok is false when it
-// did not land in time.
+// did not land in time. The last waiter to give up stops a fetch whose
+// leader's client has left.
 func (f *Flight) Wait(ctx context.Context, timeout time.Duration) (outcome httpcache.Outcome, ok bool) {
 	f.fl.mu.Lock()
 	if f.landed {
@@ -53,16 +62,36 @@ func (f *Flight) Wait(ctx context.Context, timeout time.Duration) (outcome httpc
 	done := f.done
 	f.waiters.Add(1)
 	f.fl.mu.Unlock()
-	defer f.waiters.Add(-1)
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case <-done:
+		f.waiters.Add(-1)
 		return f.outcome, true
 	case <-t.C:
 	case <-ctx.Done():
 	}
+	f.fl.mu.Lock()
+	last := f.waiters.Add(-1) == 0 && !f.landed
+	abandon := f.abandon
+	f.fl.mu.Unlock()
+	if last && abandon != nil {
+		abandon()
+	}
 	return 0, false
+}
+
+// LeaderLeft records that the leader's client has gone: abandon stops its
+// fetch at once if no request waits on it, or when the last one that does
+// gives up.
+func (f *Flight) LeaderLeft(abandon func()) {
+	f.fl.mu.Lock()
+	f.abandon = abandon
+	idle := f.waiters.Load() == 0 && !f.landed
+	f.fl.mu.Unlock()
+	if idle {
+		abandon()
+	}
 }
 
 // flights are the fetches in flight, the background refreshes and the keys
@@ -104,18 +133,21 @@ func (s *Store) Join(key []byte, now time.Time) (f *Flight, leader bool) {
 
 // Land ends the flight the caller leads with the outcome of its response,
 // releasing its waiters. A response that was not stored marks the key
-// uncachable until HitForMiss after now.
-func (s *Store) Land(key []byte, f *Flight, outcome httpcache.Outcome, now time.Time) {
+// uncachable until HitForMiss after now, unless it was not stored for a
+// reason of the leader's request alone (personal): the next request's
+// answer may well be stored, and its waiters wait on it.
+func (s *Store) Land(key []byte, f *Flight, outcome httpcache.Outcome, personal bool, now time.Time) {
 	fl := &s.flights
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	if fl.leaders[string(key)] == f {
 		delete(fl.leaders, string(key))
 	}
-	if outcome != httpcache.Stored && outcome != httpcache.ReasonInvalidated {
+	if outcome != httpcache.Stored && outcome != httpcache.ReasonInvalidated && !personal {
 		fl.markUncacheable(key, now)
 	}
 	f.outcome = outcome
+	f.personal = personal && outcome != httpcache.Stored
 	f.landed = true
 	if f.done != nil {
 		close(f.done)

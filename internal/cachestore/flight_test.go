@@ -39,7 +39,7 @@ func TestFlights(t *testing.T) {
 	for f.Waiters() < len(outcomes) {
 		time.Sleep(time.Millisecond)
 	}
-	s.Land(key, f, httpcache.ReasonPrivate, now)
+	s.Land(key, f, httpcache.ReasonPrivate, false, now)
 	wg.Wait()
 	for i, o := range outcomes {
 		if o != httpcache.ReasonPrivate {
@@ -60,9 +60,64 @@ func TestFlights(t *testing.T) {
 	if _, ok := h.Wait(context.Background(), 10*time.Millisecond); ok {
 		t.Error("a waiter outlived its bound")
 	}
-	s.Land(key, g, httpcache.Stored, now)
+	s.Land(key, g, httpcache.Stored, false, now)
 	if g, lead := s.Join(key, now); g == nil || !lead {
 		t.Error("a stored key is not collapsed")
+	}
+}
+
+// TestPersonalLandingAndAbandon: a flight that lands unstored for a reason
+// of its leader's request alone tells its waiters so and does not make the
+// key skip the queue; a leader whose client left is abandoned when the
+// last waiter gives up, and at once when none waits.
+func TestPersonalLandingAndAbandon(t *testing.T) {
+	s := newTestStore(t, 4<<20)
+	key := []byte("k")
+	f, _ := s.Join(key, now)
+	w, _ := s.Join(key, now)
+	released := make(chan bool)
+	go func() {
+		_, ok := w.Wait(context.Background(), time.Minute)
+		released <- ok && w.Personal()
+	}()
+	for f.Waiters() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	s.Land(key, f, httpcache.ReasonStatus, true, now)
+	if !<-released {
+		t.Error("the waiter was not told the landing was personal")
+	}
+	g, lead := s.Join(key, now)
+	if g == nil || !lead {
+		t.Fatal("a personal landing made the key skip the queue")
+	}
+
+	abandoned := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	h, _ := s.Join(key, now)
+	go h.Wait(ctx, time.Minute)
+	for g.Waiters() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	g.LeaderLeft(func() { close(abandoned) })
+	select {
+	case <-abandoned:
+		t.Fatal("abandoned while a request still waits")
+	case <-time.After(20 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case <-abandoned:
+	case <-time.After(time.Second):
+		t.Fatal("not abandoned when the last waiter gave up")
+	}
+	s.Land(key, g, httpcache.ReasonIncomplete, true, now)
+
+	alone, _ := s.Join([]byte("alone"), now)
+	left := false
+	alone.LeaderLeft(func() { left = true })
+	if !left {
+		t.Error("a leader alone was not abandoned when its client left")
 	}
 }
 
