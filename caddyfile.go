@@ -465,6 +465,8 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if perr != nil {
 				return d.Errf("%s: jitter: '%s' is not a number", dir, arg)
 			}
+			// ParseFloat reads "nan" and "inf" too: validateOptions,
+			// below, refuses them at this line.
 			h.Jitter = f
 		case "log_key":
 			err = parseFlag(d, dir, opt, &h.LogKey)
@@ -474,10 +476,10 @@ func (h *RateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = parseDurationArg(d, dir, &h.SweepInterval)
 		case "ipv4_prefix":
 			v4 = new(int)
-			err = parseIntField(d, dir, v4)
+			err = parsePrefixArg(d, dir, 32, v4)
 		case "ipv6_prefix":
 			v6 = new(int)
-			err = parseIntField(d, dir, v6)
+			err = parsePrefixArg(d, dir, 128, v6)
 		case "redis":
 			if !oneArg(d, &h.Redis) {
 				return d.Errf("%s: redis takes one URL", dir)
@@ -560,9 +562,9 @@ func (h *RateLimit) parseZone(d *caddyfile.Dispenser) error {
 		case "dry_run":
 			err = parseFlag(d, zdir, "dry_run", &z.DryRun)
 		case "ipv4_prefix":
-			err = parseIntField(d, zdir, &z.IPv4Prefix)
+			err = parsePrefixArg(d, zdir, 32, &z.IPv4Prefix)
 		case "ipv6_prefix":
-			err = parseIntField(d, zdir, &z.IPv6Prefix)
+			err = parsePrefixArg(d, zdir, 128, &z.IPv6Prefix)
 		default:
 			return d.Errf("%s: unknown subdirective '%s'", zdir, opt)
 		}
@@ -595,14 +597,36 @@ func parseIntArg(d *caddyfile.Dispenser, dir string) (int64, error) {
 	return n, nil
 }
 
-// parseIntField reads one integer argument into an int.
+// parseIntField reads one integer argument into an int; the handler's
+// Validate judges its value.
 func parseIntField(d *caddyfile.Dispenser, dir string, dst *int) error {
+	opt := d.Val()
 	n, err := parseIntArg(d, dir)
-	if err == nil && (n < -1<<31 || n > 1<<31) {
-		err = d.Errf("%s: %d is out of range", dir, n)
+	if err != nil {
+		return err
+	}
+	if int64(int(n)) != n {
+		return d.Errf("%s: %s: %d is out of range", dir, opt, n)
 	}
 	*dst = int(n)
-	return err
+	return nil
+}
+
+// parsePrefixArg reads a prefix length, 1 to bits. Validate takes 0 for
+// the option left out, as JSON has it, and limits each address alone;
+// written in a Caddyfile, 0 reads as a /0, every address in one network,
+// so it is refused rather than read either way.
+func parsePrefixArg(d *caddyfile.Dispenser, dir string, bits int64, dst *int) error {
+	opt := d.Val()
+	n, err := parseIntArg(d, dir)
+	if err != nil {
+		return err
+	}
+	if n < 1 || n > bits {
+		return d.Errf("%s: %s must be 1 to %d, not %d", dir, opt, bits, n)
+	}
+	*dst = int(n)
+	return nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:

@@ -70,17 +70,50 @@ func singlePlaceholder(t string) string {
 	return t[1 : len(t)-1]
 }
 
-// costOf returns the units the request costs in the zone.
+// costOf returns the units the request costs in the zone. A template that
+// expands to nothing, such as a header the request lacks, costs the
+// default, 1; one that expands to 0 costs nothing. Any other value that is
+// not a non-negative integer is an error of the request's.
 func (ref *zoneRef) costOf(repl *caddy.Replacer) (int64, error) {
 	if ref.cfg.Cost == "" || !strings.Contains(ref.cfg.Cost, "{") {
 		return ref.cost, nil
 	}
-	v := repl.ReplaceAll(ref.cfg.Cost, "")
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	v := strings.TrimSpace(repl.ReplaceAll(ref.cfg.Cost, ""))
+	if v == "" {
+		return 1, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
-		return 0, fmt.Errorf("zone %s: cost %q is not a non-negative number", ref.name, v)
+		return 0, fmt.Errorf("zone %s: cost %q is not a non-negative integer", ref.name, v)
 	}
 	return n, nil
+}
+
+// checkTemplate refuses a template with a placeholder that is not closed:
+// Caddy's replacer leaves a '{' that no '}' closes as it is, so such a key
+// is the same text for every request and such a cost a number for none. A
+// brace right after a '\' is a literal one, as the replacer reads it, and
+// a '}' that closes nothing is text.
+func checkTemplate(t string) error {
+	open := -1
+	for i := 0; i < len(t); i++ {
+		if i > 0 && t[i-1] == '\\' {
+			continue
+		}
+		switch t[i] {
+		case '{':
+			if open >= 0 {
+				return fmt.Errorf("the '{' at offset %d opens a placeholder that no '}' closes before the next '{'; write \\{ for a literal brace", open)
+			}
+			open = i
+		case '}':
+			open = -1
+		}
+	}
+	if open >= 0 {
+		return fmt.Errorf("the '{' at offset %d opens a placeholder that no '}' closes; write \\{ for a literal brace", open)
+	}
+	return nil
 }
 
 func (h *RateLimit) loggedKey(key string) string {

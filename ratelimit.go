@@ -29,6 +29,10 @@ const (
 	DefaultSweepInterval = time.Minute
 )
 
+// maxKeysBound is the most keys a zone may be told to hold: 2^31, the
+// bound of events and burst too. Its state alone would take over 100 GiB.
+const maxKeysBound = 1 << 31
+
 // RateLimit admits a request only if every zone whose matchers match it
 // admits it, and refuses it with 429 otherwise. Zones are named globally:
 // handlers that name the same zone share its state, and a config reload
@@ -53,7 +57,8 @@ type RateLimit struct {
 	Headers string `json:"headers,omitempty"`
 
 	// MaxKeys bounds the keys each zone holds in memory, exactly; a new key
-	// beyond it evicts the key closest to rest. Default 1000000.
+	// beyond it evicts the key closest to rest. At most 2^31. Default
+	// 1000000.
 	MaxKeys int `json:"max_keys,omitempty"`
 
 	// Jitter adds up to this fraction (0 to 1) of the wait, at random, to
@@ -104,9 +109,12 @@ type ZoneConfig struct {
 	MatcherSetsRaw caddyhttp.RawMatcherSets `json:"match,omitempty" caddy:"namespace=http.matchers"`
 
 	// Key is a template whose value tells apart the callers limited
-	// separately, such as {client_ip}; placeholders work. A request header
-	// whose name holds '_' or '.' must be kept by the server's
-	// expected_underscore_headers or expected_dot_headers. Required.
+	// separately, such as {client_ip}; placeholders work, and every '{'
+	// must be closed by a '}' (a literal brace is written \{). Requests
+	// whose key expands to nothing, such as a header they lack, share one
+	// key. A request header whose name holds '_' or '.' must be kept by the
+	// server's expected_underscore_headers or expected_dot_headers.
+	// Required.
 	Key string `json:"key"`
 
 	// MaxEvents is the limit's N: units allowed per Window. Required,
@@ -125,8 +133,12 @@ type ZoneConfig struct {
 	Burst int64 `json:"burst,omitempty"`
 
 	// Cost is the units a request takes: a positive number, at most the
-	// zone's capacity (MaxEvents, or Burst for a bucket), or a placeholder
-	// that expands to a number for each request. Default 1.
+	// zone's capacity (MaxEvents, or Burst for a bucket), or a template of
+	// placeholders, expanded for each request. A template that expands to
+	// nothing costs the default; one that expands to 0 costs nothing; one
+	// that expands to anything but a non-negative integer gets the request
+	// a 400, except in a dry-run zone, where it costs the default. Default
+	// 1.
 	Cost string `json:"cost,omitempty"`
 
 	// DryRun counts and reports, but never refuses. Default: off.
@@ -134,7 +146,7 @@ type ZoneConfig struct {
 
 	// IPv4Prefix (1 to 32) and IPv6Prefix (1 to 128), when the key is an
 	// IP address, limit its whole network of that prefix length together.
-	// Default: each address alone.
+	// Default (or 0): each address alone.
 	IPv4Prefix int `json:"ipv4_prefix,omitempty"`
 	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
 }
@@ -166,8 +178,11 @@ func (h *RateLimit) Provision(ctx caddy.Context) error {
 	}
 	for _, name := range sortedKeys(h.RateLimits) {
 		cfg := h.RateLimits[name]
-		if err := checkHeaderPlaceholders(ctx, cfg.Key, cfg.Cost); err != nil {
+		if err := checkHeaderPlaceholders(ctx, cfg.Key); err != nil {
 			return fmt.Errorf("rate_limit: zone %s: key: %v", name, err)
+		}
+		if err := checkHeaderPlaceholders(ctx, cfg.Cost); err != nil {
+			return fmt.Errorf("rate_limit: zone %s: cost: %v", name, err)
 		}
 	}
 	if h.Redis != "" {
@@ -235,7 +250,9 @@ func (h *RateLimit) validateOptions() error {
 		return fmt.Errorf("rate_limit: fail_mode must be local, open or closed, not %q", h.FailMode)
 	case h.MaxKeys < 0:
 		return fmt.Errorf("rate_limit: max_keys must be positive, not %d", h.MaxKeys)
-	case h.Jitter < 0 || h.Jitter > 1:
+	case h.MaxKeys > maxKeysBound:
+		return fmt.Errorf("rate_limit: max_keys must be at most %d, not %d", maxKeysBound, h.MaxKeys)
+	case !(h.Jitter >= 0 && h.Jitter <= 1): // NaN compares false either way
 		return fmt.Errorf("rate_limit: jitter must be a fraction between 0 and 1, not %v", h.Jitter)
 	case h.SweepInterval < 0:
 		return fmt.Errorf("rate_limit: sweep_interval must be positive, not %v", time.Duration(h.SweepInterval))
@@ -263,6 +280,9 @@ func (z *ZoneConfig) validate(name string) error {
 	}
 	if z == nil || z.Key == "" {
 		return fmt.Errorf("key is required")
+	}
+	if err := checkTemplate(z.Key); err != nil {
+		return fmt.Errorf("key %q: %v", z.Key, err)
 	}
 	l, err := z.limit()
 	if err != nil {
@@ -306,9 +326,17 @@ func (z *ZoneConfig) limit() (limiter.Limit, error) {
 }
 
 // constantCost returns the units every request costs, or 1 when the cost
-// is a placeholder, decided per request.
+// is a template, decided per request. A constant cost of 0 is refused: a
+// zone where nothing costs anything is a mistake, while a template that
+// makes some requests free is a choice.
 func (z *ZoneConfig) constantCost() (int64, error) {
-	if z.Cost == "" || strings.Contains(z.Cost, "{") {
+	if z.Cost == "" {
+		return 1, nil
+	}
+	if strings.Contains(z.Cost, "{") {
+		if err := checkTemplate(z.Cost); err != nil {
+			return 0, fmt.Errorf("cost %q: %v", z.Cost, err)
+		}
 		return 1, nil
 	}
 	n, err := strconv.ParseInt(z.Cost, 10, 64)
@@ -343,8 +371,13 @@ func (h *RateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 			}
 		}
 		cost, err := ref.costOf(repl)
-		if err != nil {
-			return caddyhttp.Error(http.StatusInternalServerError, err)
+		switch {
+		case err != nil && ref.cfg.DryRun:
+			cost = ref.cost // a dry-run zone never refuses
+		case err != nil:
+			// The request's value is at fault, not the server: Caddy logs
+			// a 4xx at debug level, so a client cannot fill the error log.
+			return caddyhttp.Error(http.StatusBadRequest, err)
 		}
 		key := ref.maskKey(ref.keyOf(r, repl))
 		reqs = append(reqs, limiter.Request{Zone: ref.zone.Zone, Key: hashKey(key), Cost: cost, DryRun: ref.cfg.DryRun})

@@ -581,3 +581,122 @@ func TestRemainingPlaceholderOfTwoHandlers(t *testing.T) {
 		t.Errorf("second request: %q, want 7 (each handler charged once per request)", r.body)
 	}
 }
+
+// TestRateLimitCostFromPlaceholder: a cost read from a request header
+// costs the default when the header is absent or empty, nothing when it
+// says 0, and is the client's error (400, never 500) when it is not a
+// non-negative integer.
+func TestRateLimitCostFromPlaceholder(t *testing.T) {
+	g := startGateway(t, "", `
+	rate_limit {
+		zone metered {
+			key {http.request.header.X-Client}
+			events 3
+			window 1h
+			cost {http.request.header.X-Cost}
+		}
+	}
+	respond "{http.rate_limit.metered.remaining} left"
+`, "")
+	steps := []struct {
+		headers []string
+		status  int
+		body    string
+	}{
+		{[]string{"X-Client: a"}, 200, "2 left"},
+		{[]string{"X-Client: a", "X-Cost:"}, 200, "1 left"},
+		{[]string{"X-Client: a", "X-Cost: 1"}, 200, "0 left"},
+		{[]string{"X-Client: a", "X-Cost: 0"}, 200, "0 left"}, // free, even with nothing left
+		{[]string{"X-Client: a"}, 429, ""},
+		{[]string{"X-Client: b", "X-Cost: lots"}, 400, ""},
+		{[]string{"X-Client: b", "X-Cost: -1"}, 400, ""},
+		{[]string{"X-Client: b", "X-Cost: 99999999999999999999"}, 400, ""},
+		{[]string{"X-Client: b", "X-Cost: 3"}, 200, "0 left"}, // the 400s charged nothing
+	}
+	for i, s := range steps {
+		r := g.get("/", s.headers...)
+		if r.status != s.status || (s.body != "" && r.body != s.body) {
+			t.Errorf("request %d %v: %d %q, want %d %q", i+1, s.headers, r.status, r.body, s.status, s.body)
+		}
+	}
+	// Caddy logs a handler's 4xx at debug level: a client that sends bad
+	// costs does not fill the error log.
+	if strings.Contains(g.logs.String(), `"level":"error"`) {
+		t.Errorf("an error was logged:\n%s", tail(g.logs.String(), 5))
+	}
+}
+
+// TestRateLimitKeylessClientsGetTheirOwnZone runs the README's way out of
+// the empty key: a zone for requests with an API key, keyed on it, and one
+// for those without, keyed on the client's address. Keyless requests do
+// not use up a keyed client's limit, nor the other way round.
+func TestRateLimitKeylessClientsGetTheirOwnZone(t *testing.T) {
+	g := startGateway(t, "", `
+	rate_limit {
+		zone per_api_key {
+			match {
+				header X-Api-Key *
+			}
+			key {http.request.header.X-Api-Key}
+			events 2
+			window 1h
+		}
+		zone per_client {
+			match {
+				not header X-Api-Key *
+			}
+			key {client_ip}
+			events 3
+			window 1h
+		}
+	}
+	respond ok
+`, "")
+	if got := g.countStatuses(4, "/"); got[200] != 3 || got[429] != 1 {
+		t.Fatalf("keyless requests: %v, want 3 admitted and 1 refused", got)
+	}
+	r := g.get("/", "X-Api-Key: k1")
+	if r.status != 200 || !strings.HasPrefix(r.header.Get("RateLimit"), `"per_api_key";r=1;`) {
+		t.Errorf("a keyed request after the keyless ones ran out: %d, RateLimit %q", r.status, r.header.Get("RateLimit"))
+	}
+	if got := g.countStatuses(2, "/", "X-Api-Key: k1"); got[200] != 1 || got[429] != 1 {
+		t.Errorf("key k1: %v, want its own limit of 2", got)
+	}
+	if got := g.countStatuses(1, "/", "X-Api-Key: k2"); got[200] != 1 {
+		t.Errorf("key k2 was limited by k1: %v", got)
+	}
+	if r := g.get("/"); r.status != 429 || !strings.HasPrefix(r.header.Get("RateLimit"), `"per_client";r=0;`) {
+		t.Errorf("a keyless request after the keyed ones: %d, RateLimit %q", r.status, r.header.Get("RateLimit"))
+	}
+}
+
+// TestRateLimitBucketRemainingAboveQuota pins what the README says of the
+// buckets' headers: the policy's q is events per window, the rate, while
+// r counts what the bucket holds, which can be up to burst.
+func TestRateLimitBucketRemainingAboveQuota(t *testing.T) {
+	// The leaky bucket's first request leaves at once and holds none of
+	// the burst slots of its queue.
+	for algorithm, remaining := range map[string]int{"token_bucket": 19, "leaky_bucket": 20} {
+		t.Run(algorithm, func(t *testing.T) {
+			g := startGateway(t, "", `
+	rate_limit {
+		zone z {
+			key {http.request.header.X-Client}
+			events 10
+			window 1m
+			algorithm `+algorithm+`
+			burst 20
+		}
+	}
+	respond ok
+`, "")
+			r := g.get("/", "X-Client: a")
+			if p := r.header.Get("RateLimit-Policy"); p != `"z";q=10;w=60` {
+				t.Errorf("RateLimit-Policy %q", p)
+			}
+			if rl := r.header.Get("RateLimit"); !strings.HasPrefix(rl, fmt.Sprintf(`"z";r=%d;`, remaining)) {
+				t.Errorf("RateLimit %q, want r=%d (burst 20)", rl, remaining)
+			}
+		})
+	}
+}

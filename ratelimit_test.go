@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"errors"
+	"math"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,5 +177,96 @@ func TestRestorerForgetsOtherRedisRefusals(t *testing.T) {
 	undo()
 	if _, ok := z.refusals.Check(3, now, l, 1); !ok {
 		t.Error("an undo on the same Redis forgot its refusals")
+	}
+}
+
+// TestValidateRefusesNonFiniteJitter: NaN compares false with every bound,
+// and neither NaN nor an infinity can be marshalled to JSON, so a check
+// written as "below 0 or above 1" let them through.
+func TestValidateRefusesNonFiniteJitter(t *testing.T) {
+	for _, jitter := range []float64{math.NaN(), math.Inf(1), math.Inf(-1), -0.1, 1.1} {
+		h := &RateLimit{Jitter: jitter, RateLimits: map[string]*ZoneConfig{
+			"z": {Key: "k", MaxEvents: 1, Window: caddy.Duration(time.Minute)},
+		}}
+		if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "jitter must be a fraction between 0 and 1") {
+			t.Errorf("jitter %v: %v", jitter, err)
+		}
+	}
+}
+
+func TestCheckTemplate(t *testing.T) {
+	for tmpl, ok := range map[string]bool{
+		"static":                        true,
+		"{client_ip}":                   true,
+		"{http.request.header.X-Cost}":  true,
+		"{a}-{b}":                       true,
+		"{a:default}":                   true,
+		`\{literal\}`:                   true,
+		`{a}\{`:                         true,
+		`{a\}b}`:                        true, // the replacer skips an escaped '}'
+		"stray}":                        true, // the replacer leaves it as it is
+		"{http.request.header.X-Cost":   false,
+		"{http.request.header.X":        false,
+		"{a{b}":                         false,
+		"{a}{b":                         false,
+		"x{":                            false,
+		`{a\}`:                          false,
+		"{http.request.header.X-Cost }": true,
+	} {
+		if err := checkTemplate(tmpl); (err == nil) != ok {
+			t.Errorf("%q: %v, want ok=%v", tmpl, err, ok)
+		}
+	}
+}
+
+// TestCostOf: a placeholder that expands to nothing costs the default, one
+// that expands to a number costs it, 0 included, and anything else is the
+// client's error, naming the zone.
+func TestCostOf(t *testing.T) {
+	ref := &zoneRef{name: "z", cfg: &ZoneConfig{Cost: "{x}"}, cost: 1}
+	for v, want := range map[string]int64{"": 1, "0": 0, "5": 5, " 7 ": 7} {
+		repl := caddy.NewReplacer()
+		repl.Set("x", v)
+		if got, err := ref.costOf(repl); err != nil || got != want {
+			t.Errorf("%q: %d, %v; want %d", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"abc", "-1", "1.5", "9223372036854775808"} {
+		repl := caddy.NewReplacer()
+		repl.Set("x", v)
+		if _, err := ref.costOf(repl); err == nil || !strings.Contains(err.Error(), "zone z") {
+			t.Errorf("%q: %v, want an error naming the zone", v, err)
+		}
+	}
+}
+
+// TestBadCostIsBadRequest: a cost the client got wrong is a 400, which
+// Caddy logs at debug level, not a 500 logged as an error; a dry-run zone,
+// which never refuses, counts it as the default.
+func TestBadCostIsBadRequest(t *testing.T) {
+	ctx, err := caddy.ProvisionContext(&caddy.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dryRun := range []bool{false, true} {
+		h := &RateLimit{RateLimits: map[string]*ZoneConfig{
+			"bad_cost": {Key: "k", MaxEvents: 10, Window: caddy.Duration(time.Hour), Cost: "{cost}", DryRun: dryRun},
+		}}
+		if err := h.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var calls int
+		next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { calls++; return nil })
+		r := newCaddyRequest("http://api.example.com/")
+		r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer).Set("cost", "lots")
+		err := h.ServeHTTP(&discardWriter{h: make(http.Header)}, r, next)
+		h.Cleanup()
+		var herr caddyhttp.HandlerError
+		switch {
+		case dryRun && (err != nil || calls != 1):
+			t.Errorf("dry run: %v, next called %d times", err, calls)
+		case !dryRun && (!errors.As(err, &herr) || herr.StatusCode != http.StatusBadRequest || calls != 0):
+			t.Errorf("got %v, next called %d times; want a 400", err, calls)
+		}
 	}
 }

@@ -88,6 +88,10 @@ func TestValidationRules(t *testing.T) {
 			"\trate_limit {\n\t\tjitter 2\n\t}\n", "rate_limit: jitter must be a fraction between 0 and 1", 6},
 		{"rate_limit max_keys", "", `{"handler": "rate_limit", "max_keys": -1, "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
 			"", "rate_limit: max_keys must be positive", 0},
+		{"rate_limit max_keys bound", "", `{"handler": "rate_limit", "max_keys": 100000000000, "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\tmax_keys 100000000000\n\t}\n", "rate_limit: max_keys must be at most 2147483648, not 100000000000", 6},
+		{"rate_limit max_keys above int32", "", `{"handler": "rate_limit", "max_keys": 3000000000, "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\tmax_keys 3000000000\n\t}\n", "rate_limit: max_keys must be at most 2147483648, not 3000000000", 6},
 		{"rate_limit redis", "", `{"handler": "rate_limit", "redis": "http://h", "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
 			"\trate_limit {\n\t\tredis http://h\n\t}\n", "rate_limit: redis: invalid URL", 6},
 		{"rate_limit cluster redis", "", `{"handler": "rate_limit", "redis": "redis+cluster://a:1/2", "rate_limits": {"z": {"key": "k", "max_events": 1, "window": 60000000000}}}`, "",
@@ -111,7 +115,13 @@ func TestValidationRules(t *testing.T) {
 		{"zone burst below cost", "", zone(`, "algorithm": "token_bucket", "burst": 2, "cost": "3"`), "",
 			zoneBlock("\t\t\talgorithm token_bucket\n\t\t\tburst 2\n\t\t\tcost 3\n"), "rate_limit: zone z: burst 2 is below cost 3", 13},
 		{"zone cost", "", zone(`, "cost": "abc"`), "", zoneBlock("\t\t\tcost abc\n"), `rate_limit: zone z: cost must be a positive number or a placeholder, not "abc"`, 11},
-		{"zone ipv4_prefix", "", zone(`, "ipv4_prefix": 40`), "", zoneBlock("\t\t\tipv4_prefix 40\n"), "rate_limit: zone z: ipv4_prefix must be 1 to 32, not 40", 11},
+		{"zone cost zero", "", zone(`, "cost": "0"`), "", zoneBlock("\t\t\tcost 0\n"), `rate_limit: zone z: cost must be a positive number or a placeholder, not "0"`, 11},
+		{"zone cost template", "", zone(`, "cost": "{http.request.header.X-Cost"`), "", zoneBlock("\t\t\tcost {http.request.header.X-Cost\n"),
+			`rate_limit: zone z: cost "{http.request.header.X-Cost": the '{' at offset 0 opens a placeholder that no '}' closes`, 11},
+		{"zone key template", "", `{"handler": "rate_limit", "rate_limits": {"z": {"key": "{http.request.header.X", "max_events": 1, "window": 60000000000}}}`, "",
+			"\trate_limit {\n\t\tzone z {\n\t\t\tkey {http.request.header.X\n\t\t\tevents 1\n\t\t\twindow 1m\n\t\t}\n\t}\n",
+			`rate_limit: zone z: key "{http.request.header.X": the '{' at offset 0 opens a placeholder that no '}' closes`, 10},
+		{"zone ipv4_prefix", "", zone(`, "ipv4_prefix": 40`), "", zoneBlock("\t\t\tipv4_prefix 40\n"), "rate_limit: zone z: ipv4_prefix must be 1 to 32, not 40", 10},
 		{"zone ipv6_prefix", "", zone(`, "ipv6_prefix": -1`), "", "", "rate_limit: zone z: ipv6_prefix must be 1 to 128, not -1", 0},
 	}
 	for _, tt := range tests {
@@ -133,6 +143,42 @@ func TestValidationRules(t *testing.T) {
 	}
 }
 
+// TestCaddyfileOnlyRules: values that JSON cannot carry (NaN, an infinity)
+// or that it cannot tell from an option left out (a prefix of 0), which a
+// Caddyfile refuses with the file and line all the same.
+func TestCaddyfileOnlyRules(t *testing.T) {
+	zoneWith := func(lines string) string {
+		return "\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 3\n\t\t\twindow 1m\n" + lines + "\t\t}\n\t}\n"
+	}
+	handlerWith := func(line string) string {
+		return "\trate_limit {\n\t\t" + line + "\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 3\n\t\t\twindow 1m\n\t\t}\n\t}\n"
+	}
+	tests := []struct {
+		site, want string
+		line       int
+	}{
+		{handlerWith("jitter nan"), "rate_limit: jitter must be a fraction between 0 and 1, not NaN", 6},
+		{handlerWith("jitter NaN"), "rate_limit: jitter must be a fraction between 0 and 1, not NaN", 6},
+		{handlerWith("jitter inf"), "rate_limit: jitter must be a fraction between 0 and 1, not +Inf", 6},
+		{handlerWith("jitter -Infinity"), "rate_limit: jitter must be a fraction between 0 and 1, not -Inf", 6},
+		{handlerWith("jitter x"), "rate_limit: jitter: 'x' is not a number", 6},
+		{handlerWith("ipv4_prefix 0"), "rate_limit: ipv4_prefix must be 1 to 32, not 0", 6},
+		{handlerWith("ipv6_prefix 0"), "rate_limit: ipv6_prefix must be 1 to 128, not 0", 6},
+		{handlerWith("ipv6_prefix 129"), "rate_limit: ipv6_prefix must be 1 to 128, not 129", 6},
+		{handlerWith("ipv4_prefix 3000000000"), "rate_limit: ipv4_prefix must be 1 to 32, not 3000000000", 6},
+		{handlerWith("max_keys 99999999999999999999"), "rate_limit: max_keys: '99999999999999999999' is not an integer", 6},
+		{zoneWith("\t\t\tipv4_prefix 0\n"), "rate_limit: zone z: ipv4_prefix must be 1 to 32, not 0", 10},
+		{zoneWith("\t\t\tipv6_prefix 0\n"), "rate_limit: zone z: ipv6_prefix must be 1 to 128, not 0", 10},
+	}
+	for _, tt := range tests {
+		_, err := adapt(caddyfileIn("", tt.site), "Caddyfile")
+		where := fmt.Sprintf("Caddyfile:%d", tt.line)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || !regexp.MustCompile(regexp.QuoteMeta(where)+`\b`).MatchString(err.Error()) {
+			t.Errorf("%s: got %v, want %q at %s", strings.TrimSpace(tt.site), err, tt.want, where)
+		}
+	}
+}
+
 // TestValidConfigsStayValid: configs the rules must not refuse: pool
 // options in either order, a dry-run zone whose cost exceeds its events
 // (it never refuses), a Redis URL from the environment (checked when it
@@ -142,6 +188,9 @@ func TestValidConfigsStayValid(t *testing.T) {
 		caddyfileIn("\tcache_pool {\n\t\tmax_size 1MiB\n\t\tmax_entry_size 256KiB\n\t}\n", "\tcache_read p\n"),
 		caddyfileIn("\tcache_pool {\n\t\tmax_entry_size 40MiB\n\t\tmax_size 100MiB\n\t}\n", "\tcache_read p\n"),
 		caddyfileIn("", "\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 3\n\t\t\twindow 1m\n\t\t\tcost 5\n\t\t\tdry_run\n\t\t}\n\t}\n"),
+		// Well-formed templates, an escaped brace among them, and the
+		// prefixes at their bounds.
+		caddyfileIn("", "\trate_limit {\n\t\tipv4_prefix 32\n\t\tzone z {\n\t\t\tkey {http.request.header.X-Api-Key}\\{x\\}\n\t\t\tevents 3\n\t\t\twindow 1m\n\t\t\tcost {http.request.header.X-Cost}\n\t\t\tipv6_prefix 128\n\t\t}\n\t\tmax_keys 2147483648\n\t\tjitter 1\n\t}\n"),
 		// Validating dials nothing: these Redis deployments do not exist.
 		caddyfileIn("\tcache_pool {\n\t\tredis redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster/3\n\t}\n", "\tcache_read p\n"),
 		caddyfileIn("", "\trate_limit {\n\t\tzone z {\n\t\t\tkey k\n\t\t\tevents 3\n\t\t\twindow 1m\n\t\t}\n\t\tredis rediss+cluster://u:p@127.0.0.1:1,127.0.0.1:2\n\t}\n"),
