@@ -77,7 +77,11 @@ func rangeInt(s string) (int64, bool) {
 
 // IfRangeMatches reports whether an If-Range value lets a range be served
 // from a representation with the validators v (RFC 9110 section 13.1.5):
-// an entity-tag must match strongly, a date must equal Last-Modified.
+// an entity-tag must match strongly; a date must equal Last-Modified, and
+// Last-Modified must be a strong validator, which for a cache means at
+// least 60 seconds before the stored Date (section 8.8.2.2): within the
+// same second, the representation may have changed twice, and a client
+// would splice bytes of a newer one onto its older ones.
 func IfRangeMatches(ifRange string, v Validators, now time.Time) bool {
 	ifRange = trimOWS(ifRange)
 	if strings.HasPrefix(ifRange, `"`) || strings.HasPrefix(ifRange, "W/") {
@@ -85,5 +89,6 @@ func IfRangeMatches(ifRange string, v Validators, now time.Time) bool {
 	}
 	t, ok := ParseHTTPDate(ifRange, now)
 	lm, lmOK := ParseHTTPDate(v.LastModified, now)
-	return ok && lmOK && t.Equal(lm)
+	date, dateOK := ParseHTTPDate(v.Date, now)
+	return ok && lmOK && dateOK && t.Equal(lm) && !lm.After(date.Add(-time.Minute))
 }

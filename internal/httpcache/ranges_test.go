@@ -37,10 +37,11 @@ func TestParseRange(t *testing.T) {
 }
 
 // TestIfRange checks RFC 9110 section 13.1.5: a strong entity-tag match
-// or an exact Last-Modified date.
+// or an exact Last-Modified date, one that is a strong validator (section
+// 8.8.2.2: for a cache, at least 60 seconds before the stored Date).
 func TestIfRange(t *testing.T) {
 	lm := "Sun, 06 Nov 1994 08:49:37 GMT"
-	v := Validators{ETag: `"a"`, LastModified: lm}
+	v := Validators{ETag: `"a"`, LastModified: lm, Date: "Sun, 06 Nov 1994 08:50:37 GMT"}
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for in, want := range map[string]bool{`"a"`: true, `"b"`: false, `W/"a"`: false, lm: true, "Sun, 06 Nov 1994 08:49:38 GMT": false, "garbage": false} {
 		if got := IfRangeMatches(in, v, now); got != want {
@@ -49,6 +50,11 @@ func TestIfRange(t *testing.T) {
 	}
 	if IfRangeMatches(`W/"a"`, Validators{ETag: `W/"a"`}, now) {
 		t.Error("a weak entity-tag matched")
+	}
+	for _, date := range []string{"", lm, "Sun, 06 Nov 1994 08:50:36 GMT"} {
+		if IfRangeMatches(lm, Validators{LastModified: lm, Date: date}, now) {
+			t.Errorf("If-Range matched a Last-Modified with Date %q: a weak validator", date)
+		}
 	}
 }
 
