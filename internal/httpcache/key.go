@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"hash/fnv"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 )
@@ -257,7 +256,8 @@ func appendVaryHeader(buf []byte, h http.Header, name string) []byte {
 
 // appendQuery writes the query parameters the spec keeps: all of them
 // sorted by name (repeated names keep their order), or only the listed ones.
-// Names and values are compared decoded, so ?a=%41 and ?a=A are one key.
+// Names and values are compared with their escapes normalised, so ?a=%41
+// and ?a=A are one key, and ?q=a+b and ?q=a%20b two (see unescapeQuery).
 func (b *KeyBuilder) appendQuery(buf []byte, spec *KeySpec, raw string) []byte {
 	b.params = b.params[:0]
 	for raw != "" {
@@ -311,15 +311,50 @@ func appendQueryField(buf []byte, s string, raw bool) []byte {
 	return appendField(buf, s)
 }
 
-// unescapeQuery decodes a query component. One that does not decode is
-// returned as it is, with raw set.
-func unescapeQuery(s string) (decoded string, raw bool) {
-	if !strings.ContainsAny(s, "%+") {
+// unescapeQuery normalises a query component's percent-encoding (RFC 3986
+// section 6.2.2.2): each escape is decoded, whatever its hex digits' case,
+// but for the characters an origin may read apart from their escapes,
+// which stay escaped in upper case: '+' (a bare '+' is a space to form
+// decoding, a plus to RFC 3986), ';' (a separator to some), and '%'
+// itself. A bare '+' stays a '+'. One that does not decode is returned as
+// it is, with raw set.
+func unescapeQuery(s string) (normalised string, raw bool) {
+	i := strings.IndexByte(s, '%')
+	if i < 0 {
 		return s, false
 	}
-	u, err := url.QueryUnescape(s)
-	if err != nil {
-		return s, true
+	buf := make([]byte, 0, len(s))
+	buf = append(buf, s[:i]...)
+	for ; i < len(s); i++ {
+		if s[i] != '%' {
+			buf = append(buf, s[i])
+			continue
+		}
+		if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+			return s, true
+		}
+		switch c := unhex(s[i+1])<<4 | unhex(s[i+2]); c {
+		case '+', ';', '%':
+			const digits = "0123456789ABCDEF"
+			buf = append(buf, '%', digits[c>>4], digits[c&15])
+		default:
+			buf = append(buf, c)
+		}
+		i += 2
 	}
-	return u, false
+	return string(buf), false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }

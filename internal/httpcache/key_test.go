@@ -45,6 +45,15 @@ func TestKeyDistinguishes(t *testing.T) {
 		{"equals inside a value", all, req("/p?a=b%3Dc"), req("/p?a%3Db=c")},
 		{"repeated values keep order", all, req("/p?a=1&a=2"), req("/p?a=2&a=1")},
 		{"undecodable versus decoded", all, req("/p?a=%zz"), req("/p?a=%25zz")},
+		// Origins read these apart: '+' is a space to form decoding and a
+		// plus to RFC 3986; ';' separates parameters to some; an escaped
+		// '%' is not the escape it spells.
+		{"plus versus escaped space", all, req("/s?q=a+b"), req("/s?q=a%20b")},
+		{"plus versus escaped plus", all, req("/s?q=a+b"), req("/s?q=a%2Bb")},
+		{"escaped space versus escaped plus", all, req("/s?q=a%20b"), req("/s?q=a%2Bb")},
+		{"semicolon versus escaped semicolon", all, req("/s?a=1;b=2"), req("/s?a=1%3Bb=2")},
+		{"escaped percent versus the escape it spells", all, req("/s?a=%252B"), req("/s?a=%2B")},
+		{"listed: plus versus escaped space", listed, req("/p?page=a+b"), req("/p?page=a%20b")},
 		{"host differs", all, req("http://a.example/x"), req("http://b.example/x")},
 		{"scheme differs", all, req("http://example.com/a"), tlsReq},
 		{"listed parameter differs", listed, req("/p?orderBy=date"), req("/p?orderBy=price")},
@@ -74,6 +83,9 @@ func TestKeyEquates(t *testing.T) {
 	}{
 		{"parameter order", all, req("/p?a=1&b=2"), req("/p?b=2&a=1")},
 		{"percent-encoded value", all, req("/p?a=%41"), req("/p?a=A")},
+		{"percent-encoded name", listed, req("/p?pag%65=2"), req("/p?page=2")},
+		{"hex digits' case", all, req("/p?a=%3b&b=%2b"), req("/p?a=%3B&b=%2B")},
+		{"escaped bracket", all, req("/p?filter%5Bs%5D=1"), req("/p?filter[s]=1")},
 		{"host case and default port", all, req("http://Example.COM:80/x"), req("http://example.com/x")},
 		{"unlisted parameter ignored", listed, req("/p?page=2&utm_source=x"), req("/p?page=2")},
 		{"listed parameters in any order", listed, req("/p?page=2&orderBy=date"), req("/p?orderBy=date&page=2")},
