@@ -867,3 +867,23 @@ func TestOriginFreshness(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheStatusNamesAnyCache: a cache whose name is not a Structured
+// Field token (RFC 8941 section 3.3.4) is named in Cache-Status as a
+// string, so the field stays valid (RFC 9211 section 2).
+func TestCacheStatusNamesAnyCache(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "body") })
+	g := startGateway(t, "", `
+	cache_read "api v2"
+	cache_write "api v2" {
+		ttl 1m
+	}
+	reverse_proxy {upstream}
+`, up.addr())
+	if got := g.get("/x").cacheStatus(); got != `"api v2"; fwd=uri-miss; fwd-status=200; stored` {
+		t.Errorf("miss: Cache-Status %s", got)
+	}
+	if got := g.get("/x").cacheStatus(); got != `"api v2"; hit; ttl=60` {
+		t.Errorf("hit: Cache-Status %s", got)
+	}
+}

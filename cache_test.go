@@ -85,10 +85,11 @@ func countingChain(tb testing.TB, body []byte) (caddyhttp.Handler, *namedCache, 
 func wire(c *namedCache, w *CacheWrite, now func() time.Time) *CacheRead {
 	w.cache, w.logger, w.now = c, zap.NewNop(), now
 	w.rule = cachestore.NewKeyRule(w.keyOptions())
-	w.members = newCacheStatusMembers(w.Cache)
+	w.statusID = cachestore.StatusID(w.Cache)
+	w.members = newCacheStatusMembers(w.statusID)
 	w.policy = httpcache.Policy{TTL: time.Duration(w.TTL)}
 	c.AddRule(w.rule)
-	return &CacheRead{Cache: w.Cache, cache: c, nameVal: w.Cache, logger: zap.NewNop(), now: now}
+	return &CacheRead{Cache: w.Cache, cache: c, nameVal: w.Cache, statusID: w.statusID, logger: zap.NewNop(), now: now}
 }
 
 func newCaddyRequest(target string) *http.Request {

@@ -50,10 +50,11 @@ type CacheRead struct {
 	// Cache is the name of the cache to read from. Required.
 	Cache string `json:"cache"`
 
-	cache   *namedCache
-	nameVal any // the name, boxed once for the replacer
-	logger  *zap.Logger
-	now     func() time.Time
+	cache    *namedCache
+	nameVal  any    // the name, boxed once for the replacer
+	statusID string // the name as Cache-Status gives it
+	logger   *zap.Logger
+	now      func() time.Time
 }
 
 // CaddyModule returns the Caddy module information.
@@ -79,6 +80,7 @@ func (h *CacheRead) Provision(ctx caddy.Context) error {
 	}
 	h.cache = cache
 	h.nameVal = h.Cache
+	h.statusID = cachestore.StatusID(h.Cache)
 	return nil
 }
 
@@ -166,7 +168,7 @@ func (h *CacheRead) serve(w http.ResponseWriter, r *http.Request, repl *caddy.Re
 	if ce := h.logger.Check(zap.DebugLevel, "cache served"); ce != nil {
 		ce.Write(zap.String("cache", h.Cache), zap.Stringer("result", result), zap.Int("status", e.Status))
 	}
-	serveStored(w, r, h.Cache, e, now, "hit")
+	serveStored(w, r, h.statusID, e, now, "hit")
 }
 
 // refreshDrops are the client's request fields that a background refresh

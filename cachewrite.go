@@ -116,10 +116,11 @@ type CacheWrite struct {
 	// response. "off" alone honours none. Default: CDN-Cache-Control.
 	TargetedCacheControl []string `json:"targeted_cache_control,omitempty"`
 
-	cache   *namedCache
-	rule    *cachestore.KeyRule
-	policy  httpcache.Policy
-	members cacheStatusMembers
+	cache    *namedCache
+	rule     *cachestore.KeyRule
+	policy   httpcache.Policy
+	members  cacheStatusMembers
+	statusID string // the name as Cache-Status gives it
 	// users are the key's placeholders of the authenticated user.
 	users  []string
 	logger *zap.Logger
@@ -159,7 +160,8 @@ func (h *CacheWrite) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.cache = cache
-	h.members = newCacheStatusMembers(h.Cache)
+	h.statusID = cachestore.StatusID(h.Cache)
+	h.members = newCacheStatusMembers(h.statusID)
 	h.rule = cachestore.NewKeyRule(h.keyOptions())
 	h.policy = httpcache.Policy{
 		TTL:                  time.Duration(h.TTL),
@@ -485,7 +487,7 @@ func (h *CacheWrite) collapse(cw *cacheWriter, next caddyhttp.Handler) (done boo
 	if e == nil {
 		return false, nil
 	}
-	serveStored(cw.ResponseWriter, r, h.Cache, e, now, "fwd=uri-miss; collapsed")
+	serveStored(cw.ResponseWriter, r, h.statusID, e, now, "fwd=uri-miss; collapsed")
 	return true, nil
 }
 

@@ -190,7 +190,7 @@ func (cw *cacheWriter) serveStale(st *cachestore.Entry, how string) {
 	cw.count(cachestore.Stale)
 	cw.repl.Set(placeholderStatus, resultValues[cachestore.Stale])
 	cachestore.KeepOuter(cw.Header(), cw.outer)
-	serveStored(cw.ResponseWriter, cw.r, cw.h.Cache, st, cw.responseTime, how)
+	serveStored(cw.ResponseWriter, cw.r, cw.h.statusID, st, cw.responseTime, how)
 }
 
 // sameRepresentation reports whether a 200 answering a HEAD may update
@@ -305,7 +305,7 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 	if stored {
 		how += "; stored"
 	}
-	serveStored(cw.ResponseWriter, cw.r, h.Cache, e, cw.responseTime, how)
+	serveStored(cw.ResponseWriter, cw.r, h.statusID, e, cw.responseTime, how)
 }
 
 // forbidsStoring reports whether a response's own fields keep it from

@@ -63,6 +63,8 @@ func TestValidationRules(t *testing.T) {
 		{"pool cache name", `{"caches": {"a/b": {}}}`, read, "\tcache_pool {\n\t\tcache a/b\n\t}\n", "\tcache_read products\n",
 			`cache_pool: cache "a/b": a cache name may not contain '/'`, 4},
 		{"cache name dots", "", `{"handler": "cache_write", "cache": ".."}`, "", "\tcache_write ..\n", `cache "..": a cache may not be named ".."`, 5},
+		{"cache name not ASCII", "", `{"handler": "cache_write", "cache": "caché"}`, "", "\tcache_write caché\n",
+			`a cache name holds printable ASCII only, as Cache-Status names it`, 5},
 		{"cache_invalidate targets", "", `{"handler": "cache_invalidate", "cache": "p", "tags": [` + strings.Repeat(`"t",`, 256) + `"t"]}`, "", "",
 			"cache_invalidate p: 257 urls, prefixes and tags: at most 256 per invalidation", 0},
 		{"cache_write status", "", `{"handler": "cache_write", "cache": "p", "status": [99]}`, "", "\tcache_write p {\n\t\tstatus 99\n\t}\n",
