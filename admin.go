@@ -210,7 +210,9 @@ func decodePurge(body io.Reader) (cachestore.Target, error) {
 	if err := dec.Decode(&req); err != nil {
 		return t, fmt.Errorf("decoding body: %v", err)
 	}
-	if dec.More() {
+	// More says false before a closing ']' or '}' too: only the end of
+	// the body ends the object.
+	if _, err := dec.Token(); err != io.EOF {
 		return t, fmt.Errorf("decoding body: trailing data after the JSON object")
 	}
 	if err := checkTargetCount(len(req.URLs) + len(req.Prefixes) + len(req.Tags)); err != nil {

@@ -634,6 +634,9 @@ func TestAdminAPI(t *testing.T) {
 		{"POST", "/cache/products/purge", `{}`, 400},
 		{"POST", "/cache/products/purge", `{"prefixes":["no-slash"]}`, 400},
 		{"POST", "/cache/products/purge", `{"urls":["ftp://x/a"]}`, 400},
+		{"POST", "/cache/products/purge", `{"urls":["/a"]} x`, 400},
+		{"POST", "/cache/products/purge", `{"urls":["/a"]}]`, 400},
+		{"POST", "/cache/products/purge", `{"urls":["/a"]}}`, 400},
 		// 257 targets: past the bound on what one call may name.
 		{"POST", "/cache/products/purge", `{"prefixes":["/q"` + strings.Repeat(`,"/q"`, 200) + `],"tags":["t"` + strings.Repeat(`,"t"`, 55) + `]}`, 400},
 		{"PUT", "/cache/", "", 405},
