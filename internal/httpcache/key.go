@@ -52,7 +52,12 @@ type KeySpec struct {
 func NewKeySpec(o KeyOptions) *KeySpec {
 	s := new(KeySpec)
 	if o.Query != nil {
-		s.Query = slices.Compact(slices.Sorted(slices.Values(o.Query)))
+		// A parameter that a {http.request.uri.query.NAME} placeholder
+		// names is keyed as key_query keys it too: the placeholder
+		// expands to the first value as Go parses queries, which drops a
+		// pair holding ';', while an origin may read every value.
+		names := slices.Concat(o.Query, o.placeholdersUnder("http.request.uri.query."))
+		s.Query = slices.Compact(slices.Sorted(slices.Values(names)))
 	}
 	for _, h := range o.Headers {
 		s.Headers = append(s.Headers, http.CanonicalHeaderKey(h))

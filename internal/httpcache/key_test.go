@@ -258,3 +258,18 @@ func TestCookiePlaceholderKeysWhatTheOriginReads(t *testing.T) {
 		}
 	}
 }
+
+// A query parameter that a {http.request.uri.query.NAME} placeholder
+// names, with key_query listing others, is keyed by its every value: the
+// placeholder expands to the first as Go parses queries, which drops a
+// pair holding ';', so two requests an origin reads apart would share it.
+func TestQueryPlaceholderKeysEveryValue(t *testing.T) {
+	spec := NewKeySpec(KeyOptions{Query: []string{"page"}, Placeholders: []string{"{http.request.uri.query.lang}"}})
+	expand := func(r *http.Request) []string { return []string{r.URL.Query().Get("lang")} }
+	for _, p := range [][2]string{{"/p?lang=fr&lang=evil", "/p?lang=fr"}, {"/p?lang=evil;x", "/p"}} {
+		a, b := req(p[0]), req(p[1])
+		if key(spec, a, expand(a), nil) == key(spec, b, expand(b), nil) {
+			t.Errorf("%s and %s share a key", p[0], p[1])
+		}
+	}
+}
