@@ -469,18 +469,25 @@ func (cw *cacheWriter) land() {
 
 // personal reports whether the response went unstored for a reason of
 // this request alone, which another request for the key would not share:
-// its private cookies or Authorization, its own no-store, its conditions
-// or range (a 304 or a 206 is no response to store), or its client gone.
+// its own no-store, its own conditions or range (a 304 or a 206 is no
+// response to store), or its client gone. Private cookies and
+// Authorization are not: the requests that wait likely carry their own,
+// and are better sent on side by side, as hit-for-miss does.
 func (cw *cacheWriter) personal() bool {
+	h := cw.r.Header
 	switch cw.outcome {
-	case httpcache.ReasonCookie, httpcache.ReasonAuthorization:
-		return true
 	case httpcache.ReasonNoStore:
-		return httpcache.ParseCacheControl(cw.r.Header).NoStore
+		return httpcache.ParseCacheControl(h).NoStore
 	case httpcache.ReasonStatus:
-		return cw.status == http.StatusNotModified || cw.status == http.StatusPartialContent
+		_, inm := h["If-None-Match"]
+		_, ims := h["If-Modified-Since"]
+		_, rng := h["Range"]
+		return (cw.status == http.StatusNotModified && (inm || ims)) ||
+			(cw.status == http.StatusPartialContent && rng)
 	case httpcache.ReasonIncomplete:
-		return cw.ctx.Err() != nil
+		// The client's own context: the fetch's may have been cancelled
+		// by the handler's end, after an upstream failure.
+		return cw.r.Context().Err() != nil
 	}
 	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -1254,5 +1255,113 @@ func TestABackgroundRefreshIsNotARequest(t *testing.T) {
 			t.Errorf("validator %v: two client requests, a miss and a stale hit, counted as hits %v, misses %v",
 				validator, st["hits"], st["misses"])
 		}
+	}
+}
+
+// inFlight counts the requests an upstream serves at once.
+type inFlight struct{ now, max atomic.Int64 }
+
+func (f *inFlight) enter() {
+	n := f.now.Add(1)
+	for m := f.max.Load(); n > m && !f.max.CompareAndSwap(m, n); m = f.max.Load() {
+	}
+}
+
+func (f *inFlight) leave() { f.now.Add(-1) }
+
+// TestAuthorizedRequestsAreNotSerialised: a leader whose answer is not
+// stored because of its Authorization does not make the requests waiting
+// beside it, which carry their own, go to the origin one after another:
+// they go side by side, and later ones skip the queue (hit-for-miss).
+func TestAuthorizedRequestsAreNotSerialised(t *testing.T) {
+	var f inFlight
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		f.enter()
+		defer f.leave()
+		time.Sleep(300 * time.Millisecond)
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "for %s", r.Header.Get("Authorization"))
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	const clients = 8
+	bodies := concurrentGets(g, clients, func(i int) []string {
+		return []string{fmt.Sprintf("Authorization: Bearer user%d", i)}
+	}, "/api/me")
+	for i, b := range bodies {
+		if b != fmt.Sprintf("for Bearer user%d", i) {
+			t.Errorf("client %d got %q", i, b)
+		}
+	}
+	if f.max.Load() < 2 {
+		t.Errorf("%d authorized clients reached the origin one at a time", clients)
+	}
+}
+
+// TestAnUpstreamFailureIsNotTheClientLeaving: when the origin fails the
+// leader's fetch, its waiters go on at once, side by side, and the key
+// skips the queue; they do not queue behind one failing fetch after
+// another.
+func TestAnUpstreamFailureIsNotTheClientLeaving(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { c.Read(make([]byte, 4096)); time.Sleep(400 * time.Millisecond); c.Close() }()
+		}
+	}()
+	g := startGateway(t, "", originSite, l.Addr().String())
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(func() { send("GET", "http://"+g.addr+"/down", nil, "") })
+	}
+	wg.Wait()
+	// The leader's failure took 400 ms; after it, the five waiters went on
+	// together: at most two rounds, not six.
+	start := time.Now()
+	for range 3 {
+		wg.Go(func() { send("GET", "http://"+g.addr+"/down", nil, "") })
+	}
+	wg.Wait()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("three requests for a key whose origin fails took %v: they queued", d)
+	}
+}
+
+// TestALandedLeaderStopsWhenItsClientLeaves: a response that will not be
+// stored (a stream) releases its waiters at its header; once its client
+// leaves, nothing needs the fetch, which must stop.
+func TestALandedLeaderStopsWhenItsClientLeaves(t *testing.T) {
+	canceled := make(chan struct{}, 1)
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			canceled <- struct{}{}
+		case <-time.After(10 * time.Second):
+		}
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.addr+"/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+	select {
+	case <-canceled:
+	case <-time.After(3 * time.Second):
+		t.Error("the client left 3 s ago, yet the upstream stream goes on")
 	}
 }

@@ -41,9 +41,9 @@ type Flight struct {
 func (f *Flight) Waiters() int { return int(f.waiters.Load()) }
 
 // Personal reports whether a flight that landed without storing did so
-// for a reason of its leader's request alone (its cookies, its
-// Authorization, its conditions or range, its no-store, its client
-// leaving): a waiter may then wait on another request's fetch.
+// for a reason of its leader's request alone (its conditions or range, its
+// no-store, its client leaving): a waiter may then wait on another
+// request's fetch.
 func (f *Flight) Personal() bool { return f.personal }
 
 // Wait waits for the flight to land, at most timeout and no longer than
@@ -82,12 +82,13 @@ func (f *Flight) Wait(ctx context.Context, timeout time.Duration) (outcome httpc
 }
 
 // LeaderLeft records that the leader's client has gone: abandon stops its
-// fetch at once if no request waits on it, or when the last one that does
-// gives up.
+// fetch at once if it landed (its waiters need no more of it: what was
+// stored is stored) or no request waits on it, or else when the last one
+// that does gives up.
 func (f *Flight) LeaderLeft(abandon func()) {
 	f.fl.mu.Lock()
 	f.abandon = abandon
-	idle := f.waiters.Load() == 0 && !f.landed
+	idle := f.landed || f.waiters.Load() == 0
 	f.fl.mu.Unlock()
 	if idle {
 		abandon()
