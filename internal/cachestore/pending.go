@@ -58,16 +58,15 @@ func (s *Store) set(x *Entry, ttl time.Duration) bool {
 	}
 	p.byKey[string(x.Key)] = x
 	p.count.Store(int32(len(p.byKey)))
-	if _, held := s.store.GetTTL(x.Key); held {
-		// Ristretto takes a set of a key it holds as an update, which
-		// changes the key's cost but neither admits nor evicts: entries
-		// replaced by larger ones (a validation, a refresh, a new 200
-		// for a stale entry) would grow the store past its bound. With
-		// the old one deleted first, the new one is admitted, and
-		// evicts, as any new entry does. A Get meanwhile finds it
-		// pending, and waits for it.
-		s.store.Del(x.Key)
-	}
+	// Ristretto takes a set of a key it holds as an update, which changes
+	// the key's cost but neither admits nor evicts: entries replaced by
+	// larger ones (a validation, a refresh, a new 200 for one that
+	// expired) would grow the store past its bound. With the old one
+	// deleted first, the new one is admitted, and evicts, as any new
+	// entry does. A Get meanwhile finds it pending, and waits for it.
+	// The delete is unconditional: ristretto holds an expired key, which
+	// no lookup reports, until its cleanup runs seconds later.
+	s.store.Del(x.Key)
 	// A zero cost makes ristretto call costOf as it applies the write.
 	if !s.store.SetWithTTL(x.Key, x, 0, ttl) {
 		delete(p.byKey, string(x.Key))

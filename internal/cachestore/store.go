@@ -411,21 +411,31 @@ func (s *Store) Remove(e *Entry) {
 
 // Get returns the entry stored under key, if its key matches exactly.
 func (s *Store) Get(key []byte) *Entry {
-	since := s.pending.settled.Load()
-	if e := s.lookup(key); e != nil {
-		return e
-	}
-	switch s.pending.state(key, since) {
-	case unsettled:
-		// Stored an instant ago: wait for the store to take it or refuse it.
-		s.settle()
-	case settledSince:
-		// Something was settled during the lookup, maybe this key.
-	default:
-		return nil
+	// A key stored again is deleted, then set: a Get in between finds it
+	// pending and waits. Another store of the key may delete it again
+	// meanwhile, so the Get looks a few times (a key replaced without
+	// pause could be missed for ever).
+	for range maxGetRounds {
+		since := s.pending.settled.Load()
+		if e := s.lookup(key); e != nil {
+			return e
+		}
+		switch s.pending.state(key, since) {
+		case unsettled:
+			// Stored an instant ago: wait for the store to take it or
+			// refuse it.
+			s.settle()
+		case settledSince:
+			// Something was settled during the lookup, maybe this key.
+		default:
+			return nil
+		}
 	}
 	return s.lookup(key)
 }
+
+// maxGetRounds bounds how often a Get waits for stores of its key.
+const maxGetRounds = 16
 
 // lookup returns the entry ristretto holds under key, if its key matches
 // exactly.

@@ -635,3 +635,73 @@ func TestStatusID(t *testing.T) {
 		t.Errorf("api v2: %v", err)
 	}
 }
+
+// TestReplacingAnExpiredEntryStaysWithinMaxSize: ristretto holds an
+// expired key until its cleanup runs, seconds later, and no lookup
+// reports it; a response stored again under it must still be admitted
+// and evict as a new entry, not taken as an update of the key's cost.
+func TestReplacingAnExpiredEntryStaysWithinMaxSize(t *testing.T) {
+	const maxSize = 1 << 20
+	s := newTestStore(t, maxSize)
+	rule := NewKeyRule(httpcache.KeyOptions{})
+	putKeep := func(i int, body []byte, keep time.Duration) *Entry {
+		r := httptest.NewRequest("GET", fmt.Sprintf("/k%d", i), nil)
+		var kb httpcache.KeyBuilder
+		e := &Entry{Key: slices.Clone(rule.Build(&kb, r, noPlaceholders{}, nil)),
+			Host: "example.com", Path: r.URL.EscapedPath(), Status: 200, Body: body, Expires: now.Add(time.Hour)}
+		s.Put(s.Snapshot(e.Path), keep, e, nil)
+		return e
+	}
+	for i := range 200 {
+		putKeep(i, make([]byte, 100), 0) // held a second
+	}
+	s.settle()
+	time.Sleep(1100 * time.Millisecond) // expired, not yet cleaned up
+	var large []*Entry
+	for i := range 200 {
+		large = append(large, putKeep(i, make([]byte, 200<<10), time.Hour))
+	}
+	s.settle()
+	held := 0
+	for _, e := range large {
+		if s.Get(e.Key) == e {
+			held += len(e.Body)
+		}
+	}
+	if st := s.Stats(); held > maxSize || st.UsedBytes > st.MaxSize {
+		t.Errorf("a 1 MiB store holds %d KiB of bodies, UsedBytes %d KiB", held>>10, st.UsedBytes>>10)
+	}
+}
+
+// TestReplacedKeyIsFound: a key stored again and again, without pause, is
+// never missed by a Get, although each store deletes it before it sets it.
+func TestReplacedKeyIsFound(t *testing.T) {
+	s := newTestStore(t, 16<<20)
+	rule := NewKeyRule(httpcache.KeyOptions{})
+	first := put(t, s, rule, "/hot", make([]byte, 100))
+	s.settle()
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			put(t, s, rule, "/hot", make([]byte, 100+i%50))
+			put(t, s, rule, fmt.Sprintf("/other%d", i%1000), make([]byte, 100))
+		}
+	}()
+	misses, gets := 0, 0
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); gets++ {
+		if s.Get(first.Key) == nil {
+			misses++
+		}
+	}
+	close(stop)
+	<-done
+	if misses > 0 {
+		t.Errorf("%d of %d Gets missed a key that was always stored", misses, gets)
+	}
+}
