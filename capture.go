@@ -290,7 +290,7 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		cw.outcome = h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
 		stored = cw.outcome == httpcache.Stored
 	default:
-		if forbidsStoring(d.Outcome, cw.r.Header) {
+		if h.forbidsStoring(st.Status, merged) {
 			// The stored response, updated, may no longer be stored
 			// (RFC 9111 section 4.3.4): kept, it would be served stale
 			// later under the directives it had before.
@@ -309,15 +309,14 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 }
 
 // forbidsStoring reports whether a response's own fields keep it from
-// being stored at all: no-store (not the request's), private, Vary: *.
-// Reasons of the request (its cookies, its Authorization) do not: the
-// stored response may still serve others.
-func forbidsStoring(o httpcache.Outcome, reqHeader http.Header) bool {
-	switch o {
-	case httpcache.ReasonPrivate, httpcache.ReasonVaryStar:
+// being stored at all: no-store, private, Vary: *. It is decided apart
+// from the request, whose reasons (its own no-store, its cookies, its
+// Authorization) leave the stored response fit to serve others.
+func (h *CacheWrite) forbidsStoring(status int, hdr http.Header) bool {
+	d := h.policy.Decide(httpcache.Exchange{RequestHeader: http.Header{}, Status: status, Header: hdr})
+	switch d.Outcome {
+	case httpcache.ReasonNoStore, httpcache.ReasonPrivate, httpcache.ReasonVaryStar:
 		return true
-	case httpcache.ReasonNoStore:
-		return !httpcache.ParseCacheControl(reqHeader).NoStore
 	}
 	return false
 }

@@ -1042,8 +1042,13 @@ func TestA304ThatAddsVarySelectsVariants(t *testing.T) {
 // no-store or private the stored response may not be kept to be served
 // stale later, under the directives it had before.
 func TestA304ThatForbidsStoringDropsTheEntry(t *testing.T) {
-	for _, cc := range []string{"no-store", "private, max-age=60"} {
-		t.Run(cc, func(t *testing.T) {
+	for _, tc := range []struct{ cc, request string }{
+		{"no-store", ""}, {"private, max-age=60", ""},
+		// The request's own no-store does not hide the response's.
+		{"no-store", "Cache-Control: no-store"},
+	} {
+		cc := tc.cc
+		t.Run(cc+" "+tc.request, func(t *testing.T) {
 			var n, conditional atomic.Int64
 			up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Etag", `"v1"`)
@@ -1062,7 +1067,11 @@ func TestA304ThatForbidsStoringDropsTheEntry(t *testing.T) {
 			})
 			g := startGateway(t, "", originSite, up.addr())
 			g.get("/s")
-			if r := g.get("/s"); r.status != 200 || r.body != "v1" || conditional.Load() != 1 {
+			var headers []string
+			if tc.request != "" {
+				headers = append(headers, tc.request)
+			}
+			if r := g.get("/s", headers...); r.status != 200 || r.body != "v1" || conditional.Load() != 1 {
 				t.Fatalf("validation: %d %q (%q)", r.status, r.body, r.cacheStatus())
 			}
 			if r := g.get("/s"); r.status != http.StatusServiceUnavailable {

@@ -63,7 +63,8 @@ func ParseCacheControl(h http.Header) CacheControl {
 // directives do: a quote left open, which would hide every directive after
 // it inside one string (`ext=a"b, private`), makes the line read member by
 // member at every comma; and a no-cache or private whose qualifier is
-// missing (`private=`) or on such a line counts as unqualified.
+// missing (`private=`), names no field (`private=""`) or is on such a line
+// counts as unqualified.
 func (cc *CacheControl) parseLine(s string) {
 	damaged := !quotesClosed(s)
 	for s != "" {
@@ -82,14 +83,14 @@ func (cc *CacheControl) parseLine(s string) {
 		case strings.EqualFold(name, "no-store"):
 			cc.NoStore = true
 		case strings.EqualFold(name, "no-cache"):
-			if qualified {
-				cc.NoCacheFields = appendFieldNames(cc.NoCacheFields, value)
+			if fields := qualifiedFields(qualified, value); fields != nil {
+				cc.NoCacheFields = append(cc.NoCacheFields, fields...)
 			} else {
 				cc.NoCache = true
 			}
 		case strings.EqualFold(name, "private"):
-			if qualified {
-				cc.PrivateFields = appendFieldNames(cc.PrivateFields, value)
+			if fields := qualifiedFields(qualified, value); fields != nil {
+				cc.PrivateFields = append(cc.PrivateFields, fields...)
 			} else {
 				cc.Private = true
 			}
@@ -123,6 +124,17 @@ func (cc *CacheControl) parseLine(s string) {
 			setDelta(&cc.MaxStale, value)
 		}
 	}
+}
+
+// qualifiedFields returns the field names of a qualified no-cache or
+// private, or nil when it names none: RFC 9111 sections 5.2.2.4 and
+// 5.2.2.7 give the qualified meaning "with one or more field names", so
+// private="" means what private does.
+func qualifiedFields(qualified bool, list string) []string {
+	if !qualified {
+		return nil
+	}
+	return appendFieldNames(nil, list)
 }
 
 // appendFieldNames adds the field names of a qualified directive's

@@ -20,7 +20,9 @@ func TestParseCacheControlDirectives(t *testing.T) {
 		{"qualified private", []string{`private="Set-Cookie, X-A"`}, unset(CacheControl{PrivateFields: []string{"Set-Cookie", "X-A"}})},
 		{"qualified private canonical", []string{`private="set-cookie,x-a"`}, unset(CacheControl{PrivateFields: []string{"Set-Cookie", "X-A"}})},
 		{"qualified private token", []string{`private=Set-Cookie`}, unset(CacheControl{PrivateFields: []string{"Set-Cookie"}})},
-		{"qualified private empty", []string{`private=""`}, unset(CacheControl{})},
+		{"qualified private naming no field", []string{`private=""`}, unset(CacheControl{Private: true})},
+		{"qualified private of empty members", []string{`private=", ,"`}, unset(CacheControl{Private: true})},
+		{"qualified no-cache naming no field", []string{`no-cache=","`}, unset(CacheControl{NoCache: true})},
 		{"qualified no-cache", []string{`no-cache="a"`}, unset(CacheControl{NoCacheFields: []string{"A"}})},
 		// Malformed directives take their most restrictive reading (RFC
 		// 9111 section 4.2.1's rule for conflicts, applied to damage): a
