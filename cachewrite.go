@@ -390,11 +390,13 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 			defer cw.land()
 			// The leader's fetch outlives its client while others wait on it.
 			// It stops once its client and every waiter have gone.
-			ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+			ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
 			flight := cw.flight
-			stop := context.AfterFunc(r.Context(), func() { flight.LeaderLeft(cancel) })
+			stop := context.AfterFunc(r.Context(), func() {
+				flight.LeaderLeft(func() { cancel(errAbandoned) })
+			})
 			defer stop()
-			defer cancel()
+			defer cancel(nil)
 			cw.ctx = ctx
 			upstream = upstream.WithContext(ctx)
 		}
@@ -409,6 +411,10 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	cw.finish(err)
 	return err
 }
+
+// errAbandoned ends a leader's fetch once its client and every waiter
+// have gone.
+var errAbandoned = errors.New("the client left and no request waits for the response")
 
 // errOtherRepresentation fails a request whose validation named another
 // representation than the one stored, when its body cannot be sent again.
@@ -461,8 +467,15 @@ func (h *CacheWrite) collapse(cw *cacheWriter, next caddyhttp.Handler) (done boo
 		cachestore.PutKeyBuilder(kb)
 	}
 	deadline := cw.requestTime.Add(collapseWait)
+	waited := false
 	for {
 		flight, leader := h.cache.Join(cw.primary, cw.requestTime)
+		if waited {
+			// A request that goes upstream after waiting is sent now:
+			// its wait is no delay of the response's (RFC 9111 section
+			// 4.2.3 counts from the request's sending).
+			cw.requestTime = h.now()
+		}
 		if flight == nil {
 			return false, nil
 		}
@@ -471,13 +484,15 @@ func (h *CacheWrite) collapse(cw *cacheWriter, next caddyhttp.Handler) (done boo
 			return false, nil
 		}
 		outcome, ok := flight.Wait(r.Context(), deadline.Sub(h.now()))
+		waited = true
 		if ok && outcome != httpcache.Stored && flight.Personal() {
 			// The leader's answer was its own (a 304 to its condition,
-			// its cookies): the waiters follow the next leader, one of
+			// its no-store): the waiters follow the next leader, one of
 			// them.
 			continue
 		}
 		if !ok || outcome != httpcache.Stored {
+			cw.requestTime = h.now()
 			return false, nil
 		}
 		break

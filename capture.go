@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -187,6 +188,7 @@ func (cw *cacheWriter) count(r cachestore.Result) {
 // serveStale answers from the stale entry, in place of the origin's
 // response.
 func (cw *cacheWriter) serveStale(st *cachestore.Entry, how string) {
+	cw.land() // the waiters go on now, not once this client has the body
 	cw.count(cachestore.Stale)
 	cw.repl.Set(placeholderStatus, resultValues[cachestore.Stale])
 	cachestore.KeepOuter(cw.Header(), cw.outer)
@@ -257,6 +259,9 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		RequestTime:    cw.requestTime,
 		ResponseTime:   cw.responseTime,
 	})
+	// Whether the response's own fields forbid storing it is read
+	// before this cache's own fields leave the header.
+	forbids := d.Outcome != httpcache.Stored && h.forbidsStoring(st.Status, merged)
 	own := h.dropOwn(merged)
 	e := h.newEntry(cw.r, cw.path, st.Status, merged, nil, d, cw.responseTime)
 	e.Key, e.Body, e.Targeted = st.Key, st.Body, own
@@ -290,7 +295,7 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		cw.outcome = h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
 		stored = cw.outcome == httpcache.Stored
 	default:
-		if h.forbidsStoring(st.Status, merged) {
+		if forbids {
 			// The stored response, updated, may no longer be stored
 			// (RFC 9111 section 4.3.4): kept, it would be served stale
 			// later under the directives it had before.
@@ -298,6 +303,8 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		}
 		h.cache.Record(cw.outcome)
 	}
+	// The waiters go on now, not once this client has the whole body.
+	cw.land()
 	cw.count(cachestore.Revalidated)
 	cw.repl.Set(placeholderStatus, resultValues[cachestore.Revalidated])
 	cachestore.KeepOuter(cw.Header(), cw.outer)
@@ -484,9 +491,9 @@ func (cw *cacheWriter) personal() bool {
 		return (cw.status == http.StatusNotModified && (inm || ims)) ||
 			(cw.status == http.StatusPartialContent && rng)
 	case httpcache.ReasonIncomplete:
-		// The client's own context: the fetch's may have been cancelled
-		// by the handler's end, after an upstream failure.
-		return cw.r.Context().Err() != nil
+		// Abandoned, its client gone and no one waiting; not an upstream
+		// failure, after which the handler's end cancels the fetch too.
+		return errors.Is(context.Cause(cw.ctx), errAbandoned)
 	}
 	return false
 }

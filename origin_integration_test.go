@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -1372,5 +1373,157 @@ func TestALandedLeaderStopsWhenItsClientLeaves(t *testing.T) {
 	case <-canceled:
 	case <-time.After(3 * time.Second):
 		t.Error("the client left 3 s ago, yet the upstream stream goes on")
+	}
+}
+
+// TestOwnFieldDecidesWhetherA304ForbidsStoring: the gateway's own targeted
+// field (RFC 9213) overrides Cache-Control for the decision to drop an
+// entry a 304 made unstorable too: a private Cache-Control meant for
+// browsers does not drop the entry the own field keeps, whatever the
+// validating request says.
+func TestOwnFieldDecidesWhetherA304ForbidsStoring(t *testing.T) {
+	var n, conditional atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Etag", `"v1"`)
+		switch n.Add(1) {
+		case 1:
+			w.Header().Set("Cache-Control", "private")
+			w.Header().Set("Gateway-Cache-Control", "max-age=1, stale-if-error=600")
+			w.Header().Set("Age", "1")
+			fmt.Fprint(w, "v1")
+		case 2:
+			conditional.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+		default:
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	g := startGateway(t, "", ownFieldSite, up.addr())
+	g.get("/s")
+	if r := g.get("/s", "Cache-Control: no-store"); r.status != 200 || r.body != "v1" || conditional.Load() != 1 {
+		t.Fatalf("validation: %d %q (%q)", r.status, r.body, r.cacheStatus())
+	}
+	if r := g.get("/s"); r.status != 200 || r.body != "v1" {
+		t.Errorf("the origin failing after a validation: %d %q (%q), want the entry served stale", r.status, r.body, r.cacheStatus())
+	}
+}
+
+// TestALeaderThatLeftBeforeLandingStops: a leader whose client leaves
+// while a request waits goes on fetching for it; once its answer lands
+// (here a stream, not stored, which releases the waiter), nothing needs
+// the fetch, which must stop.
+func TestALeaderThatLeftBeforeLandingStops(t *testing.T) {
+	firstCanceled := make(chan struct{}, 1)
+	var n atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		i := n.Add(1)
+		if i == 1 {
+			time.Sleep(700 * time.Millisecond)
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			if i == 1 {
+				firstCanceled <- struct{}{}
+			}
+		case <-time.After(15 * time.Second):
+		}
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	get := func(ctx context.Context, got chan<- *http.Response) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+g.addr+"/events", nil)
+		resp, _ := http.DefaultClient.Do(req)
+		got <- resp
+	}
+	ctxA, cancelA := context.WithCancel(context.Background())
+	gotA := make(chan *http.Response, 1)
+	go get(ctxA, gotA)
+	time.Sleep(200 * time.Millisecond)
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelB()
+	gotB := make(chan *http.Response, 1)
+	go get(ctxB, gotB)
+	time.Sleep(200 * time.Millisecond)
+	cancelA() // the leader's client leaves while B waits
+	<-gotA
+	select {
+	case resp := <-gotB:
+		if resp == nil {
+			t.Fatal("the waiter failed")
+		}
+		defer resp.Body.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiter got no header")
+	}
+	select {
+	case <-firstCanceled:
+	case <-time.After(4 * time.Second):
+		t.Error("the leader's client left and its flight landed, yet its upstream request goes on")
+	}
+}
+
+// TestAValidatingLeaderReleasesWaitersOnceStored: waiters go on when the
+// validated entry is stored, not once the leader's client has read the
+// whole body (here never).
+func TestAValidatingLeaderReleasesWaitersOnceStored(t *testing.T) {
+	body := bytes.Repeat([]byte("x"), 32<<20)
+	var conditional atomic.Int64
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") != "" {
+			conditional.Add(1)
+			time.Sleep(300 * time.Millisecond)
+			w.Header().Set("Cache-Control", "max-age=60")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=1")
+		w.Header().Set("Age", "1")
+		w.Write(body)
+	})
+	globals := "\tcache_pool {\n\t\tcache products {\n\t\t\tmax_size 256MiB\n\t\t\tmax_entry_size 64MiB\n\t\t}\n\t}"
+	g := startGateway(t, globals, originSite, up.addr())
+	if r := g.get("/big"); len(r.body) != len(body) {
+		t.Fatalf("first: %d bytes", len(r.body))
+	}
+	c, err := net.Dial("tcp", g.addr) // a leader whose client never reads
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: %s\r\n\r\n", g.addr)
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	r := g.get("/big")
+	if d := time.Since(start); d > 3*time.Second || conditional.Load() != 1 || len(r.body) != len(body) {
+		t.Errorf("stored at about 300 ms, yet the waiter took %v (%q); the origin saw %d validations", d, r.cacheStatus(), conditional.Load())
+	}
+}
+
+// TestAWaiterThatGoesUpstreamCountsNoWait: a request that waited for
+// another's fetch, then goes upstream itself, counts its response's age
+// from its own sending (RFC 9111 section 4.2.3), not from its arrival: a
+// max-age=2 answered at once is stored, though the wait took 3 s.
+func TestAWaiterThatGoesUpstreamCountsNoWait(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") != "" {
+			time.Sleep(3 * time.Second)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=2")
+		fmt.Fprint(w, "fresh")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	done := make(chan struct{})
+	go func() { defer close(done); g.get("/a", `If-None-Match: "x"`) }()
+	time.Sleep(200 * time.Millisecond)
+	r := g.get("/a")
+	<-done
+	if !strings.Contains(r.cacheStatus(), "stored") {
+		t.Errorf("a max-age=2 response fetched at once was not stored: %q", r.cacheStatus())
 	}
 }

@@ -137,10 +137,12 @@ func (s *Store) Join(key []byte, now time.Time) (f *Flight, leader bool) {
 // uncachable until HitForMiss after now, unless it was not stored for a
 // reason of the leader's request alone (personal): the next request's
 // answer may well be stored, and its waiters wait on it.
+//
+// A leader whose client left before it landed is abandoned now: its
+// waiters need nothing more of its fetch.
 func (s *Store) Land(key []byte, f *Flight, outcome httpcache.Outcome, personal bool, now time.Time) {
 	fl := &s.flights
 	fl.mu.Lock()
-	defer fl.mu.Unlock()
 	if fl.leaders[string(key)] == f {
 		delete(fl.leaders, string(key))
 	}
@@ -152,6 +154,11 @@ func (s *Store) Land(key []byte, f *Flight, outcome httpcache.Outcome, personal 
 	f.landed = true
 	if f.done != nil {
 		close(f.done)
+	}
+	abandon := f.abandon
+	fl.mu.Unlock()
+	if abandon != nil {
+		abandon()
 	}
 }
 

@@ -99,7 +99,8 @@ func TestPersonalLandingAndAbandon(t *testing.T) {
 	for g.Waiters() < 1 {
 		time.Sleep(time.Millisecond)
 	}
-	g.LeaderLeft(func() { close(abandoned) })
+	var once sync.Once // abandon may be called again, as a cancel may
+	g.LeaderLeft(func() { once.Do(func() { close(abandoned) }) })
 	select {
 	case <-abandoned:
 		t.Fatal("abandoned while a request still waits")
