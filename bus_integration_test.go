@@ -252,23 +252,9 @@ func TestBusReportsMissingAcknowledgements(t *testing.T) {
 // TestValidateDialsNothing: caddy validate provisions the config, which
 // must dial no Redis (a rate_limit's bus used to subscribe at once).
 func TestValidateDialsNothing(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	var dials atomic.Int64
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			dials.Add(1)
-			conn.Close()
-		}
-	}()
-	config := caddyfileIn(poolOn("redis://"+l.Addr().String()), fmt.Sprintf(`
+	addr := tcpServer(t, func(net.Conn) { dials.Add(1) })
+	config := caddyfileIn(poolOn("redis://"+addr), fmt.Sprintf(`
 	rate_limit {
 		zone z {
 			key static
@@ -277,7 +263,7 @@ func TestValidateDialsNothing(t *testing.T) {
 		}
 		redis redis://%s
 	}
-`, l.Addr()))
+`, addr))
 	path := filepath.Join(t.TempDir(), "Caddyfile")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -345,21 +346,7 @@ func TestCLINotRunning(t *testing.T) {
 // An endpoint that accepts connections and never answers holds a command
 // no longer than --timeout.
 func TestCLITimeout(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer conn.Close() // read nothing, answer nothing
-		}
-	}()
-	addr := l.Addr().String()
+	addr := tcpServer(t, func(c net.Conn) { io.Copy(io.Discard, c) }) // answer nothing
 	msg := cli(t, "cache", "list", "--address", addr, "--timeout", "500ms").failed(t)
 	if want := "the admin endpoint at " + addr + " did not answer GET /cache/ within 500ms"; !strings.Contains(msg, want) {
 		t.Errorf("%q, want %q", msg, want)

@@ -249,6 +249,32 @@ func do(t testing.TB, method, url string, header http.Header, body string) respo
 
 // send is do for goroutines other than the test's, which must not call
 // t.Fatal.
+// tcpServer accepts connections on a loopback port until the test ends,
+// hands each to handle on a goroutine of its own and closes it when handle
+// returns, and returns the address: an upstream or an endpoint that
+// misbehaves below HTTP.
+func tcpServer(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
 func send(method, url string, header http.Header, body string) (response, error) {
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {

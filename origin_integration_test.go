@@ -1312,21 +1312,8 @@ func TestAuthorizedRequestsAreNotSerialised(t *testing.T) {
 // skips the queue; they do not queue behind one failing fetch after
 // another.
 func TestAnUpstreamFailureIsNotTheClientLeaving(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { c.Read(make([]byte, 4096)); time.Sleep(400 * time.Millisecond); c.Close() }()
-		}
-	}()
-	g := startGateway(t, "", originSite, l.Addr().String())
+	addr := tcpServer(t, func(c net.Conn) { c.Read(make([]byte, 4096)); time.Sleep(400 * time.Millisecond) })
+	g := startGateway(t, "", originSite, addr)
 	var wg sync.WaitGroup
 	for range 6 {
 		wg.Go(func() { send("GET", "http://"+g.addr+"/down", nil, "") })

@@ -153,6 +153,29 @@ func appendFieldNames(names []string, list string) []string {
 // nextListItem splits off the first member of a comma-separated list,
 // keeping commas inside quoted strings.
 func nextListItem(s string) (item, rest string) {
+	end, _ := listItemEnd(s)
+	if end == len(s) {
+		return s, ""
+	}
+	return s[:end], s[end+1:]
+}
+
+// quotesClosed reports whether every quoted string in s ends, as
+// nextListItem reads them.
+func quotesClosed(s string) bool {
+	for {
+		end, closed := listItemEnd(s)
+		if !closed || end == len(s) {
+			return closed
+		}
+		s = s[end+1:]
+	}
+}
+
+// listItemEnd returns where the first member of a comma-separated list
+// ends, at its comma or at the end of s, and whether the quoted strings
+// in it end too.
+func listItemEnd(s string) (end int, closed bool) {
 	inQuote := false
 	for i := 0; i < len(s); i++ {
 		switch s[i] {
@@ -164,28 +187,11 @@ func nextListItem(s string) (item, rest string) {
 			inQuote = !inQuote
 		case ',':
 			if !inQuote {
-				return s[:i], s[i+1:]
+				return i, true
 			}
 		}
 	}
-	return s, ""
-}
-
-// quotesClosed reports whether every quoted string in s ends, as
-// nextListItem reads them.
-func quotesClosed(s string) bool {
-	inQuote := false
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			if inQuote {
-				i++
-			}
-		case '"':
-			inQuote = !inQuote
-		}
-	}
-	return !inQuote
+	return len(s), !inQuote
 }
 
 func unquote(s string) string {
