@@ -500,6 +500,9 @@ func (h *CacheWrite) collapse(cw *cacheWriter, next caddyhttp.Handler) (done boo
 	now := h.now()
 	e, _ := h.cache.Find(r, cw.repl, cachestore.Want{Now: now, MaxAge: -1})
 	if e == nil {
+		// Another variant was stored, or the store refused it: this
+		// request goes upstream now.
+		cw.requestTime = now
 		return false, nil
 	}
 	serveStored(cw.ResponseWriter, r, h.statusID, e, now, "fwd=uri-miss; collapsed")

@@ -60,6 +60,9 @@ type cacheWriter struct {
 	// is what became of the response, which they learn.
 	flight  *cachestore.Flight
 	outcome httpcache.Outcome
+	// unfresh is set when what was stored must be validated before any
+	// use (no-cache, stale on arrival): no waiter can be answered from it.
+	unfresh bool
 
 	// member starts the Cache-Status member of a forwarded response.
 	member string
@@ -293,6 +296,7 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 			marker = &cachestore.Entry{Key: cw.found.Primary, Host: e.Host, Path: e.Path, Vary: vary, Expires: e.Expires}
 		}
 		cw.outcome = h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
+		cw.unfresh = !e.Expires.After(cw.responseTime)
 		stored = cw.outcome == httpcache.Stored
 	default:
 		if forbids {
@@ -468,7 +472,14 @@ func (cw *cacheWriter) drop(outcome httpcache.Outcome) {
 // entry stored or to the origin.
 func (cw *cacheWriter) land() {
 	if cw.flight != nil {
-		cw.h.cache.Land(cw.primary, cw.flight, cw.outcome, cw.personal(), cw.h.now())
+		outcome := cw.outcome
+		if outcome == httpcache.Stored && cw.unfresh {
+			// Its waiters go to the origin at once rather than look up
+			// an entry they may not use, and the next ones for a while
+			// without waiting: hit-for-miss.
+			outcome = httpcache.ReasonNoFreshness
+		}
+		cw.h.cache.Land(cw.primary, cw.flight, outcome, cw.personal(), cw.h.now())
 		cw.flight = nil
 	}
 }
@@ -545,6 +556,7 @@ func (cw *cacheWriter) commit() {
 	cachestore.PutKeyBuilder(kb)
 	outcome := h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
 	cw.outcome = outcome
+	cw.unfresh = !e.Expires.After(cw.responseTime)
 	if ce := h.logger.Check(zap.DebugLevel, "cache store"); ce != nil {
 		ce.Write(zap.String("cache", h.Cache), zap.Stringer("outcome", outcome),
 			zap.Int("bytes", len(cw.body)), zap.Duration("ttl", e.Expires.Sub(e.StoredAt)))

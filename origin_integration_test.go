@@ -1514,3 +1514,58 @@ func TestAWaiterThatGoesUpstreamCountsNoWait(t *testing.T) {
 		t.Errorf("a max-age=2 response fetched at once was not stored: %q", r.cacheStatus())
 	}
 }
+
+// TestAWaiterForAnotherVariantCountsNoWait: a request that waited for a
+// fetch that stored another variant goes upstream then, and counts its
+// answer's age from then (RFC 9111 section 4.2.3).
+func TestAWaiterForAnotherVariantCountsNoWait(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Vary", "Accept-Language")
+		if r.Header.Get("Accept-Language") == "en" {
+			time.Sleep(3 * time.Second)
+			w.Header().Set("Cache-Control", "max-age=60")
+			fmt.Fprint(w, "en")
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=2")
+		fmt.Fprint(w, "fr")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	done := make(chan struct{})
+	go func() { defer close(done); g.get("/v", "Accept-Language: en") }()
+	time.Sleep(200 * time.Millisecond)
+	r := g.get("/v", "Accept-Language: fr")
+	<-done
+	if r.body != "fr" || !strings.Contains(r.cacheStatus(), "stored") {
+		t.Errorf("a max-age=2 response fetched at once: %q, not stored (%q)", r.body, r.cacheStatus())
+	}
+}
+
+// TestNoCacheIsNotWaitedFor: a no-cache response must be validated before
+// each use (RFC 9111 section 5.2.2.4), so no request waiting for its fetch
+// can be answered from it; those that come next go upstream side by side
+// at once (hit-for-miss), rather than wait for one validation and then
+// make their own.
+func TestNoCacheIsNotWaitedFor(t *testing.T) {
+	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second)
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprint(w, "v1")
+	})
+	g := startGateway(t, "", originSite, up.addr())
+	concurrentGets(g, 4, func(int) []string { return nil }, "/nc")
+	start := time.Now()
+	for _, b := range concurrentGets(g, 4, func(int) []string { return nil }, "/nc") {
+		if b != "v1" {
+			t.Fatalf("got %q", b)
+		}
+	}
+	if d := time.Since(start); d > 1600*time.Millisecond {
+		t.Errorf("four requests for a no-cache entry took %v against an origin of 1 s: they waited for one another", d)
+	}
+}
