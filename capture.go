@@ -60,8 +60,10 @@ type cacheWriter struct {
 	// is what became of the response, which they learn.
 	flight  *cachestore.Flight
 	outcome httpcache.Outcome
-	// unfresh is set when what was stored must be validated before any
-	// use (no-cache, stale on arrival): no waiter can be answered from it.
+	// unfresh is set when what is stored must be validated before every
+	// use (no-cache): no waiter can be answered from it, now or later. (A
+	// response stale on arrival cannot answer the waiters either, but the
+	// next may well be fresh: it does not make the key skip the queue.)
 	unfresh bool
 
 	// member starts the Cache-Status member of a forwarded response.
@@ -296,7 +298,7 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 			marker = &cachestore.Entry{Key: cw.found.Primary, Host: e.Host, Path: e.Path, Vary: vary, Expires: e.Expires}
 		}
 		cw.outcome = h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
-		cw.unfresh = !e.Expires.After(cw.responseTime)
+		cw.unfresh = d.NoCache
 		stored = cw.outcome == httpcache.Stored
 	default:
 		if forbids {
@@ -383,6 +385,7 @@ func (cw *cacheWriter) decide() httpcache.Outcome {
 		return httpcache.ReasonTooLarge
 	}
 	cw.storing = true
+	cw.unfresh = d.NoCache
 	cw.e = cw.h.newEntry(cw.r, cw.path, cw.status, hdr, cw.outer, d, cw.responseTime)
 	cw.e.Targeted = own
 	cw.vary = httpcache.VaryNames(hdr)
@@ -556,7 +559,6 @@ func (cw *cacheWriter) commit() {
 	cachestore.PutKeyBuilder(kb)
 	outcome := h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
 	cw.outcome = outcome
-	cw.unfresh = !e.Expires.After(cw.responseTime)
 	if ce := h.logger.Check(zap.DebugLevel, "cache store"); ce != nil {
 		ce.Write(zap.String("cache", h.Cache), zap.Stringer("outcome", outcome),
 			zap.Int("bytes", len(cw.body)), zap.Duration("ttl", e.Expires.Sub(e.StoredAt)))

@@ -249,6 +249,17 @@ func do(t testing.TB, method, url string, header http.Header, body string) respo
 
 // send is do for goroutines other than the test's, which must not call
 // t.Fatal.
+// waitFor polls cond every 5 ms, and fails the test when it does not hold
+// within 10 s; what names what is awaited.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s", what)
+		}
+	}
+}
+
 // tcpServer accepts connections on a loopback port until the test ends,
 // hands each to handle on a goroutine of its own and closes it when handle
 // returns, and returns the address: an upstream or an endpoint that

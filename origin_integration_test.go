@@ -1187,7 +1187,7 @@ func TestAConditionalLeaderDoesNotReleaseTheHerd(t *testing.T) {
 	})
 	g := startGateway(t, "", originSite, up.addr())
 	go send("GET", "http://"+g.addr+"/hot", http.Header{"If-None-Match": {`"v1"`}}, "")
-	time.Sleep(100 * time.Millisecond)
+	waitFor(t, "the conditional leader's fetch", func() bool { return up.count("/hot") == 1 })
 	bodies := concurrentGets(g, 20, func(int) []string { return nil }, "/hot")
 	for _, b := range bodies {
 		if b != "v1" {
@@ -1428,7 +1428,7 @@ func TestALeaderThatLeftBeforeLandingStops(t *testing.T) {
 	ctxA, cancelA := context.WithCancel(context.Background())
 	gotA := make(chan *http.Response, 1)
 	go get(ctxA, gotA)
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, "the leader's fetch", func() bool { return n.Load() == 1 })
 	ctxB, cancelB := context.WithCancel(context.Background())
 	defer cancelB()
 	gotB := make(chan *http.Response, 1)
@@ -1482,10 +1482,11 @@ func TestAValidatingLeaderReleasesWaitersOnceStored(t *testing.T) {
 	}
 	defer c.Close()
 	fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: %s\r\n\r\n", g.addr)
-	time.Sleep(100 * time.Millisecond)
+	waitFor(t, "the leader's validation", func() bool { return conditional.Load() == 1 })
 	start := time.Now()
 	r := g.get("/big")
-	if d := time.Since(start); d > 3*time.Second || conditional.Load() != 1 || len(r.body) != len(body) {
+	// Before the fix the waiter waited its whole 10 s.
+	if d := time.Since(start); d > 6*time.Second || conditional.Load() != 1 || len(r.body) != len(body) {
 		t.Errorf("stored at about 300 ms, yet the waiter took %v (%q); the origin saw %d validations", d, r.cacheStatus(), conditional.Load())
 	}
 }
