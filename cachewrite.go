@@ -413,8 +413,9 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 }
 
 // errAbandoned ends a leader's fetch once its client and every waiter
-// have gone.
-var errAbandoned = errors.New("the client left and no request waits for the response")
+// have gone. It is a context.Canceled, which reverse_proxy answers 499
+// and Caddy logs at debug level, as for any client that leaves.
+var errAbandoned = fmt.Errorf("the client left and no request waits for the response: %w", context.Canceled)
 
 // errOtherRepresentation fails a request whose validation named another
 // representation than the one stored, when its body cannot be sent again.

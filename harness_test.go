@@ -247,8 +247,6 @@ func do(t testing.TB, method, url string, header http.Header, body string) respo
 	return resp
 }
 
-// send is do for goroutines other than the test's, which must not call
-// t.Fatal.
 // waitFor polls cond every 5 ms, and fails the test when it does not hold
 // within 10 s; what names what is awaited.
 func waitFor(t testing.TB, what string, cond func() bool) {
@@ -286,6 +284,8 @@ func tcpServer(t testing.TB, handle func(net.Conn)) string {
 	return l.Addr().String()
 }
 
+// send is do for goroutines other than the test's, which must not call
+// t.Fatal.
 func send(method, url string, header http.Header, body string) (response, error) {
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
