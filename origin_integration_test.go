@@ -1175,16 +1175,7 @@ func TestReplacedEntriesStayWithinMaxSize(t *testing.T) {
 // wait must then follow a next leader, not all go to the origin, and the
 // key must not be taken for uncachable.
 func TestAConditionalLeaderDoesNotReleaseTheHerd(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(300 * time.Millisecond)
-		w.Header().Set("Cache-Control", "max-age=60")
-		w.Header().Set("Etag", `"v1"`)
-		if r.Header.Get("If-None-Match") == `"v1"` {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
-		fmt.Fprint(w, "v1")
-	})
+	up := newUpstream(t, slowV1(300*time.Millisecond, "max-age=60"))
 	g := startGateway(t, "", originSite, up.addr())
 	go send("GET", "http://"+g.addr+"/hot", http.Header{"If-None-Match": {`"v1"`}}, "")
 	waitFor(t, "the conditional leader's fetch", func() bool { return up.count("/hot") == 1 })
@@ -1563,16 +1554,7 @@ func TestAWaiterForAnotherVariantCountsNoWait(t *testing.T) {
 // at once (hit-for-miss), rather than wait for one validation and then
 // make their own.
 func TestNoCacheIsNotWaitedFor(t *testing.T) {
-	up := newUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(time.Second)
-		w.Header().Set("Cache-Control", "no-cache")
-		w.Header().Set("Etag", `"v1"`)
-		if r.Header.Get("If-None-Match") == `"v1"` {
-			w.WriteHeader(http.StatusNotModified)
-			return
-		}
-		fmt.Fprint(w, "v1")
-	})
+	up := newUpstream(t, slowV1(time.Second, "no-cache"))
 	g := startGateway(t, "", originSite, up.addr())
 	burst := func(what string) {
 		t.Helper()
@@ -1600,3 +1582,18 @@ func TestNoCacheIsNotWaitedFor(t *testing.T) {
 // cachestoreHitForMiss is how long a key that proved uncachable skips the
 // queue (cachestore.HitForMiss), and a little more.
 const cachestoreHitForMiss = 10*time.Second + 100*time.Millisecond
+
+// slowV1 answers after delay with the representation "v1", ETag "v1",
+// under cacheControl: a 304 to a request that holds it already.
+func slowV1(delay time.Duration, cacheControl string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(delay)
+		w.Header().Set("Cache-Control", cacheControl)
+		w.Header().Set("Etag", `"v1"`)
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		fmt.Fprint(w, "v1")
+	}
+}
