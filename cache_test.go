@@ -85,7 +85,7 @@ func countingChain(tb testing.TB, body []byte) (caddyhttp.Handler, *namedCache, 
 func wire(c *namedCache, w *CacheWrite, now func() time.Time) *CacheRead {
 	w.cache, w.logger, w.now = c, zap.NewNop(), now
 	w.rule = cachestore.NewKeyRule(w.keyOptions())
-	w.statusID = cachestore.StatusID(w.Cache)
+	w.statusID = httpcache.CacheStatusID(w.Cache)
 	w.members = newCacheStatusMembers(w.statusID)
 	w.policy = httpcache.Policy{TTL: time.Duration(w.TTL)}
 	c.AddRule(w.rule)

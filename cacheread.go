@@ -80,7 +80,7 @@ func (h *CacheRead) Provision(ctx caddy.Context) error {
 	}
 	h.cache = cache
 	h.nameVal = h.Cache
-	h.statusID = cachestore.StatusID(h.Cache)
+	h.statusID = httpcache.CacheStatusID(h.Cache)
 	return nil
 }
 

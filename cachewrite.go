@@ -160,7 +160,7 @@ func (h *CacheWrite) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.cache = cache
-	h.statusID = cachestore.StatusID(h.Cache)
+	h.statusID = httpcache.CacheStatusID(h.Cache)
 	h.members = newCacheStatusMembers(h.statusID)
 	h.rule = cachestore.NewKeyRule(h.keyOptions())
 	h.policy = httpcache.Policy{

@@ -76,42 +76,6 @@ func CheckName(name string) error {
 	return nil
 }
 
-// StatusID returns how Cache-Status names the cache (RFC 9211 section 2):
-// its name as a Structured Field token (RFC 8941 section 3.3.4) when it
-// is one, else as a string.
-func StatusID(name string) string {
-	if isToken(name) {
-		return name
-	}
-	var b strings.Builder
-	b.WriteByte('"')
-	for i := 0; i < len(name); i++ {
-		if c := name[i]; c == '"' || c == '\\' {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(name[i])
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
-// isToken reports whether s is a Structured Field token: a letter or '*',
-// then tchar, ':' or '/'.
-func isToken(s string) bool {
-	if s == "" || !(isAlpha(s[0]) || s[0] == '*') {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		c := s[i]
-		if !isAlpha(c) && !('0' <= c && c <= '9') && !strings.ContainsRune("!#$%&'*+-.^_`|~:/", rune(c)) {
-			return false
-		}
-	}
-	return true
-}
-
-func isAlpha(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
-
 // CheckMaxSize reports what is wrong with a store's bound on its own.
 func CheckMaxSize(n int64) error {
 	if n < MinMaxSize {

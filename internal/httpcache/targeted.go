@@ -320,6 +320,39 @@ func isTChar(c byte) bool {
 	return isAlpha(c) || isDigit(c) || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
 }
 
+// CacheStatusID returns how Cache-Status names a cache (RFC 9211 section
+// 2): its name as a Structured Field Token when it is one, else as a
+// String. The name is printable ASCII.
+func CacheStatusID(name string) string {
+	if isToken(name) {
+		return name
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c == '"' || c == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(name[i])
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// isToken reports whether s is a Structured Field Token (RFC 8941 section
+// 3.3.4), as the parser's token reads one.
+func isToken(s string) bool {
+	if s == "" || !(isAlpha(s[0]) || s[0] == '*') {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isTChar(c) && c != ':' && c != '/' {
+			return false
+		}
+	}
+	return true
+}
+
 func (p *sfParser) byteSequence() bool {
 	p.consume(':')
 	for i := 0; i < len(p.s); i++ {

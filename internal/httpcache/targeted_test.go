@@ -174,3 +174,21 @@ func FuzzTargeted(f *testing.F) {
 		}
 	})
 }
+
+// TestCacheStatusID: Cache-Status names a cache by a Structured Field
+// Token or String (RFC 9211 section 2, RFC 8941 sections 3.3.3 and 3.3.4).
+func TestCacheStatusID(t *testing.T) {
+	for name, want := range map[string]string{
+		"products":     "products",
+		"api-v2.cache": "api-v2.cache",
+		"*edge:1":      "*edge:1",
+		"1st":          `"1st"`,
+		"_private":     `"_private"`,
+		"api v2":       `"api v2"`,
+		`say "hi" \`:   `"say \"hi\" \\"`,
+	} {
+		if got := CacheStatusID(name); got != want {
+			t.Errorf("CacheStatusID(%q) = %s, want %s", name, got, want)
+		}
+	}
+}
