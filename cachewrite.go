@@ -382,9 +382,8 @@ func (h *CacheWrite) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	// neither waits for another's fetch, whose answer it could not be
 	// given, nor makes others wait for its own.
 	if !cw.background && !head && readable(r) {
-		done, err := h.collapse(cw, next)
-		if done {
-			return err
+		if h.collapse(cw) {
+			return nil
 		}
 		if cw.flight != nil {
 			defer cw.land()
@@ -460,54 +459,54 @@ const collapseWait = 10 * time.Second
 // answered from what it stored. done is true when the request was
 // answered so. A waiter whose leader stored nothing the request may use
 // (an unstorable or private response, another variant) fetches its own.
-func (h *CacheWrite) collapse(cw *cacheWriter, next caddyhttp.Handler) (done bool, err error) {
-	r := cw.r
+func (h *CacheWrite) collapse(cw *cacheWriter) (done bool) {
 	if cw.primary == nil {
 		kb := cachestore.GetKeyBuilder()
-		cw.primary = slices.Clone(h.rule.Build(kb, r, cw.repl, nil))
+		cw.primary = slices.Clone(h.rule.Build(kb, cw.r, cw.repl, nil))
 		cachestore.PutKeyBuilder(kb)
 	}
-	deadline := cw.requestTime.Add(collapseWait)
-	waited := false
-	for {
-		flight, leader := h.cache.Join(cw.primary, cw.requestTime)
+	e, waited := h.await(cw)
+	if e == nil {
 		if waited {
 			// A request that goes upstream after waiting is sent now:
 			// its wait is no delay of the response's (RFC 9111 section
 			// 4.2.3 counts from the request's sending).
 			cw.requestTime = h.now()
 		}
-		if flight == nil {
-			return false, nil
-		}
-		if leader {
+		return false
+	}
+	serveStored(cw.ResponseWriter, cw.r, h.statusID, e, h.now(), "fwd=uri-miss; collapsed")
+	return true
+}
+
+// await joins the request to the fetch of its key, and returns the entry
+// that fetch stored for it, if any, and whether it waited. When a fetch's
+// answer was its leader's own (a 304 to its condition, its no-store), the
+// waiters follow the next leader, one of them. With no entry the request
+// goes upstream, as the leader when cw.flight is set.
+func (h *CacheWrite) await(cw *cacheWriter) (e *cachestore.Entry, waited bool) {
+	deadline := cw.requestTime.Add(collapseWait)
+	for {
+		flight, leader := h.cache.Join(cw.primary, cw.requestTime)
+		switch {
+		case flight == nil:
+			return nil, waited
+		case leader:
 			cw.flight = flight
-			return false, nil
+			return nil, waited
 		}
-		outcome, ok := flight.Wait(r.Context(), deadline.Sub(h.now()))
+		outcome, ok := flight.Wait(cw.r.Context(), deadline.Sub(h.now()))
 		waited = true
-		if ok && outcome != httpcache.Stored && flight.Personal() {
-			// The leader's answer was its own (a 304 to its condition,
-			// its no-store): the waiters follow the next leader, one of
-			// them.
+		switch {
+		case ok && outcome != httpcache.Stored && flight.Personal():
 			continue
+		case !ok || outcome != httpcache.Stored:
+			return nil, true
 		}
-		if !ok || outcome != httpcache.Stored {
-			cw.requestTime = h.now()
-			return false, nil
-		}
-		break
+		// Another variant may have been stored, or the store refused it.
+		e, _ := h.cache.Find(cw.r, cw.repl, cachestore.Want{Now: h.now(), MaxAge: -1})
+		return e, true
 	}
-	now := h.now()
-	e, _ := h.cache.Find(r, cw.repl, cachestore.Want{Now: now, MaxAge: -1})
-	if e == nil {
-		// Another variant was stored, or the store refused it: this
-		// request goes upstream now.
-		cw.requestTime = now
-		return false, nil
-	}
-	serveStored(cw.ResponseWriter, r, h.statusID, e, now, "fwd=uri-miss; collapsed")
-	return true, nil
 }
 
 // invalidateUnsafe drops the stored responses of the target URI of a

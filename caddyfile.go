@@ -616,16 +616,16 @@ func parseIntField(d *caddyfile.Dispenser, dir string, dst *int) error {
 // the option left out, as JSON has it, and limits each address alone;
 // written in a Caddyfile, 0 reads as a /0, every address in one network,
 // so it is refused rather than read either way.
-func parsePrefixArg(d *caddyfile.Dispenser, dir string, bits int64, dst *int) error {
+func parsePrefixArg(d *caddyfile.Dispenser, dir string, bits int, dst *int) error {
 	opt := d.Val()
-	n, err := parseIntArg(d, dir)
-	if err != nil {
+	var n int
+	if err := parseIntField(d, dir, &n); err != nil {
 		return err
 	}
 	if n < 1 || n > bits {
 		return d.Errf("%s: %s must be 1 to %d, not %d", dir, opt, bits, n)
 	}
-	*dst = int(n)
+	*dst = n
 	return nil
 }
 

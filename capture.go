@@ -286,17 +286,10 @@ func (cw *cacheWriter) validated(st *cachestore.Entry, status int) {
 		// Another request stored a newer response meanwhile, which the
 		// older one validated here must not replace.
 	case d.Outcome == httpcache.Stored:
-		var marker *cachestore.Entry
-		if vary := httpcache.VaryNames(merged); vary != nil {
-			// The updated response is selected by the headers its Vary
-			// names now (RFC 9111 section 4.1), which the 304 may have
-			// added or changed: it is the variant of this request under
-			// them, led to by a marker at the primary key.
-			kb := cachestore.GetKeyBuilder()
-			e.Key = slices.Clone(h.rule.Build(kb, cw.r, cw.repl, vary))
-			cachestore.PutKeyBuilder(kb)
-			marker = &cachestore.Entry{Key: cw.found.Primary, Host: e.Host, Path: e.Path, Vary: vary, Expires: e.Expires}
-		}
+		// The updated response is selected by the headers its Vary names
+		// now (RFC 9111 section 4.1), which the 304 may have added or
+		// changed.
+		marker := cw.place(e, cw.found.Primary, httpcache.VaryNames(merged))
 		cw.outcome = h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
 		cw.unfresh = d.NoCache
 		stored = cw.outcome == httpcache.Stored
@@ -526,6 +519,20 @@ func (cw *cacheWriter) finish(err error) {
 	cw.commit()
 }
 
+// place keys the entry e of the request: at the resource's primary key,
+// or, when the response's Vary names headers, as the variant those select,
+// led to by the Vary marker it returns for the primary key.
+func (cw *cacheWriter) place(e *cachestore.Entry, primary []byte, vary []string) (marker *cachestore.Entry) {
+	if vary == nil {
+		e.Key = primary
+		return nil
+	}
+	kb := cachestore.GetKeyBuilder()
+	e.Key = slices.Clone(cw.h.rule.Build(kb, cw.r, cw.repl, vary))
+	cachestore.PutKeyBuilder(kb)
+	return &cachestore.Entry{Key: primary, Host: e.Host, Path: e.Path, Vary: vary, Expires: e.Expires}
+}
+
 // commit writes the copy to the cache.
 func (cw *cacheWriter) commit() {
 	cw.done = true
@@ -544,19 +551,13 @@ func (cw *cacheWriter) commit() {
 		cw.body = slices.Clone(cw.body)
 	}
 	e.Body = cw.body
-	kb := cachestore.GetKeyBuilder()
 	primary := cw.primary
 	if primary == nil {
+		kb := cachestore.GetKeyBuilder()
 		primary = slices.Clone(h.rule.Build(kb, cw.r, cw.repl, nil))
+		cachestore.PutKeyBuilder(kb)
 	}
-	var marker *cachestore.Entry
-	if cw.vary == nil {
-		e.Key = primary
-	} else {
-		e.Key = slices.Clone(h.rule.Build(kb, cw.r, cw.repl, cw.vary))
-		marker = &cachestore.Entry{Key: primary, Host: e.Host, Path: e.Path, Vary: cw.vary, Expires: e.Expires}
-	}
-	cachestore.PutKeyBuilder(kb)
+	marker := cw.place(e, primary, cw.vary)
 	outcome := h.cache.Put(cw.snap, e.Keep(cw.responseTime), e, marker)
 	cw.outcome = outcome
 	if ce := h.logger.Check(zap.DebugLevel, "cache store"); ce != nil {

@@ -32,7 +32,7 @@ type Flight struct {
 	done     chan struct{}     // under fl.mu; nil until a waiter needs it
 	landed   bool              // under fl.mu
 	abandon  func()            // under fl.mu; set once the leader's client left
-	waiters  atomic.Int32      // changed under fl.mu
+	waiters  atomic.Int32      // raised under fl.mu
 	outcome  httpcache.Outcome // set before landed
 	personal bool              // set before landed
 }
