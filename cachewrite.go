@@ -183,6 +183,11 @@ func (h *CacheWrite) Validate() error {
 	if h.Cache == "" {
 		return fmt.Errorf("cache_write: missing cache name (cache)")
 	}
+	for _, t := range h.KeyPlaceholders {
+		if err := checkTemplate(t); err != nil {
+			return fmt.Errorf("cache_write %s: key_placeholders: %q: %v", h.Cache, t, err)
+		}
+	}
 	for _, d := range []struct {
 		name  string
 		value caddy.Duration

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -98,6 +99,11 @@ func (h *CORS) Provision(ctx caddy.Context) error {
 // Validate checks the configuration. The Caddyfile parser calls it too,
 // so that a bad value in JSON and in a Caddyfile gets the same message.
 func (h *CORS) Validate() error {
+	for _, o := range h.AllowOrigins {
+		if err := checkTemplate(o); err != nil {
+			return fmt.Errorf("cors: allow_origins: %q: %v", o, err)
+		}
+	}
 	_, err := cors.Compile(h.config())
 	return err
 }

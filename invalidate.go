@@ -91,6 +91,11 @@ func (h *CacheInvalidate) Validate() error {
 	if err := checkTargetCount(len(h.URLs) + len(h.Prefixes) + len(h.Tags)); err != nil {
 		return fmt.Errorf("cache_invalidate %s: %v", h.Cache, err)
 	}
+	for _, t := range slices.Concat(h.URLs, h.Prefixes, h.Tags) {
+		if err := checkTemplate(t); err != nil {
+			return fmt.Errorf("cache_invalidate %s: %q: %v", h.Cache, t, err)
+		}
+	}
 	for _, u := range h.URLs {
 		if strings.Contains(u, "{") {
 			continue // checked per request, once expanded

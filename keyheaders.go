@@ -107,3 +107,32 @@ func httpApp(ctx caddy.Context) *caddyhttp.App {
 	}
 	return nil
 }
+
+// checkTemplate refuses a template with a placeholder that is not closed:
+// Caddy's replacer leaves a '{' that no '}' closes as it is, so such a
+// template is the same text for every request (a rate-limit key shared by
+// all, a cache key part that tells no one apart, a CORS origin that
+// matches none) or no number (a cost). A
+// brace right after a '\' is a literal one, as the replacer reads it, and
+// a '}' that closes nothing is text.
+func checkTemplate(t string) error {
+	open := -1
+	for i := 0; i < len(t); i++ {
+		if i > 0 && t[i-1] == '\\' {
+			continue
+		}
+		switch t[i] {
+		case '{':
+			if open >= 0 {
+				return fmt.Errorf("the '{' at offset %d opens a placeholder that no '}' closes before the next '{'; write \\{ for a literal brace", open)
+			}
+			open = i
+		case '}':
+			open = -1
+		}
+	}
+	if open >= 0 {
+		return fmt.Errorf("the '{' at offset %d opens a placeholder that no '}' closes; write \\{ for a literal brace", open)
+	}
+	return nil
+}

@@ -89,33 +89,6 @@ func (ref *zoneRef) costOf(repl *caddy.Replacer) (int64, error) {
 	return n, nil
 }
 
-// checkTemplate refuses a template with a placeholder that is not closed:
-// Caddy's replacer leaves a '{' that no '}' closes as it is, so such a key
-// is the same text for every request and such a cost a number for none. A
-// brace right after a '\' is a literal one, as the replacer reads it, and
-// a '}' that closes nothing is text.
-func checkTemplate(t string) error {
-	open := -1
-	for i := 0; i < len(t); i++ {
-		if i > 0 && t[i-1] == '\\' {
-			continue
-		}
-		switch t[i] {
-		case '{':
-			if open >= 0 {
-				return fmt.Errorf("the '{' at offset %d opens a placeholder that no '}' closes before the next '{'; write \\{ for a literal brace", open)
-			}
-			open = i
-		case '}':
-			open = -1
-		}
-	}
-	if open >= 0 {
-		return fmt.Errorf("the '{' at offset %d opens a placeholder that no '}' closes; write \\{ for a literal brace", open)
-	}
-	return nil
-}
-
 func (h *RateLimit) loggedKey(key string) string {
 	if h.LogKey {
 		return key

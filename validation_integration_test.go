@@ -67,6 +67,14 @@ func TestValidationRules(t *testing.T) {
 			`a cache name holds printable ASCII only, as Cache-Status names it`, 5},
 		{"cache_invalidate targets", "", `{"handler": "cache_invalidate", "cache": "p", "tags": [` + strings.Repeat(`"t",`, 256) + `"t"]}`, "", "",
 			"cache_invalidate p: 257 urls, prefixes and tags: at most 256 per invalidation", 0},
+		// A placeholder that no '}' closes is the same text for every
+		// request: refused wherever a template is taken.
+		{"cache_write key_placeholders unclosed", "", `{"handler": "cache_write", "cache": "p", "key_placeholders": ["{http.auth.user.id"]}`, "", "",
+			`cache_write p: key_placeholders: "{http.auth.user.id": the '{' at offset 0 opens a placeholder that no '}' closes`, 0},
+		{"cache_invalidate template unclosed", "", `{"handler": "cache_invalidate", "cache": "p", "tags": ["user-{http.request.header.X"]}`, "", "",
+			`cache_invalidate p: "user-{http.request.header.X": the '{' at offset 5 opens a placeholder`, 0},
+		{"cors origin template unclosed", "", `{"handler": "cors", "allow_origins": ["https://{env.SITE"]}`, "", "",
+			`cors: allow_origins: "https://{env.SITE": the '{' at offset 8 opens a placeholder`, 0},
 		{"cache_write status", "", `{"handler": "cache_write", "cache": "p", "status": [99]}`, "", "\tcache_write p {\n\t\tstatus 99\n\t}\n",
 			"cache_write p: status: 99 is not a final status code", 6},
 		{"cache_write ttl", "", `{"handler": "cache_write", "cache": "p", "ttl": -1}`, "", "", "cache_write p: ttl must not be negative", 0},
