@@ -407,10 +407,20 @@ func TestLeakyBucketSpacesRequests(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	slices.SortFunc(arrivals, func(a, b time.Time) int { return a.Compare(b) })
+	// Slots are 100ms apart. An arrival at the origin can only be later
+	// than its slot, which shortens the gap after it by as much: under
+	// -race on a busy machine, by 10 ms or more. Each gap gets 20 ms of
+	// that, and the span of all of them, shortened only by the first
+	// arrival's lateness, 20 ms as well.
+	const slot, jitter = 100 * time.Millisecond, 20 * time.Millisecond
 	for i := 1; i < len(arrivals); i++ {
-		// Slots are 100ms apart; arrivals at the origin can only be later.
-		if gap := arrivals[i].Sub(arrivals[i-1]); gap < 90*time.Millisecond {
+		if gap := arrivals[i].Sub(arrivals[i-1]); gap < slot-jitter {
 			t.Errorf("requests %d and %d reached the origin %v apart, want a slot of 100ms", i-1, i, gap)
+		}
+	}
+	if n := len(arrivals); n > 1 {
+		if span := arrivals[n-1].Sub(arrivals[0]); span < time.Duration(n-1)*slot-jitter {
+			t.Errorf("%d requests reached the origin within %v, want %d slots of 100ms", n, span, n-1)
 		}
 	}
 
